@@ -1,0 +1,2 @@
+pub mod alert;
+pub mod rules;
