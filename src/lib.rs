@@ -1,2 +1,27 @@
+//! # remediator
+//!
+//! Receives Alertmanager webhooks, keeps one incident per firing, matches rules, runs guarded
+//! runbooks against a docker-compose stack and narrates every step.
+//!
+//! # Layout
+//! - [`alert`]: webhook payloads → validated alerts (pure).
+//! - [`rules`]: rule files → a compiled rule set with every error at `file:line` (pure).
+//! - [`loader`]: reads a rule directory for `serve`, `check`, `simulate` and reload.
+//! - [`settings`]: configuration layers (file, environment, flags).
+//! - [`store`]: the embedded SQLite store and its group-commit intake writer (SQL only here).
+//! - [`engine`]: intake → incident → guards → runbook → escalation, on traits.
+//! - [`http`]: the HTTP interface (actix-web only here).
+//! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
+//! - [`startup`]: wiring; [`cli`]: the command line.
+
 pub mod alert;
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod loader;
+pub mod metrics;
 pub mod rules;
+pub mod settings;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -117,7 +117,11 @@ pub struct WebhookMessage {
     pub external_url: String,
     pub alerts: Vec<WebhookAlert>,
     /// Alertmanager 0.32 and later.
-    #[serde(default, rename = "notification_reason", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "notification_reason",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub notification_reason: Option<String>,
     /// Alertmanager 0.34 and later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +170,10 @@ pub struct Alert {
 impl Alert {
     /// The `alertname` label, or an empty string when the sender left it out.
     pub fn name(&self) -> &str {
-        self.labels.get("alertname").map(String::as_str).unwrap_or("")
+        self.labels
+            .get("alertname")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
@@ -207,7 +214,10 @@ impl WebhookMessage {
             .alerts
             .into_iter()
             .enumerate()
-            .map(|(index, a)| a.into_alert().map_err(|message| AlertError::InvalidAlert { index, message }))
+            .map(|(index, a)| {
+                a.into_alert()
+                    .map_err(|message| AlertError::InvalidAlert { index, message })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Notification {
             group_key: self.group_key,

@@ -1,6 +1,9 @@
 use super::*;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alertmanager-0.25");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/alertmanager-0.25"
+);
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{FIXTURES}/{name}")).expect("fixture is committed")
@@ -46,19 +49,27 @@ fn our_fingerprint_matches_alertmanagers_for_every_captured_alert() {
 
 #[test]
 fn fields_from_newer_alertmanagers_and_unknown_fields_are_accepted() {
-    let mut v: serde_json::Value = serde_json::from_slice(&fixture("high-queue-depth-firing.json")).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("high-queue-depth-firing.json")).unwrap();
     v["notification_reason"] = "first notification".into();
     v["routeLabels"] = serde_json::json!({"team": "infra"});
     v["somethingFromTheFuture"] = serde_json::json!([1, 2]);
     v["alerts"][0]["startsAt"] = "2026-11-25T22:07:00.5+08:00".into();
     let n = parse_webhook(&serde_json::to_vec(&v).unwrap()).unwrap();
-    assert_eq!(n.alerts[0].starts_at.to_rfc3339(), "2026-11-25T14:07:00.500+00:00");
+    assert_eq!(
+        n.alerts[0].starts_at.to_rfc3339(),
+        "2026-11-25T14:07:00.500+00:00"
+    );
 }
 
 #[test]
 fn a_missing_fingerprint_is_computed_from_the_labels() {
-    let mut v: serde_json::Value = serde_json::from_slice(&fixture("postgres-down-firing.json")).unwrap();
-    v["alerts"][0].as_object_mut().unwrap().remove("fingerprint");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&fixture("postgres-down-firing.json")).unwrap();
+    v["alerts"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("fingerprint");
     let n = parse_webhook(&serde_json::to_vec(&v).unwrap()).unwrap();
     assert_eq!(n.alerts[0].fingerprint.as_str(), "1e48178e9e293490");
 }
@@ -68,9 +79,18 @@ fn bad_bodies_are_refused_with_the_field_named() {
     let cases: &[(&str, &str)] = &[
         ("{", "EOF"),
         ("[]", "expected struct WebhookMessage"),
-        (r#"{"version":"3","status":"firing","alerts":[]}"#, "unsupported payload version \"3\""),
-        (r#"{"version":"4","status":"firing"}"#, "missing field `alerts`"),
-        (r#"{"version":"4","status":"burning","alerts":[]}"#, "status: unknown variant `burning`"),
+        (
+            r#"{"version":"3","status":"firing","alerts":[]}"#,
+            "unsupported payload version \"3\"",
+        ),
+        (
+            r#"{"version":"4","status":"firing"}"#,
+            "missing field `alerts`",
+        ),
+        (
+            r#"{"version":"4","status":"burning","alerts":[]}"#,
+            "status: unknown variant `burning`",
+        ),
         (
             r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"a":"b"},"startsAt":"yesterday"}]}"#,
             "alerts[0].startsAt",
@@ -86,6 +106,9 @@ fn bad_bodies_are_refused_with_the_field_named() {
     ];
     for (body, expect) in cases {
         let err = parse_webhook(body.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains(expect), "{body}: got {err:?}, want it to contain {expect:?}");
+        assert!(
+            err.contains(expect),
+            "{body}: got {err:?}, want it to contain {expect:?}"
+        );
     }
 }

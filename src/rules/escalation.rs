@@ -45,7 +45,9 @@ impl TierAfter {
                 .parse()
                 .map_err(|_| format!("after {s:?}: a share of the RTO is written like 50%"))?;
             if !(0.0..=1000.0).contains(&pct) {
-                return Err(format!("after {s:?}: the share must be between 0% and 1000%"));
+                return Err(format!(
+                    "after {s:?}: the share must be between 0% and 1000%"
+                ));
             }
             Ok(TierAfter::RtoShare(pct / 100.0))
         } else {
@@ -134,7 +136,13 @@ pub(super) fn compile(src: &Source, errors: &mut Vec<RuleError>) -> Option<Escal
         .into_iter()
         .map(|(k, v)| {
             if !v.value.email.contains('@') {
-                c.err(v.referenced.line(), format!("contact {k:?}: email {:?} is not an e-mail address", v.value.email));
+                c.err(
+                    v.referenced.line(),
+                    format!(
+                        "contact {k:?}: email {:?} is not an e-mail address",
+                        v.value.email
+                    ),
+                );
             }
             (k, v.value)
         })
@@ -143,7 +151,10 @@ pub(super) fn compile(src: &Source, errors: &mut Vec<RuleError>) -> Option<Escal
     let check = |c: &mut Collector<'_>, line: u64, what: &str, list: &[String]| {
         for who in list {
             if !contacts.contains_key(who) {
-                c.err(line, format!("{what}: {who:?} is not a contact (known: {known})"));
+                c.err(
+                    line,
+                    format!("{what}: {who:?} is not a contact (known: {known})"),
+                );
             }
         }
     };
@@ -151,15 +162,28 @@ pub(super) fn compile(src: &Source, errors: &mut Vec<RuleError>) -> Option<Escal
     for (key, p) in raw.policies {
         let line = p.referenced.line();
         let Some(priority) = Priority::parse(&key) else {
-            c.err(line, format!("policy {key:?}: priorities are P1, P2, P3 and P4"));
+            c.err(
+                line,
+                format!("policy {key:?}: priorities are P1, P2, P3 and P4"),
+            );
             continue;
         };
-        check(&mut c, line, &format!("policy {key}.notify"), &p.value.notify);
+        check(
+            &mut c,
+            line,
+            &format!("policy {key}.notify"),
+            &p.value.notify,
+        );
         check(&mut c, line, &format!("policy {key}.page"), &p.value.page);
         let mut tiers = Vec::new();
         for t in p.value.tiers {
             let tline = t.referenced.line();
-            check(&mut c, tline, &format!("policy {key} tier"), &t.value.notify);
+            check(
+                &mut c,
+                tline,
+                &format!("policy {key} tier"),
+                &t.value.notify,
+            );
             match TierAfter::parse(&t.value.after) {
                 Ok(after) => tiers.push(Tier {
                     after,
@@ -180,7 +204,10 @@ pub(super) fn compile(src: &Source, errors: &mut Vec<RuleError>) -> Option<Escal
     }
     for p in Priority::ALL {
         if !policies.contains_key(&p) {
-            c.err(1, format!("policies: {p} is missing; every priority P1..P4 needs a policy"));
+            c.err(
+                1,
+                format!("policies: {p} is missing; every priority P1..P4 needs a policy"),
+            );
         }
     }
     (errors.len() == before).then_some(Escalation { contacts, policies })

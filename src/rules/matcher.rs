@@ -129,7 +129,10 @@ fn unquote(s: &str) -> Result<String, String> {
                 return if chars.as_str().trim().is_empty() {
                     Ok(out)
                 } else {
-                    Err(format!("unexpected text after the closing quote: {:?}", chars.as_str()))
+                    Err(format!(
+                        "unexpected text after the closing quote: {:?}",
+                        chars.as_str()
+                    ))
                 };
             }
             c => out.push(c),

@@ -209,9 +209,9 @@ impl Rule {
             Target::Container(c) => Ok(TargetRef::Container(c.clone())),
             Target::None => Ok(TargetRef::None),
             Target::Label { label, allow } => {
-                let value = labels
-                    .get(label)
-                    .ok_or_else(|| format!("the alert has no {label:?} label to pick the target from"))?;
+                let value = labels.get(label).ok_or_else(|| {
+                    format!("the alert has no {label:?} label to pick the target from")
+                })?;
                 validate_name(value).map_err(|e| format!("label {label}={value:?}: {e}"))?;
                 if allow.iter().any(|a| a == value) {
                     Ok(TargetRef::Service(value.clone()))
@@ -326,7 +326,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         let s = String::deserialize(de)?;
-        duration_text::parse(&s).map(Dur).map_err(serde::de::Error::custom)
+        duration_text::parse(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -376,7 +378,12 @@ fn yaml_error(path: &PathBuf, e: &serde_saphyr::Error) -> RuleError {
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     // The crate's Display adds a source snippet; the first line is the message itself.
     let text = e.to_string();
-    let message = text.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let message = text
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .to_string();
     RuleError {
         path: path.clone(),
         line,
@@ -427,13 +434,22 @@ pub fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
             errors: &mut errors,
         };
         if raw.rules.is_empty() {
-            c.err(1, "the file has no rules; add a `rules:` list or remove the file");
+            c.err(
+                1,
+                "the file has no rules; add a `rules:` list or remove the file",
+            );
         }
         for spanned in raw.rules {
             let line = spanned.referenced.line();
             if let Some(rule) = compile_rule(spanned.value, line, &mut c, escalation.as_ref()) {
                 if !seen.insert(rule.name.clone()) {
-                    c.err(line, format!("rule name {:?} is used twice; names must be unique", rule.name));
+                    c.err(
+                        line,
+                        format!(
+                            "rule name {:?} is used twice; names must be unique",
+                            rule.name
+                        ),
+                    );
                     continue;
                 }
                 rules.push(Rule {
@@ -464,7 +480,10 @@ fn compile_rule(
     let ctx = |m: String| format!("rule {name:?}: {m}");
 
     if raw.matchers.is_empty() {
-        c.err(line, ctx("needs at least one matcher, e.g. alertname=\"PostgresDown\"".into()));
+        c.err(
+            line,
+            ctx("needs at least one matcher, e.g. alertname=\"PostgresDown\"".into()),
+        );
     }
     let mut matchers = Vec::new();
     for m in &raw.matchers {
@@ -477,7 +496,10 @@ fn compile_rule(
     let priority = Priority::parse(&raw.priority.value).unwrap_or_else(|| {
         c.err(
             raw.priority.referenced.line(),
-            ctx(format!("priority {:?} is not one of P1, P2, P3, P4", raw.priority.value)),
+            ctx(format!(
+                "priority {:?} is not one of P1, P2, P3, P4",
+                raw.priority.value
+            )),
         );
         Priority::P4
     });
@@ -500,10 +522,15 @@ fn compile_rule(
     if t.allow.is_some() && t.label.is_none() {
         c.err(tline, ctx("`allow` only goes with a `label` target".into()));
     }
-    let chosen = [t.service.is_some(), t.container.is_some(), t.label.is_some(), t.none == Some(true)]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let chosen = [
+        t.service.is_some(),
+        t.container.is_some(),
+        t.label.is_some(),
+        t.none == Some(true),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     let target = if chosen != 1 {
         c.err(
             tline,
@@ -521,7 +548,9 @@ fn compile_rule(
         if allow.is_empty() {
             c.err(
                 tline,
-                ctx(format!("target label {label:?} needs an `allow` list of the services it may name")),
+                ctx(format!(
+                    "target label {label:?} needs an `allow` list of the services it may name"
+                )),
             );
         }
         for a in &allow {
@@ -535,7 +564,10 @@ fn compile_rule(
     let limit = match raw.limit {
         Some(l) => {
             if l.value.runs == 0 {
-                c.err(l.referenced.line(), ctx("limit.runs must be at least 1".into()));
+                c.err(
+                    l.referenced.line(),
+                    ctx("limit.runs must be at least 1".into()),
+                );
             }
             Limit {
                 runs: l.value.runs,

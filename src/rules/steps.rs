@@ -158,8 +158,13 @@ impl StepKind {
                 timeout,
                 grace,
                 services,
-            } => or(timeout, (or(grace, secs(10)) + secs(20)) * services.len().max(1) as u32),
-            StepKind::Start { timeout, services } => or(timeout, secs(30) * services.len().max(1) as u32),
+            } => or(
+                timeout,
+                (or(grace, secs(10)) + secs(20)) * services.len().max(1) as u32,
+            ),
+            StepKind::Start { timeout, services } => {
+                or(timeout, secs(30) * services.len().max(1) as u32)
+            }
             StepKind::Exec { timeout, .. } => or(timeout, secs(60)),
             StepKind::WaitHealthy { within } => or(within, secs(120)),
             StepKind::CheckHttp { within, .. }
@@ -187,19 +192,27 @@ impl StepKind {
             }
             StepKind::Exec { argv, service, .. } => {
                 if argv.is_empty() || argv[0].is_empty() {
-                    return Err(format!("{step}: argv must name a program, e.g. [\"pg_isready\", \"-q\"]"));
+                    return Err(format!(
+                        "{step}: argv must name a program, e.g. [\"pg_isready\", \"-q\"]"
+                    ));
                 }
                 if let Some(s) = service {
                     validate_name(s).map_err(|e| format!("{step}: service: {e}"))?;
                 }
                 Ok(())
             }
-            StepKind::CheckHttp { url, expect_status, .. } => {
+            StepKind::CheckHttp {
+                url, expect_status, ..
+            } => {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!("{step}: url {url:?} must start with http:// or https://"));
+                    return Err(format!(
+                        "{step}: url {url:?} must start with http:// or https://"
+                    ));
                 }
                 if !(100..=599).contains(expect_status) {
-                    return Err(format!("{step}: expect_status {expect_status} is not an HTTP status"));
+                    return Err(format!(
+                        "{step}: expect_status {expect_status} is not an HTTP status"
+                    ));
                 }
                 Ok(())
             }
@@ -216,7 +229,9 @@ impl StepKind {
                     return Err(format!("{step}: url {url:?} must start with redis://"));
                 }
                 if has_url_password(url) {
-                    return Err(format!("{step}: the url must not hold a password (rule files are not secret)"));
+                    return Err(format!(
+                        "{step}: the url must not hold a password (rule files are not secret)"
+                    ));
                 }
                 Ok(())
             }

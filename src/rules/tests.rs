@@ -19,7 +19,10 @@ fn shipped() -> Vec<Source> {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Replaces one rule file of the shipped set and returns every error, as `check` prints them.
@@ -46,12 +49,17 @@ fn the_shipped_rules_compile_and_cover_the_dr_plans_alerts() {
         ("DiskSpaceLow", "disk-space-low", 60),
         ("ServiceDown", "single-service-failure", 15),
     ] {
-        let r = set.find(&labels(&[("alertname", alert), ("service", "redis")])).unwrap();
+        let r = set
+            .find(&labels(&[("alertname", alert), ("service", "redis")]))
+            .unwrap();
         assert_eq!(r.name, rule);
         assert_eq!(r.rto, Duration::from_secs(rto_min * 60), "{rule}");
     }
     assert!(set.find(&labels(&[("alertname", "Watchdog")])).is_none());
-    assert_eq!(set.escalation.contacts["dba"].email, "dba@voiceai-testing.local");
+    assert_eq!(
+        set.escalation.contacts["dba"].email,
+        "dba@voiceai-testing.local"
+    );
 }
 
 #[test]
@@ -79,7 +87,12 @@ rules:
         .into(),
     });
     let set = compile(&sources).unwrap();
-    assert_eq!(set.find(&labels(&[("alertname", "PostgresDown")])).unwrap().name, "early");
+    assert_eq!(
+        set.find(&labels(&[("alertname", "PostgresDown")]))
+            .unwrap()
+            .name,
+        "early"
+    );
     let staging = labels(&[("alertname", "PostgresDown"), ("env", "staging")]);
     assert_eq!(set.find(&staging).unwrap().name, "later-in-same-file");
 }
@@ -102,7 +115,13 @@ fn matchers_follow_alertmanager_semantics() {
     ] {
         assert_eq!(Matcher::parse(m).unwrap().matches(&l), want, "{m}");
     }
-    for bad in [r#"="x""#, r#"alertname"#, r#"alertname=~"(""#, r#"a="b"#, r#"a=b c"#] {
+    for bad in [
+        r#"="x""#,
+        r#"alertname"#,
+        r#"alertname=~"(""#,
+        r#"a="b"#,
+        r#"a=b c"#,
+    ] {
         assert!(Matcher::parse(bad).is_err(), "{bad} should not parse");
     }
 }
@@ -111,20 +130,36 @@ fn matchers_follow_alertmanager_semantics() {
 fn label_targets_only_accept_allowlisted_plain_names() {
     let set = compile(&shipped()).unwrap();
     let rule = set.get("single-service-failure").unwrap();
-    let target = |svc: &str| rule.resolve_target(&labels(&[("alertname", "ServiceDown"), ("service", svc)]));
+    let target =
+        |svc: &str| rule.resolve_target(&labels(&[("alertname", "ServiceDown"), ("service", svc)]));
     assert_eq!(target("redis").unwrap(), TargetRef::Service("redis".into()));
-    for evil in ["postgres", "../redis", "redis*", "", "redis/..", "other_project-redis"] {
+    for evil in [
+        "postgres",
+        "../redis",
+        "redis*",
+        "",
+        "redis/..",
+        "other_project-redis",
+    ] {
         assert!(target(evil).is_err(), "{evil:?} must be refused");
     }
-    assert!(rule.resolve_target(&labels(&[("alertname", "ServiceDown")])).is_err());
+    assert!(rule
+        .resolve_target(&labels(&[("alertname", "ServiceDown")]))
+        .is_err());
 }
 
 #[test]
 fn priority_can_come_from_a_label() {
     let set = compile(&shipped()).unwrap();
     let rule = set.get("single-service-failure").unwrap();
-    assert_eq!(rule.priority_for(&labels(&[("priority", "P1")])), Priority::P1);
-    assert_eq!(rule.priority_for(&labels(&[("priority", "urgent")])), Priority::P2);
+    assert_eq!(
+        rule.priority_for(&labels(&[("priority", "P1")])),
+        Priority::P1
+    );
+    assert_eq!(
+        rule.priority_for(&labels(&[("priority", "urgent")])),
+        Priority::P2
+    );
     assert_eq!(rule.priority_for(&labels(&[])), Priority::P2);
 }
 
@@ -182,7 +217,10 @@ fn unknown_keys_and_bad_yaml_are_errors_with_a_line() {
         "rules:\n  - name: x\n    matchers: ['a=\"b\"']\n    priority: P1\n    rto: 30m\n    owner: dba\n    target: { none: true }\n    steps:\n      - reboot_host: {}\n",
     );
     assert_eq!(unknown_step.len(), 1, "{unknown_step:?}");
-    assert!(unknown_step[0].starts_with("rules/50-step.yaml:9: "), "{unknown_step:?}");
+    assert!(
+        unknown_step[0].starts_with("rules/50-step.yaml:9: "),
+        "{unknown_step:?}"
+    );
     assert!(unknown_step[0].contains("reboot_host"), "{unknown_step:?}");
 
     let bad_duration = errors_with(
@@ -190,7 +228,10 @@ fn unknown_keys_and_bad_yaml_are_errors_with_a_line() {
         "rules:\n  - name: x\n    matchers: ['a=\"b\"']\n    priority: P1\n    rto: soon\n    owner: dba\n    target: { none: true }\n    steps: [ { wait: { duration: 1s } } ]\n",
     );
     assert_eq!(bad_duration.len(), 1, "{bad_duration:?}");
-    assert!(bad_duration[0].starts_with("rules/50-dur.yaml:5: "), "{bad_duration:?}");
+    assert!(
+        bad_duration[0].starts_with("rules/50-dur.yaml:5: "),
+        "{bad_duration:?}"
+    );
 
     let broken = errors_with("50-broken.yaml", "rules:\n  - name: [unclosed\n");
     assert_eq!(broken.len(), 1, "{broken:?}");
@@ -209,8 +250,14 @@ fn errors_in_several_files_are_all_reported_and_duplicate_names_are_refused() {
         text: "rules: []\n".into(),
     });
     let errs = compile(&sources).unwrap_err().to_string();
-    assert!(errs.contains("rules/60-dup.yaml:2: rule name \"postgres-down\" is used twice"), "{errs}");
-    assert!(errs.contains("rules/70-empty.yaml:1: the file has no rules"), "{errs}");
+    assert!(
+        errs.contains("rules/60-dup.yaml:2: rule name \"postgres-down\" is used twice"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("rules/70-empty.yaml:1: the file has no rules"),
+        "{errs}"
+    );
 }
 
 #[test]
@@ -227,8 +274,14 @@ fn escalation_file_is_required_and_checked() {
         "contacts:\n  oncall: { email: oncall@x }\npolicies:\n  P1: { notify: [ghost] }\n  P2: {}\n  P3: {}\n  P5: {}\n",
     );
     let all = errs.join("\n");
-    assert!(all.contains("escalation.yaml:4: policy P1.notify: \"ghost\" is not a contact"), "{all}");
-    assert!(all.contains("policy \"P5\": priorities are P1, P2, P3 and P4"), "{all}");
+    assert!(
+        all.contains("escalation.yaml:4: policy P1.notify: \"ghost\" is not a contact"),
+        "{all}"
+    );
+    assert!(
+        all.contains("policy \"P5\": priorities are P1, P2, P3 and P4"),
+        "{all}"
+    );
     assert!(all.contains("policies: P4 is missing"), "{all}");
 }
 

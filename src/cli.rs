@@ -1,0 +1,297 @@
+//! The command line: `serve`, `check`, `simulate`, `incidents`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::alert::{parse_webhook, Alert, Fingerprint, Labels, WebhookAlert};
+use crate::engine::{Guards, Subject, SystemClock};
+use crate::loader::{load_rules, LoadError};
+use crate::rules::duration_text::format as human;
+use crate::settings::{Overrides, Settings};
+use crate::startup::Application;
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "remediator",
+    version,
+    about = "Remediates a docker-compose stack from Alertmanager webhooks"
+)]
+pub struct Cli {
+    /// A YAML configuration file; REMEDIATOR_<SECTION>__<KEY> environment variables override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:9095).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Directory of the embedded store (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Rule directory (default ./rules).
+        #[arg(long = "rules")]
+        rules_dir: Option<PathBuf>,
+    },
+    /// Validate a rule directory; prints every error as file:line: message.
+    Check {
+        /// Rule directory (default ./rules).
+        dir: Option<PathBuf>,
+    },
+    /// Show what an alert would do: the matched rule, each guard's decision, the plan. Acts on nothing.
+    Simulate {
+        /// Labels, e.g. alertname=PostgresDown,service=postgres
+        #[arg(long, conflicts_with = "alert")]
+        labels: Option<String>,
+        /// A webhook payload (as Alertmanager sends it) or one alert object.
+        #[arg(long)]
+        alert: Option<PathBuf>,
+        #[arg(long = "rules")]
+        rules_dir: Option<PathBuf>,
+        /// Read past runs from this store for the rate limits (default ./data; none if absent).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// List incidents from the local store.
+    Incidents {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// open, resolved or all.
+        #[arg(long, default_value = "all")]
+        state: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+fn settings(cli_config: Option<&Path>, overrides: Overrides) -> anyhow::Result<Settings> {
+    Ok(Settings::load(cli_config, std::env::vars(), &overrides)?)
+}
+
+/// Runs the command and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            rules_dir,
+        } => {
+            let s = settings(
+                cli.config.as_deref(),
+                Overrides {
+                    listen,
+                    data_dir,
+                    rules_dir,
+                },
+            )?;
+            crate::telemetry::init(&s.log.format, &s.log.level);
+            Application::build(s).await?.run_until_stopped().await?;
+            Ok(0)
+        }
+        Command::Check { dir } => {
+            let s = settings(
+                cli.config.as_deref(),
+                Overrides {
+                    rules_dir: dir,
+                    ..Default::default()
+                },
+            )?;
+            match load_rules(&s.rules_dir) {
+                Ok(set) => {
+                    println!(
+                        "{}: OK, {} rules, {} contacts",
+                        s.rules_dir.display(),
+                        set.rules.len(),
+                        set.escalation.contacts.len()
+                    );
+                    Ok(0)
+                }
+                Err(LoadError::Rules(errors)) => {
+                    for e in &errors.0 {
+                        eprintln!("{e}");
+                    }
+                    eprintln!("{} error(s); nothing was loaded", errors.0.len());
+                    Ok(1)
+                }
+                Err(other) => {
+                    eprintln!("{other}");
+                    Ok(1)
+                }
+            }
+        }
+        Command::Simulate {
+            labels,
+            alert,
+            rules_dir,
+            data_dir,
+        } => {
+            let s = settings(
+                cli.config.as_deref(),
+                Overrides {
+                    rules_dir,
+                    data_dir,
+                    ..Default::default()
+                },
+            )?;
+            let alerts = match (labels, alert) {
+                (Some(l), None) => vec![alert_from_labels(&l)?],
+                (None, Some(path)) => alerts_from_file(&path)?,
+                _ => bail!("give the alert with --labels k=v,... or --alert FILE"),
+            };
+            let out = simulate(&s, &alerts)?;
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(0)
+        }
+        Command::Incidents {
+            data_dir,
+            state,
+            limit,
+        } => {
+            let s = settings(
+                cli.config.as_deref(),
+                Overrides {
+                    data_dir,
+                    ..Default::default()
+                },
+            )?;
+            let store = Store::open(&s.data_dir)?;
+            let filter = (state != "all").then_some(state.as_str());
+            println!(
+                "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
+                "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV", "STARTS"
+            );
+            for i in store.list_incidents(filter, limit)? {
+                println!(
+                    "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
+                    i.id,
+                    i.state,
+                    i.phase,
+                    i.alertname,
+                    i.rule.unwrap_or_else(|| "-".into()),
+                    i.deliveries,
+                    i.starts_at
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn alert_from_labels(spec: &str) -> anyhow::Result<Alert> {
+    let mut labels = Labels::new();
+    for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("{pair:?} is not name=value"))?;
+        labels.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+    }
+    if labels.is_empty() {
+        bail!("--labels needs at least one name=value pair");
+    }
+    Ok(Alert {
+        fingerprint: Fingerprint::of_labels(&labels),
+        status: crate::alert::AlertStatus::Firing,
+        labels,
+        annotations: Labels::new(),
+        starts_at: chrono::Utc::now(),
+        ends_at: None,
+        generator_url: String::new(),
+    })
+}
+
+fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
+    let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if let Ok(n) = parse_webhook(&text) {
+        return Ok(n.alerts);
+    }
+    #[derive(serde::Deserialize)]
+    struct Bare {
+        labels: Labels,
+    }
+    let one: Bare = serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "{} is neither a webhook payload nor an alert with labels",
+            path.display()
+        )
+    })?;
+    let _unused: Option<WebhookAlert> = None;
+    Ok(vec![Alert {
+        fingerprint: Fingerprint::of_labels(&one.labels),
+        status: crate::alert::AlertStatus::Firing,
+        labels: one.labels,
+        annotations: Labels::new(),
+        starts_at: chrono::Utc::now(),
+        ends_at: None,
+        generator_url: String::new(),
+    }])
+}
+
+/// The plan for each alert, with every guard evaluated against the local store's history.
+/// Opens the store only if it exists; the limiters are throwaway copies.
+pub fn simulate(s: &Settings, alerts: &[Alert]) -> anyhow::Result<serde_json::Value> {
+    let rules = load_rules(&s.rules_dir)?;
+    let store_dir;
+    let store_path = if s.data_dir.join(crate::store::DB_FILE).exists() {
+        s.data_dir.clone()
+    } else {
+        store_dir = tempfile::tempdir().context("cannot create a scratch directory")?;
+        store_dir.path().to_path_buf()
+    };
+    let store = Store::open(&store_path)?;
+    let mut guards = Guards::new(s.engine.clone(), Arc::new(SystemClock));
+    let mut out = Vec::new();
+    for alert in alerts {
+        let Some(rule) = rules.find(&alert.labels) else {
+            out.push(json!({ "alert": alert.labels, "rule": null, "plan": "no rule matches: nothing would happen" }));
+            continue;
+        };
+        let priority = rule.priority_for(&alert.labels);
+        let (target, decisions) = match rule.resolve_target(&alert.labels) {
+            Ok(t) => {
+                let d = guards.evaluate(
+                    &store,
+                    &Subject {
+                        incident_id: 0,
+                        fingerprint: alert.fingerprint.as_str(),
+                        rule,
+                        target: &t,
+                    },
+                    true,
+                )?;
+                (json!(t), json!(d))
+            }
+            Err(why) => (
+                json!(null),
+                json!([{ "guard": "target", "verdict": "skip", "reason": format!("refused: {why}") }]),
+            ),
+        };
+        let policy = rules.escalation.policy(priority);
+        out.push(json!({
+            "alert": alert.labels,
+            "fingerprint": alert.fingerprint,
+            "rule": rule.name,
+            "file": format!("{}:{}", rule.file.display(), rule.line),
+            "priority": priority,
+            "rto": human(rule.rto),
+            "owner": rule.owner,
+            "target": target,
+            "decisions": decisions,
+            "steps": rule.steps,
+            "on_failure": rule.on_failure,
+            "notify": policy.notify,
+            "page_on_failure": policy.page,
+        }));
+    }
+    Ok(json!({ "simulated": out }))
+}

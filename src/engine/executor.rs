@@ -1,0 +1,63 @@
+//! The engine's view of what acts on containers and probes services.
+//!
+//! The engine runs `wait`, `notify` and `page` itself; every other step goes to a
+//! [`StepExecutor`]. The Docker-backed executor lives in `actions`; tests use a recording fake.
+
+use async_trait::async_trait;
+
+use crate::alert::Labels;
+use crate::rules::{StepKind, TargetRef};
+
+/// What a step acts on and for whom.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub incident_id: i64,
+    pub rule: String,
+    pub target: TargetRef,
+    pub labels: Labels,
+}
+
+/// A finished step: a one-line summary and an optional excerpt (logs, command output).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepOutput {
+    pub summary: String,
+    pub excerpt: String,
+}
+
+impl StepOutput {
+    pub fn new(summary: impl Into<String>) -> Self {
+        StepOutput {
+            summary: summary.into(),
+            excerpt: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StepError {
+    /// The step ran and its check failed, or the action was refused.
+    #[error("{0}")]
+    Failed(String),
+    /// The engine, Docker or a probe could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait StepExecutor: Send + Sync {
+    async fn run(&self, ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError>;
+}
+
+/// For a service that has no Docker access configured: every container step fails with a
+/// message saying so, which sends the runbook to `on_failure` and pages people.
+pub struct NoDocker;
+
+#[async_trait]
+impl StepExecutor for NoDocker {
+    async fn run(&self, _ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
+        Err(StepError::Unavailable(format!(
+            "{}: no Docker executor is configured in this process, so nothing was done",
+            step.name()
+        )))
+    }
+}

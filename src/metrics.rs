@@ -1,0 +1,181 @@
+//! Prometheus metrics, served at `/metrics` in the text format.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub struct Buckets(fn() -> Histogram);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        (self.0)()
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhook_requests: Family<Labels, Counter>,
+    pub alerts_received: Family<Labels, Counter>,
+    pub incidents_opened: Counter,
+    pub guard_decisions: Family<Labels, Counter>,
+    pub steps: Family<Labels, Counter>,
+    pub step_seconds: Family<Labels, Histogram, Buckets>,
+    pub runbooks: Family<Labels, Counter>,
+    pub pages: Counter,
+    pub recovery_seconds: Histogram,
+    pub recovery_rto_ratio: Histogram,
+    pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
+    pub outbox_depth: Gauge<i64, AtomicI64Wrapper>,
+    pub rule_reloads: Family<Labels, Counter>,
+}
+
+/// The atomic behind an i64 gauge.
+pub type AtomicI64Wrapper = std::sync::atomic::AtomicI64;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("remediator");
+        let m = Metrics {
+            webhook_requests: Family::default(),
+            alerts_received: Family::default(),
+            incidents_opened: Counter::default(),
+            guard_decisions: Family::default(),
+            steps: Family::default(),
+            step_seconds: Family::new_with_constructor(Buckets(|| {
+                Histogram::new(exponential_buckets(0.01, 3.0, 10))
+            })),
+            runbooks: Family::default(),
+            pages: Counter::default(),
+            recovery_seconds: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
+            recovery_rto_ratio: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]),
+            intake_backlog: Gauge::default(),
+            outbox_depth: Gauge::default(),
+            rule_reloads: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by HTTP status code",
+            m.webhook_requests.clone(),
+        );
+        registry.register(
+            "alerts_received",
+            "Alerts received in webhooks, by status",
+            m.alerts_received.clone(),
+        );
+        registry.register(
+            "incidents_opened",
+            "Incidents opened (one per fingerprint and startsAt)",
+            m.incidents_opened.clone(),
+        );
+        registry.register(
+            "guard_decisions",
+            "Guard decisions by guard and verdict",
+            m.guard_decisions.clone(),
+        );
+        registry.register(
+            "steps",
+            "Runbook steps by kind and outcome",
+            m.steps.clone(),
+        );
+        registry.register(
+            "step_duration_seconds",
+            "Runbook step duration by kind",
+            m.step_seconds.clone(),
+        );
+        registry.register("runbooks", "Runbooks by outcome", m.runbooks.clone());
+        registry.register("pages", "Pages sent to people", m.pages.clone());
+        registry.register(
+            "time_to_recover_seconds",
+            "From an alert's start to its resolution",
+            m.recovery_seconds.clone(),
+        );
+        registry.register(
+            "time_to_recover_rto_ratio",
+            "Time to recover as a share of the rule's RTO (above 1 is a breach)",
+            m.recovery_rto_ratio.clone(),
+        );
+        registry.register(
+            "intake_backlog",
+            "Webhook deliveries stored but not yet processed",
+            m.intake_backlog.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Messages stored but not yet delivered",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "rule_reloads",
+            "Rule reloads by result",
+            m.rule_reloads.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn guard_decision(&self, guard: &str, verdict: &str) {
+        self.guard_decisions
+            .get_or_create(&vec![
+                ("guard", guard.to_string()),
+                ("verdict", verdict.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn step(&self, kind: &str, outcome: &str, seconds: f64) {
+        self.steps
+            .get_or_create(&vec![
+                ("kind", kind.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.step_seconds
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .observe(seconds);
+    }
+
+    pub fn runbook(&self, outcome: &str) {
+        self.runbooks
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn recovered(&self, seconds: f64, rto_seconds: f64) {
+        self.recovery_seconds.observe(seconds);
+        if rto_seconds > 0.0 {
+            self.recovery_rto_ratio.observe(seconds / rto_seconds);
+        }
+    }
+
+    pub fn webhook(&self, code: u16) {
+        self.webhook_requests
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.rule_reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

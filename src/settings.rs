@@ -1,0 +1,277 @@
+//! Configuration: defaults, then a YAML file (`--config FILE`), then environment variables
+//! `REMEDIATOR_<SECTION>__<KEY>` (and the shorthand `REMEDIATOR_WEBHOOK_TOKEN`), then the
+//! command line. Secrets are `SecretString`s: they print as `[REDACTED]` and are never logged.
+
+use figment::providers::Format;
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::engine::GuardSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the embedded store lives.
+    pub data_dir: PathBuf,
+    /// The rule directory.
+    pub rules_dir: PathBuf,
+    pub webhook: WebhookSettings,
+    pub api: ApiSettings,
+    pub engine: GuardSettings,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
+            data_dir: PathBuf::from("data"),
+            rules_dir: PathBuf::from("rules"),
+            webhook: WebhookSettings::default(),
+            api: ApiSettings::default(),
+            engine: GuardSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// When set, `/hooks/alertmanager` requires `Authorization: Bearer <token>`.
+    pub token: Option<SecretString>,
+    /// When set (with `basic_password`), basic auth is accepted as well.
+    pub basic_user: Option<String>,
+    pub basic_password: Option<SecretString>,
+    /// Bodies above this many bytes are refused with 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            token: None,
+            basic_user: None,
+            basic_password: None,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// When set, `/api/v1/*` and `/-/reload` require `Authorization: Bearer <token>`.
+    pub token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` (default) or `text`.
+    pub format: String,
+    /// A tracing filter such as `info` or `remediator=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// YAML through the same parser as the rules.
+struct Yaml;
+
+impl Format for Yaml {
+    type Error = serde_saphyr::Error;
+    const NAME: &'static str = "YAML";
+
+    fn from_str<'de, T: serde::de::DeserializeOwned>(string: &'de str) -> Result<T, Self::Error> {
+        serde_saphyr::from_str(string)
+    }
+}
+
+/// Command-line values that win over everything else.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub rules_dir: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads the layers in order. Environment variables are read from `env` (the process's
+    /// environment in production, a fixed list in tests).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Settings, SettingsError> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            fig = fig.merge(Yaml::string(&text));
+        }
+        // Env values are kept as strings: a token like `12345` must stay text.
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let key = k.strip_prefix("REMEDIATOR_")?.to_ascii_lowercase();
+                if key.starts_with("test_") || key.is_empty() {
+                    return None;
+                }
+                let key = if key == "webhook_token" {
+                    "webhook.token".to_string()
+                } else {
+                    key.replace("__", ".")
+                };
+                Some((key, v))
+            })
+            .collect();
+        for (key, value) in env {
+            fig = fig.merge(figment::providers::Serialized::default(
+                &key,
+                env_value(&key, value),
+            ));
+        }
+        let mut s: Settings = fig
+            .extract()
+            .map_err(|e| SettingsError::Invalid(e.to_string()))?;
+        if let Some(l) = overrides.listen {
+            s.listen = l;
+        }
+        if let Some(d) = &overrides.data_dir {
+            s.data_dir = d.clone();
+        }
+        if let Some(r) = &overrides.rules_dir {
+            s.rules_dir = r.clone();
+        }
+        if s.webhook.basic_user.is_some() != s.webhook.basic_password.is_some() {
+            return Err(SettingsError::Invalid(
+                "webhook.basic_user and webhook.basic_password go together; set both or neither"
+                    .into(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+/// Booleans and numbers in the environment become YAML-like values; secrets and other keys
+/// known to be text stay strings.
+fn env_value(key: &str, v: String) -> figment::value::Value {
+    use figment::value::Value;
+    let text_keys = [
+        "token", "password", "secret", "user", "dir", "listen", "format", "level",
+    ];
+    if text_keys.iter().any(|t| key.ends_with(t)) {
+        return Value::from(v);
+    }
+    match v.as_str() {
+        "true" => Value::from(true),
+        "false" => Value::from(false),
+        _ => v
+            .parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(v)),
+    }
+}
+
+/// `30s`, `10m` in configuration files.
+pub mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        crate::rules::duration_text::serialize(d, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(de)?;
+        crate::rules::duration_text::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9095");
+        assert_eq!(s.rules_dir, PathBuf::from("rules"));
+        assert!(s.webhook.token.is_none());
+        assert_eq!(s.webhook.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "listen: 127.0.0.1:1000\ndata_dir: /from/file\nengine:\n  budget_runs: 5\n  budget_per: 5m\n").unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("REMEDIATOR_DATA_DIR", "/from/env"),
+                ("REMEDIATOR_WEBHOOK_TOKEN", "12345"),
+                ("REMEDIATOR_ENGINE__DRY_RUN", "true"),
+                ("REMEDIATOR_TEST_POSTGRES_URL", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:2000".parse().unwrap()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(s.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(s.webhook.token.as_ref().unwrap().expose_secret(), "12345");
+        assert!(s.engine.dry_run);
+        assert_eq!(s.engine.budget_runs, 5);
+        assert_eq!(s.engine.budget_per, std::time::Duration::from_secs(300));
+        assert!(!format!("{s:?}").contains("12345"), "secrets never print");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, "listen: 127.0.0.1:1000\nlisten_addr: x\n").unwrap();
+        let e = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("listen_addr"), "{e}");
+    }
+}

@@ -1,0 +1,153 @@
+//! Wires the service together: store, intake writer, rules, engine, HTTP server.
+//! Tests build an [`Application`] on port 0 and read its port.
+
+use std::net::TcpListener;
+use std::sync::{Arc, RwLock};
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::engine::{Clock, Engine, NoDocker, SharedRules, StepExecutor, SystemClock};
+use crate::http::{configure, AppState};
+use crate::loader::load_rules;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{IntakeWriter, Store};
+
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    engine: Arc<Engine>,
+    rules: SharedRules,
+    reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
+}
+
+impl Application {
+    /// Builds everything with the wall clock and no Docker executor.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with(settings, Arc::new(NoDocker), Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with(
+        settings: Settings,
+        executor: Arc<dyn StepExecutor>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
+        let rules = load_rules(&settings.rules_dir).with_context(|| {
+            format!(
+                "the rules in {} are invalid; fix them (remediator check {})",
+                settings.rules_dir.display(),
+                settings.rules_dir.display()
+            )
+        })?;
+        tracing::info!(rules = rules.rules.len(), dir = %settings.rules_dir.display(), "rules loaded");
+        let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
+
+        let store = Arc::new(Store::open(&settings.data_dir)?);
+        let committed = Arc::new(Notify::new());
+        let intake = IntakeWriter::spawn(&settings.data_dir, committed.clone())?;
+        let metrics = Arc::new(Metrics::new());
+
+        let engine = Engine::new(
+            store.clone(),
+            rules.clone(),
+            executor,
+            clock,
+            settings.engine.clone(),
+            metrics.clone(),
+            committed,
+        );
+
+        let reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync> = {
+            let (rules, dir, metrics) =
+                (rules.clone(), settings.rules_dir.clone(), metrics.clone());
+            Arc::new(move || match load_rules(&dir) {
+                Ok(new) => {
+                    let n = new.rules.len();
+                    *rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+                    metrics.reload("success");
+                    tracing::info!(rules = n, "rules reloaded");
+                    Ok(n)
+                }
+                Err(e) => {
+                    metrics.reload("failure");
+                    tracing::error!(error = %e, "reload refused; the previous rules stay in force");
+                    Err(e.to_string())
+                }
+            })
+        };
+
+        let listener = TcpListener::bind(settings.listen).with_context(|| {
+            format!(
+                "cannot listen on {}; is another process using it? (--listen ADDR)",
+                settings.listen
+            )
+        })?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            store,
+            intake,
+            metrics,
+            rules: rules.clone(),
+            reload: reload.clone(),
+        });
+        let server =
+            HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
+                .listen(listener)?
+                .shutdown_timeout(10)
+                .run();
+        tracing::info!(addr = %settings.listen, port, "listening");
+        Ok(Application {
+            port,
+            server,
+            engine,
+            rules,
+            reload,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    pub fn rules(&self) -> SharedRules {
+        self.rules.clone()
+    }
+
+    /// Serves until SIGINT/SIGTERM; SIGHUP reloads the rules.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let stop = Arc::new(Notify::new());
+        let engine_task = {
+            let stop = stop.clone();
+            tokio::spawn(
+                self.engine
+                    .clone()
+                    .run(async move { stop.notified().await }),
+            )
+        };
+        #[cfg(unix)]
+        {
+            let reload = self.reload.clone();
+            if let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let reload = reload.clone();
+                        let _ = tokio::task::spawn_blocking(move || reload()).await;
+                    }
+                });
+            }
+        }
+        let served = self.server.await;
+        stop.notify_one();
+        let _ = engine_task.await;
+        served.context("the HTTP server failed")
+    }
+}

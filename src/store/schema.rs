@@ -1,0 +1,91 @@
+//! Schema migrations, applied in order and recorded in `user_version`.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE intake (
+    id           INTEGER PRIMARY KEY,
+    received_at  TEXT NOT NULL,
+    body         BLOB NOT NULL,
+    processed_at TEXT
+);
+CREATE INDEX intake_pending ON intake (id) WHERE processed_at IS NULL;
+
+CREATE TABLE incidents (
+    id          INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    alertname   TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    group_key   TEXT NOT NULL DEFAULT '',
+    state       TEXT NOT NULL,
+    phase       TEXT NOT NULL,
+    deliveries  INTEGER NOT NULL,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    ends_at     TEXT,
+    resolved_at TEXT,
+    rule        TEXT,
+    priority    TEXT,
+    target      TEXT,
+    UNIQUE (fingerprint, starts_at)
+);
+CREATE INDEX incidents_state ON incidents (state, id);
+CREATE INDEX incidents_phase ON incidents (phase);
+CREATE INDEX incidents_fp_seen ON incidents (fingerprint, first_seen);
+
+CREATE TABLE decisions (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    at          TEXT NOT NULL,
+    guard       TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX decisions_incident ON decisions (incident_id);
+
+CREATE TABLE steps (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    phase       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    kind        TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    outcome     TEXT NOT NULL,
+    detail      TEXT NOT NULL
+);
+CREATE INDEX steps_incident ON steps (incident_id);
+
+CREATE TABLE runs (
+    incident_id INTEGER PRIMARY KEY REFERENCES incidents (id),
+    rule        TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    ended_at    TEXT,
+    outcome     TEXT
+);
+CREATE INDEX runs_rule_target ON runs (rule, target, started_at);
+
+CREATE TABLE outbox (
+    id           INTEGER PRIMARY KEY,
+    incident_id  INTEGER NOT NULL REFERENCES incidents (id),
+    kind         TEXT NOT NULL,
+    text         TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
+"#];
+
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
