@@ -224,6 +224,8 @@ impl Engine {
         let target_text = target.as_ref().ok().map(TargetRef::key);
         self.store
             .set_match(id, &rule.name, priority.as_str(), target_text.as_deref())?;
+        // Escalation reads the rule and priority from the record: take the updated one.
+        let inc = self.store.incident(id)?.unwrap_or(inc);
         self.store.record_decision(
             id,
             "match",

@@ -1,1 +1,565 @@
+//! The engine against a recording executor and tokio's paused clock.
 
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::*;
+use crate::rules::{compile, Source};
+
+const RULES: &str = r#"
+rules:
+  - name: pg
+    matchers: ['alertname="PostgresDown"']
+    priority: P1
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    limit: { runs: 2, per: 1h }
+    steps:
+      - diagnose: {}
+      - restart: {}
+      - wait_healthy: { within: 1m }
+    on_failure:
+      - logs: {}
+  - name: disk
+    matchers: ['alertname="DiskSpaceLow"']
+    priority: P3
+    rto: 1h
+    owner: infra
+    target: { none: true }
+    steps:
+      - diagnose: {}
+  - name: svc
+    matchers: ['alertname="ServiceDown"']
+    priority: P2
+    rto: 15m
+    owner: infra
+    target: { label: service, allow: [redis, backend] }
+    limit: { runs: 5, per: 1h }
+    steps:
+      - restart: {}
+      - wait: { duration: 10s }
+  - name: redis-memory
+    matchers: ['alertname="RedisMemoryHigh"']
+    priority: P3
+    rto: 15m
+    owner: infra
+    target: { service: redis }
+    steps:
+      - restart: {}
+  - name: dry
+    matchers: ['alertname="Dry"']
+    priority: P4
+    rto: 1h
+    owner: infra
+    dry_run: true
+    target: { service: backend }
+    steps:
+      - restart: {}
+"#;
+
+/// Records every step it is asked to run; fails or hangs on the step kinds it is told to.
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<(String, String)>>,
+    fail: Mutex<HashSet<&'static str>>,
+    hang: Mutex<HashSet<&'static str>>,
+}
+
+impl Recorder {
+    fn calls(&self) -> Vec<(String, String)> {
+        self.calls.lock().unwrap().clone()
+    }
+    fn count(&self, step: &str) -> usize {
+        self.calls().iter().filter(|(_, s)| s == step).count()
+    }
+}
+
+#[async_trait]
+impl StepExecutor for Recorder {
+    async fn run(&self, ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
+        let name = step.name();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((ctx.target.key(), name.to_string()));
+        if self.hang.lock().unwrap().contains(name) {
+            std::future::pending::<()>().await;
+        }
+        if self.fail.lock().unwrap().contains(name) {
+            return Err(StepError::Failed(format!("{name} failed on purpose")));
+        }
+        Ok(StepOutput::new(format!("{name} ok")))
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    exec: Arc<Recorder>,
+    settings: GuardSettings,
+}
+
+fn rules() -> SharedRules {
+    let esc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/escalation.yaml"
+    ))
+    .unwrap();
+    let set = compile(&[
+        Source {
+            path: "escalation.yaml".into(),
+            text: esc,
+        },
+        Source {
+            path: "test.yaml".into(),
+            text: RULES.into(),
+        },
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(RwLock::new(Arc::new(set)))
+}
+
+fn base_time() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap()
+}
+
+impl Harness {
+    fn new(settings: GuardSettings) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let exec = Arc::new(Recorder::default());
+        let engine = Self::engine_on(&path, exec.clone(), settings.clone());
+        Harness {
+            _dir: dir,
+            dir: path,
+            engine,
+            exec,
+            settings,
+        }
+    }
+
+    fn engine_on(
+        dir: &std::path::Path,
+        exec: Arc<Recorder>,
+        settings: GuardSettings,
+    ) -> Arc<Engine> {
+        Engine::new(
+            Arc::new(Store::open(dir).unwrap()),
+            rules(),
+            exec,
+            Arc::new(TokioClock::starting_at(base_time())),
+            settings,
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+        )
+    }
+
+    /// A new engine on the same store, as after a restart.
+    fn restart(&mut self) {
+        self.engine = Self::engine_on(&self.dir, self.exec.clone(), self.settings.clone());
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    /// Delivers one webhook with the given alerts: (labels, startsAt offset in minutes, status).
+    async fn deliver(&self, alerts: &[(serde_json::Value, i64, &str)]) {
+        let alerts: Vec<_> = alerts
+            .iter()
+            .map(|(labels, starts, status)| {
+                let starts_at = base_time() + chrono::Duration::minutes(*starts);
+                let ends_at = if *status == "resolved" {
+                    starts_at + chrono::Duration::minutes(3)
+                } else {
+                    Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()
+                };
+                json!({
+                    "status": status, "labels": labels, "annotations": {},
+                    "startsAt": starts_at.to_rfc3339(), "endsAt": ends_at.to_rfc3339(),
+                })
+            })
+            .collect();
+        let body =
+            json!({"version": "4", "status": "firing", "alerts": alerts, "groupKey": "{}:{}"});
+        self.store()
+            .insert_intake(body.to_string().as_bytes(), Utc::now())
+            .unwrap();
+        self.engine.process_pending().unwrap();
+        self.engine.wait_idle().await;
+    }
+
+    fn only_incident(&self) -> IncidentRecord {
+        let all = self.store().list_incidents(None, 100).unwrap();
+        assert_eq!(all.len(), 1, "{all:#?}");
+        all.into_iter().next().unwrap()
+    }
+
+    fn decisions(&self, id: i64) -> Vec<(String, String, String)> {
+        self.store()
+            .decisions(id)
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.guard, d.verdict, d.reason))
+            .collect()
+    }
+
+    fn skipped_by(&self, id: i64) -> Option<(String, String)> {
+        self.decisions(id)
+            .into_iter()
+            .find(|(g, v, _)| v == "skip" && g != "runbook")
+            .map(|(g, _, r)| (g, r))
+    }
+}
+
+fn pg() -> serde_json::Value {
+    json!({"alertname": "PostgresDown", "service": "postgres"})
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_firing_delivered_ten_times_is_one_incident_and_one_runbook() {
+    let h = Harness::new(GuardSettings::default());
+    for _ in 0..10 {
+        h.deliver(&[(pg(), 0, "firing")]).await;
+    }
+    let inc = h.only_incident();
+    assert_eq!(
+        (inc.deliveries, inc.state.as_str(), inc.phase.as_str()),
+        (10, "open", "recovered")
+    );
+    assert_eq!(
+        h.exec.calls(),
+        vec![
+            ("service:postgres".into(), "diagnose".into()),
+            ("service:postgres".into(), "restart".into()),
+            ("service:postgres".into(), "wait_healthy".into()),
+        ]
+    );
+    let steps = h.store().steps(inc.id).unwrap();
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.outcome == "ok" && s.ended_at.is_some()),
+        "{steps:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resolved_closes_the_incident_and_a_refire_opens_a_new_one() {
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    h.deliver(&[(pg(), 0, "resolved")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.state, "resolved");
+    assert_eq!(inc.time_to_recover_seconds, Some(180.0));
+    let resolved = h
+        .decisions(inc.id)
+        .into_iter()
+        .find(|(g, ..)| g == "resolved")
+        .unwrap();
+    assert_eq!(resolved.2, "resolved after 3m (within the RTO of 30m)");
+
+    h.deliver(&[(pg(), 60, "firing")]).await;
+    let open = h.store().list_incidents(Some("open"), 10).unwrap();
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0].id, inc.id);
+    assert_eq!(
+        open[0].fingerprint, inc.fingerprint,
+        "same labels, same fingerprint, new episode"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_allows_exactly_runs_per_window_and_survives_a_restart() {
+    let mut h = Harness::new(GuardSettings {
+        flapping_firings: 100,
+        ..Default::default()
+    });
+    for i in 0..4 {
+        h.deliver(&[(pg(), i, "firing")]).await;
+        h.deliver(&[(pg(), i, "resolved")]).await;
+    }
+    assert_eq!(h.exec.count("restart"), 2);
+    let limited: Vec<_> = h
+        .store()
+        .list_incidents(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| h.skipped_by(i.id))
+        .collect();
+    assert_eq!(limited.len(), 2, "{limited:?}");
+    for (guard, reason) in &limited {
+        assert_eq!(guard, "rate_limit");
+        assert!(reason.starts_with("rate limited: 2 of 2 runs for service:postgres in the last 1h; next run allowed in "), "{reason}");
+    }
+
+    // A restart rebuilds the limiter from the stored runs: still limited.
+    h.restart();
+    h.deliver(&[(pg(), 10, "firing")]).await;
+    assert_eq!(h.exec.count("restart"), 2);
+
+    // An hour later one run is allowed again.
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    h.deliver(&[(pg(), 100, "firing")]).await;
+    assert_eq!(h.exec.count("restart"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_alerts_page_instead_of_acting() {
+    let h = Harness::new(GuardSettings {
+        flapping_firings: 3,
+        ..Default::default()
+    });
+    let svc = json!({"alertname": "ServiceDown", "service": "redis"});
+    for i in 0..3 {
+        h.deliver(&[(svc.clone(), i, "firing")]).await;
+        h.deliver(&[(svc.clone(), i, "resolved")]).await;
+    }
+    assert_eq!(h.exec.count("restart"), 2);
+    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    assert_eq!(last.phase, "escalated");
+    let (guard, reason) = h.skipped_by(last.id).unwrap();
+    assert_eq!(guard, "flapping");
+    assert!(reason.contains("fired 3 times in the last 1h"), "{reason}");
+    assert!(
+        h.decisions(last.id)
+            .iter()
+            .any(|(g, _, r)| g == "page" && r.starts_with("paging oncall, infra")),
+        "{:?}",
+        h.decisions(last.id)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_records_the_plan_and_touches_nothing() {
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(json!({"alertname": "Dry"}), 0, "firing")])
+        .await;
+    let inc = h.only_incident();
+    assert_eq!(
+        h.skipped_by(inc.id).unwrap(),
+        (
+            "dry_run".into(),
+            "dry-run (the rule): would run restart on service:backend".into()
+        )
+    );
+    assert!(h.exec.calls().is_empty());
+    assert_eq!(inc.phase, "skipped");
+
+    let h = Harness::new(GuardSettings {
+        dry_run: true,
+        ..Default::default()
+    });
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    assert!(h.exec.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_step_runs_on_failure_and_pages() {
+    let h = Harness::new(GuardSettings::default());
+    h.exec.fail.lock().unwrap().insert("restart");
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "failed");
+    let steps: Vec<_> = h
+        .store()
+        .steps(inc.id)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.phase, s.kind, s.outcome))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("main".into(), "diagnose".into(), "ok".into()),
+            ("main".into(), "restart".into(), "failed".into()),
+            ("on_failure".into(), "logs".into(), "ok".into()),
+        ]
+    );
+    let page = h
+        .decisions(inc.id)
+        .into_iter()
+        .find(|(g, ..)| g == "page")
+        .unwrap();
+    assert_eq!(
+        page.2,
+        "paging oncall, dba: automation failed: step 2 (restart) failed: restart failed on purpose"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_step_times_out() {
+    let h = Harness::new(GuardSettings::default());
+    h.exec.hang.lock().unwrap().insert("wait_healthy");
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    let wait = h
+        .store()
+        .steps(inc.id)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == "wait_healthy")
+        .unwrap();
+    assert_eq!(
+        (wait.outcome.as_str(), wait.detail.as_str()),
+        ("timed_out", "did not finish within 1m")
+    );
+    assert_eq!(inc.phase, "failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_alerts_of_one_rule_and_target_run_once() {
+    let h = Harness::new(GuardSettings::default());
+    let a = json!({"alertname": "DiskSpaceLow", "mountpoint": "/"});
+    let b = json!({"alertname": "DiskSpaceLow", "mountpoint": "/var/lib/docker"});
+    h.deliver(&[(a, 0, "firing"), (b, 0, "firing")]).await;
+    assert_eq!(h.exec.count("diagnose"), 1);
+    let second = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let (guard, reason) = h.skipped_by(second.id).unwrap();
+    assert_eq!(guard, "dedup");
+    assert!(
+        reason.starts_with("incident #1 (same rule disk, same target none) is still open"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_runbook_per_container_at_a_time_and_others_run_concurrently() {
+    let h = Harness::new(GuardSettings::default());
+    let redis = (
+        json!({"alertname": "ServiceDown", "service": "redis"}),
+        0,
+        "firing",
+    );
+    let redis_memory = (json!({"alertname": "RedisMemoryHigh"}), 0, "firing");
+    let backend = (
+        json!({"alertname": "ServiceDown", "service": "backend"}),
+        0,
+        "firing",
+    );
+    // All three arrive together; the first redis runbook is still in its 10s wait when the
+    // second rule wants the same container.
+    h.deliver(&[redis, redis_memory, backend]).await;
+    assert_eq!(
+        h.exec
+            .calls()
+            .iter()
+            .filter(|(t, s)| t == "service:redis" && s == "restart")
+            .count(),
+        1
+    );
+    assert_eq!(
+        h.exec
+            .calls()
+            .iter()
+            .filter(|(t, s)| t == "service:backend" && s == "restart")
+            .count(),
+        1
+    );
+    let busy = h
+        .store()
+        .list_incidents(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter_map(|i| h.skipped_by(i.id))
+        .collect::<Vec<_>>();
+    assert_eq!(busy.len(), 1, "{busy:?}");
+    assert_eq!(busy[0].0, "busy");
+    assert!(
+        busy[0].1.contains("is still running on service:redis"),
+        "{busy:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_global_budget_opens_the_breaker() {
+    let h = Harness::new(GuardSettings {
+        budget_runs: 2,
+        ..Default::default()
+    });
+    for svc in ["redis", "backend"] {
+        h.deliver(&[(
+            json!({"alertname": "ServiceDown", "service": svc}),
+            0,
+            "firing",
+        )])
+        .await;
+    }
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let (guard, reason) = h.skipped_by(last.id).unwrap();
+    assert_eq!(guard, "budget");
+    assert!(
+        reason.starts_with("global action budget spent: 2 runbooks in 10m"),
+        "{reason}"
+    );
+    assert_eq!(last.phase, "escalated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn label_targets_outside_the_allowlist_are_refused_and_paged() {
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(
+        json!({"alertname": "ServiceDown", "service": "postgres"}),
+        0,
+        "firing",
+    )])
+    .await;
+    let inc = h.only_incident();
+    assert!(h.exec.calls().is_empty());
+    let (guard, reason) = h.skipped_by(inc.id).unwrap();
+    assert_eq!(guard, "target");
+    assert!(reason.contains("outside the rule's allowlist"), "{reason}");
+    assert_eq!(inc.phase, "escalated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_crash_new_incidents_are_handled_and_interrupted_runbooks_are_not_rerun() {
+    let mut h = Harness::new(GuardSettings::default());
+    // Crash 1: the delivery is applied but the engine died before acting on it.
+    let body = json!({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": pg(), "startsAt": base_time().to_rfc3339()}]});
+    let id = h
+        .store()
+        .insert_intake(body.to_string().as_bytes(), Utc::now())
+        .unwrap();
+    let parsed = crate::alert::parse_webhook(body.to_string().as_bytes()).unwrap();
+    h.store()
+        .apply_delivery(id, Some(&parsed), Utc::now())
+        .unwrap();
+    h.restart();
+    h.engine.recover().unwrap();
+    h.engine.wait_idle().await;
+    assert_eq!(h.exec.count("restart"), 1);
+
+    // Crash 2: a runbook was mid-step.
+    let inc = h.only_incident();
+    h.store().set_phase(inc.id, "remediating").unwrap();
+    h.store()
+        .start_step(inc.id, "main", 1, "restart", Utc::now())
+        .unwrap();
+    h.restart();
+    h.engine.recover().unwrap();
+    h.engine.wait_idle().await;
+    assert_eq!(h.exec.count("restart"), 1, "never run twice for one firing");
+    let inc = h.store().incident(inc.id).unwrap().unwrap();
+    assert_eq!(inc.phase, "interrupted");
+    assert!(h
+        .store()
+        .steps(inc.id)
+        .unwrap()
+        .iter()
+        .any(|s| s.outcome == "interrupted"));
+    assert!(h
+        .decisions(inc.id)
+        .iter()
+        .any(|(g, _, r)| g == "page" && r.contains("interrupted by a restart")));
+}

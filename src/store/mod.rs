@@ -219,6 +219,18 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Stores one delivery through this connection (tests and drills; the HTTP path uses the
+    /// group-commit [`IntakeWriter`]).
+    pub fn insert_intake(&self, body: &[u8], now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO intake (received_at, body) VALUES (?1, ?2)",
+            params![ts(now), body],
+        )
+        .ctx("insert intake")?;
+        Ok(conn.last_insert_rowid())
+    }
+
     /// Unprocessed deliveries, oldest first.
     pub fn pending_intake(&self, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
         let conn = self.conn();
