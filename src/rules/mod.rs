@@ -378,12 +378,15 @@ fn yaml_error(path: &PathBuf, e: &serde_saphyr::Error) -> RuleError {
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     // The crate's Display adds a source snippet; the first line is the message itself.
     let text = e.to_string();
-    let message = text
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
+    let mut message = text.lines().next().unwrap_or("invalid YAML").trim();
+    // The crate prefixes "error: line N column M: "; file:line already says where.
+    message = message.strip_prefix("error: ").unwrap_or(message);
+    if message.starts_with("line ") {
+        if let Some((_, rest)) = message.split_once(": ") {
+            message = rest;
+        }
+    }
+    let message = message.to_string();
     RuleError {
         path: path.clone(),
         line,

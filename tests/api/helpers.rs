@@ -1,0 +1,151 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use remediator::engine::{NoDocker, SystemClock};
+use remediator::settings::{Overrides, Settings};
+use remediator::startup::Application;
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-token-Zm9v";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures/alertmanager-0.25").join(name)).expect("fixture")
+}
+
+/// A path to a tool the test environment provides; panics (fails the test) when missing.
+pub fn tool(env: &str, default: &str) -> PathBuf {
+    let p = std::env::var(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(default));
+    let found = if p.is_absolute() {
+        p.exists()
+    } else {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {}", p.display()))
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        found,
+        "{} not found: run the tests through scripts/test (see README)",
+        p.display()
+    );
+    p
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub data_dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+}
+
+pub struct Spawn {
+    pub env: Vec<(String, String)>,
+    pub rules_dir: Option<PathBuf>,
+}
+
+impl Default for Spawn {
+    fn default() -> Self {
+        Spawn {
+            env: vec![("REMEDIATOR_WEBHOOK_TOKEN".into(), TOKEN.into())],
+            rules_dir: None,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Spawn::default()).await
+}
+
+pub async fn spawn_with(spawn: Spawn) -> TestApp {
+    let data_dir = tempfile::tempdir().unwrap();
+    let settings = Settings::load(
+        None,
+        spawn.env,
+        &Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            data_dir: Some(data_dir.path().to_path_buf()),
+            rules_dir: Some(spawn.rules_dir.unwrap_or_else(|| repo().join("rules"))),
+        },
+    )
+    .unwrap();
+    let app = Application::build_with(
+        settings,
+        std::sync::Arc::new(NoDocker),
+        std::sync::Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let addr = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        addr,
+        data_dir,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub async fn post_hook(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}/hooks/alertmanager", self.addr))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.addr))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn incidents(&self) -> Vec<Value> {
+        let (_, v) = self.get_json("/api/v1/incidents").await;
+        v["incidents"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+}
+
+/// Polls `f` until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,9 @@
+//! The whole service, spawned on port 0, against real components.
+//! Components come from `scripts/test-env.sh`; a missing one fails its test, never skips it.
+
+mod alertmanager;
+mod cli;
+mod crash;
+mod deploy;
+mod helpers;
+mod webhook;
