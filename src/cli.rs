@@ -168,8 +168,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = Store::open(&s.data_dir)?;
             let filter = (state != "all").then_some(state.as_str());
             println!(
-                "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
-                "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV", "STARTS"
+                "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  STARTS",
+                "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV"
             );
             for i in store.list_incidents(filter, limit)? {
                 println!(

@@ -107,7 +107,7 @@ impl Format for Yaml {
     type Error = serde_saphyr::Error;
     const NAME: &'static str = "YAML";
 
-    fn from_str<'de, T: serde::de::DeserializeOwned>(string: &'de str) -> Result<T, Self::Error> {
+    fn from_str<T: serde::de::DeserializeOwned>(string: &str) -> Result<T, Self::Error> {
         serde_saphyr::from_str(string)
     }
 }

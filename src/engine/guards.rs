@@ -354,7 +354,7 @@ impl Guards {
             }
             self.budget = Some((clock, limiter));
         }
-        Ok(&self.budget.as_ref().map(|(_, l)| l).expect("set above"))
+        Ok(self.budget.as_ref().map(|(_, l)| l).expect("set above"))
     }
 }
 

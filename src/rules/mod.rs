@@ -374,7 +374,7 @@ impl Collector<'_> {
     }
 }
 
-fn yaml_error(path: &PathBuf, e: &serde_saphyr::Error) -> RuleError {
+fn yaml_error(path: &std::path::Path, e: &serde_saphyr::Error) -> RuleError {
     let line = e.location().map(|l| l.line()).unwrap_or(0);
     // The crate's Display adds a source snippet; the first line is the message itself.
     let text = e.to_string();
@@ -388,7 +388,7 @@ fn yaml_error(path: &PathBuf, e: &serde_saphyr::Error) -> RuleError {
     }
     let message = message.to_string();
     RuleError {
-        path: path.clone(),
+        path: path.to_path_buf(),
         line,
         message,
     }
