@@ -137,3 +137,92 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
     assert_eq!(v["simulated"].as_array().unwrap().len(), 2);
     assert_eq!(v["simulated"][0]["rule"], "disk-space-low");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
+    let rules = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .arg("--rules")
+        .arg(rules.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let reloads = |result: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let needle = format!("remediator_rule_reloads_total{{result=\"{result}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&needle))
+                .and_then(|n| n.parse::<u64>().ok())
+        }
+    };
+    let hup = |pid: u32| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    eventually(20, "service up", || async {
+        client
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+
+    std::fs::write(
+        rules.path().join("50-broken.yaml"),
+        "rules: [ {name: x} ]\n",
+    )
+    .unwrap();
+    hup(child.id());
+    eventually(10, "a refused reload", || async {
+        reloads("failure").await.filter(|n| *n == 1)
+    })
+    .await;
+    let (_, ready) = {
+        let r = client.get(format!("{base}/-/ready")).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(
+        ready["checks"]["rules"], "5 rules loaded",
+        "the last good set stays"
+    );
+
+    std::fs::remove_file(rules.path().join("50-broken.yaml")).unwrap();
+    hup(child.id());
+    eventually(10, "a successful reload", || async {
+        reloads("success").await.filter(|n| *n == 1)
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}
