@@ -10,10 +10,12 @@
 //! - [`settings`]: configuration layers (file, environment, flags).
 //! - [`store`]: the embedded SQLite store and its group-commit intake writer (SQL only here).
 //! - [`engine`]: intake → incident → guards → runbook → escalation, on traits.
+//! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
 //! - [`startup`]: wiring; [`cli`]: the command line.
 
+pub mod actions;
 pub mod alert;
 pub mod cli;
 pub mod engine;

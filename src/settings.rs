@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::actions::DockerSettings;
 use crate::engine::GuardSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,7 @@ pub struct Settings {
     pub webhook: WebhookSettings,
     pub api: ApiSettings,
     pub engine: GuardSettings,
+    pub docker: DockerSettings,
     pub log: LogSettings,
 }
 
@@ -47,6 +49,7 @@ impl Default for Settings {
             webhook: WebhookSettings::default(),
             api: ApiSettings::default(),
             engine: GuardSettings::default(),
+            docker: DockerSettings::default(),
             log: LogSettings::default(),
         }
     }

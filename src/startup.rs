@@ -8,6 +8,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio::sync::Notify;
 
+use crate::actions::Executor;
 use crate::engine::{Clock, Engine, NoDocker, SharedRules, StepExecutor, SystemClock};
 use crate::http::{configure, AppState};
 use crate::loader::load_rules;
@@ -24,9 +25,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds everything with the wall clock and no Docker executor.
+    /// Builds everything with the wall clock; Docker actions when `docker.project` is set.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with(settings, Arc::new(NoDocker), Arc::new(SystemClock)).await
+        let executor: Arc<dyn StepExecutor> = if settings.docker.project.is_some() {
+            Arc::new(Executor::new(&settings.docker).map_err(|e| anyhow::anyhow!("docker: {e}"))?)
+        } else {
+            tracing::warn!("docker.project is not set (REMEDIATOR_DOCKER__PROJECT): runbooks will touch no container");
+            Arc::new(NoDocker)
+        };
+        Self::build_with(settings, executor, Arc::new(SystemClock)).await
     }
 
     pub async fn build_with(

@@ -56,7 +56,7 @@ pub struct NoDocker;
 impl StepExecutor for NoDocker {
     async fn run(&self, _ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
         Err(StepError::Unavailable(format!(
-            "{}: no Docker executor is configured in this process, so nothing was done",
+            "{}: no compose project is configured (docker.project, REMEDIATOR_DOCKER__PROJECT), so remediator touches no container",
             step.name()
         )))
     }
