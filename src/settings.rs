@@ -193,6 +193,15 @@ fn env_value(key: &str, v: String) -> figment::value::Value {
     if text_keys.iter().any(|t| key.ends_with(t)) {
         return Value::from(v);
     }
+    if let Some(list) = v.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        let items: Vec<Value> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(|i| Value::from(i.trim_matches('"').to_string()))
+            .collect();
+        return Value::from(items);
+    }
     match v.as_str() {
         "true" => Value::from(true),
         "false" => Value::from(false),
@@ -251,6 +260,8 @@ mod tests {
                 ("REMEDIATOR_DATA_DIR", "/from/env"),
                 ("REMEDIATOR_WEBHOOK_TOKEN", "12345"),
                 ("REMEDIATOR_ENGINE__DRY_RUN", "true"),
+                ("REMEDIATOR_DOCKER__ALLOWED_SERVICES", "[redis, backend]"),
+                ("REMEDIATOR_DOCKER__PROJECT", "voiceai"),
                 ("REMEDIATOR_TEST_POSTGRES_URL", "ignored"),
                 ("OTHER", "ignored"),
             ]),
@@ -264,6 +275,8 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/from/env"));
         assert_eq!(s.webhook.token.as_ref().unwrap().expose_secret(), "12345");
         assert!(s.engine.dry_run);
+        assert_eq!(s.docker.allowed_services, ["redis", "backend"]);
+        assert_eq!(s.docker.project.as_deref(), Some("voiceai"));
         assert_eq!(s.engine.budget_runs, 5);
         assert_eq!(s.engine.budget_per, std::time::Duration::from_secs(300));
         assert!(!format!("{s:?}").contains("12345"), "secrets never print");

@@ -1,7 +1,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use remediator::engine::{NoDocker, SystemClock};
 use remediator::settings::{Overrides, Settings};
 use remediator::startup::Application;
 use serde_json::Value;
@@ -74,13 +73,7 @@ pub async fn spawn_with(spawn: Spawn) -> TestApp {
         },
     )
     .unwrap();
-    let app = Application::build_with(
-        settings,
-        std::sync::Arc::new(NoDocker),
-        std::sync::Arc::new(SystemClock),
-    )
-    .await
-    .unwrap();
+    let app = Application::build(settings).await.unwrap();
     let addr = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -148,4 +141,66 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A webhook with one alert, as Alertmanager sends it.
+pub fn alert_payload(
+    labels: serde_json::Value,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    status: &str,
+) -> String {
+    let ends = if status == "resolved" {
+        chrono::Utc::now().to_rfc3339()
+    } else {
+        "0001-01-01T00:00:00Z".to_string()
+    };
+    serde_json::json!({
+        "version": "4", "status": status, "receiver": "remediator", "groupKey": "{}:{}",
+        "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am",
+        "truncatedAlerts": 0,
+        "alerts": [{"status": status, "labels": labels, "annotations": {}, "startsAt": starts_at.to_rfc3339(), "endsAt": ends, "generatorURL": ""}]
+    })
+    .to_string()
+}
+
+impl TestApp {
+    /// Waits until the incident for `alertname` reaches a final phase and returns its detail.
+    pub async fn finished(&self, alertname: &str, secs: u64) -> Value {
+        let id = eventually(secs, &format!("an incident for {alertname}"), || async {
+            self.incidents()
+                .await
+                .into_iter()
+                .find(|i| i["alertname"] == alertname)
+                .and_then(|i| i["id"].as_i64())
+        })
+        .await;
+        self.finished_id(id, secs).await
+    }
+
+    pub async fn finished_id(&self, id: i64, secs: u64) -> Value {
+        eventually(secs, &format!("incident {id} to finish"), || async {
+            let (_, v) = self.get_json(&format!("/api/v1/incidents/{id}")).await;
+            let phase = v["phase"].as_str().unwrap_or("");
+            (!["new", "remediating", ""].contains(&phase)).then_some(v)
+        })
+        .await
+    }
+}
+
+/// `kind → outcome` for each step of an incident, in order, with the phase.
+pub fn step_outcomes(detail: &Value) -> Vec<(String, String, String)> {
+    detail["steps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["phase"].as_str().unwrap_or("").to_string(),
+                        s["kind"].as_str().unwrap_or("").to_string(),
+                        s["outcome"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

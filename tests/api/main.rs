@@ -5,5 +5,8 @@ mod alertmanager;
 mod cli;
 mod crash;
 mod deploy;
+mod docker;
+mod docker_faults;
 mod helpers;
+mod stack;
 mod webhook;
