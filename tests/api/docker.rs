@@ -22,7 +22,7 @@ async fn app_for(stack: &Stack, rules_dir: Option<PathBuf>, extra: &[(&str, &str
 }
 
 /// A rule directory with the shipped escalation.yaml and the given rule file.
-fn rules_with(text: &str) -> tempfile::TempDir {
+pub(crate) fn rules_with(text: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         repo().join("rules/escalation.yaml"),

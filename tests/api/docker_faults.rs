@@ -56,6 +56,9 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let proxy = DockerProxy::start(&sock);
+    let rules = crate::docker::rules_with(
+        "rules:\n  - name: svc\n    matchers: ['alertname=\"ServiceDown\"']\n    priority: P2\n    rto: 15m\n    owner: infra\n    target: { label: service, allow: [redis, backend] }\n    steps:\n      - logs: { tail: 10 }\n      - wait: { duration: 2s }\n      - restart: { grace: 1s }\n      - wait_healthy: { within: 30s }\n    on_failure:\n      - page: {}\n",
+    );
     let app = spawn_with(Spawn {
         env: vec![
             ("REMEDIATOR_WEBHOOK_TOKEN".into(), TOKEN.into()),
@@ -65,18 +68,24 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
                 format!("unix://{}", sock.display()),
             ),
         ],
-        rules_dir: None,
+        rules_dir: Some(rules.path().to_path_buf()),
     })
     .await;
 
+    let fire = |labels: serde_json::Value| alert_payload(labels, Utc::now(), "firing");
+    app.post_hook(fire(
+        json!({"alertname": "ServiceDown", "service": "redis"}),
+    ))
+    .await;
+    // Cut Docker once the runbook has read the logs and is in its wait before the restart.
+    eventually(30, "the logs step done", || async {
+        let id = app.incidents().await.first()?["id"].as_i64()?;
+        let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+        (d["steps"][0]["outcome"] == "ok").then_some(())
+    })
+    .await;
     proxy.cut();
-    let r = app
-        .post_hook(alert_payload(
-            json!({"alertname": "ServiceDown", "service": "redis"}),
-            Utc::now(),
-            "firing",
-        ))
-        .await;
+    let r = app.post_hook(fire(json!({"alertname": "Unrelated"}))).await;
     assert_eq!(
         r.status(),
         200,
@@ -84,10 +93,11 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
     );
     let detail = app.finished("ServiceDown", 60).await;
     assert_eq!(detail["phase"], "failed", "{detail:#}");
-    let first = detail["steps"][0]["detail"].as_str().unwrap();
+    assert_eq!(detail["steps"][2]["kind"], "restart");
+    let restart = detail["steps"][2]["detail"].as_str().unwrap();
     assert!(
-        first.contains("is unreachable") && first.contains("is dockerd running?"),
-        "{first}"
+        restart.contains("is unreachable") && restart.contains("is dockerd running?"),
+        "{restart}"
     );
     assert!(
         step_outcomes(&detail)
@@ -108,9 +118,12 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
         "firing",
     ))
     .await;
-    let id = eventually(30, "second incident", || async {
-        let list = app.incidents().await;
-        (list.len() == 2).then(|| list[0]["id"].as_i64()).flatten()
+    let id = eventually(30, "the backend incident", || async {
+        app.incidents()
+            .await
+            .into_iter()
+            .find(|i| i["labels"]["service"] == "backend")?["id"]
+            .as_i64()
     })
     .await;
     let detail = app.finished_id(id, 60).await;
