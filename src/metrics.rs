@@ -33,6 +33,8 @@ pub struct Metrics {
     pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
     pub outbox_depth: Gauge<i64, AtomicI64Wrapper>,
     pub rule_reloads: Family<Labels, Counter>,
+    pub outbox_deliveries: Family<Labels, Counter>,
+    pub slack_errors: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -63,6 +65,8 @@ impl Metrics {
             intake_backlog: Gauge::default(),
             outbox_depth: Gauge::default(),
             rule_reloads: Family::default(),
+            outbox_deliveries: Family::default(),
+            slack_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -122,6 +126,16 @@ impl Metrics {
             "Rule reloads by result",
             m.rule_reloads.clone(),
         );
+        registry.register(
+            "outbox_deliveries",
+            "Outbox delivery attempts by sink and result (delivered, retry, refused)",
+            m.outbox_deliveries.clone(),
+        );
+        registry.register(
+            "slack_api_errors",
+            "Slack Web API errors by code (ok:false error, ratelimited, http_N, transport)",
+            m.slack_errors.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -159,6 +173,19 @@ impl Metrics {
         }
     }
 
+    pub fn alerts(&self, firing: u64, resolved: u64) {
+        if firing > 0 {
+            self.alerts_received
+                .get_or_create(&vec![("status", "firing".to_string())])
+                .inc_by(firing);
+        }
+        if resolved > 0 {
+            self.alerts_received
+                .get_or_create(&vec![("status", "resolved".to_string())])
+                .inc_by(resolved);
+        }
+    }
+
     pub fn webhook(&self, code: u16) {
         self.webhook_requests
             .get_or_create(&vec![("code", code.to_string())])
@@ -168,6 +195,21 @@ impl Metrics {
     pub fn reload(&self, result: &str) {
         self.rule_reloads
             .get_or_create(&vec![("result", result.to_string())])
+            .inc();
+    }
+
+    pub fn outbox(&self, sink: &str, result: &str) {
+        self.outbox_deliveries
+            .get_or_create(&vec![
+                ("sink", sink.to_string()),
+                ("result", result.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn slack_error(&self, code: &str) {
+        self.slack_errors
+            .get_or_create(&vec![("error", code.to_string())])
             .inc();
     }
 

@@ -53,7 +53,7 @@ impl Application {
 
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let committed = Arc::new(Notify::new());
-        let intake = IntakeWriter::spawn(&settings.data_dir, committed.clone())?;
+        let intake = IntakeWriter::spawn(store.clone(), committed.clone())?;
         let metrics = Arc::new(Metrics::new());
 
         let engine = Engine::new(
@@ -65,6 +65,8 @@ impl Application {
             metrics.clone(),
             committed,
         );
+
+        engine.give_way_to(intake.in_flight());
 
         let reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync> = {
             let (rules, dir, metrics) =
@@ -98,6 +100,7 @@ impl Application {
             intake,
             metrics,
             rules: rules.clone(),
+            engine: engine.clone(),
             reload: reload.clone(),
         });
         let server =

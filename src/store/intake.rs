@@ -9,14 +9,14 @@
 //! A failed commit answers every request of the group with the error (the HTTP layer turns it
 //! into 503, so Alertmanager retries); the thread stays up and tries again with the next group.
 
-use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{open_connection, ts, Ctx, StoreError, DB_FILE};
+use super::{fsynced, ts, Ctx, Store, StoreError};
 
 /// The most rows one transaction takes.
 const MAX_GROUP: usize = 512;
@@ -29,28 +29,32 @@ pub struct IntakeWriter;
 #[derive(Clone)]
 pub struct IntakeHandle {
     tx: mpsc::Sender<(Vec<u8>, Reply)>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl IntakeWriter {
-    /// Starts the writer thread on the store in `data_dir` (opened by [`super::Store::open`]
-    /// first, so the schema exists). `committed` is notified after every commit.
-    pub fn spawn(data_dir: &Path, committed: Arc<Notify>) -> Result<IntakeHandle, StoreError> {
-        let conn = open_connection(&data_dir.join(DB_FILE))?;
-        let (tx, rx) = mpsc::channel(4096);
+    /// Starts the writer thread on `store`. It writes through the store's own connection, so
+    /// every write of the process is serialised by one mutex and SQLite never answers
+    /// "database is locked". `committed` is notified after every commit.
+    pub fn spawn(store: Arc<Store>, committed: Arc<Notify>) -> Result<IntakeHandle, StoreError> {
+        let (tx, rx) = mpsc::channel(1024);
+        let path = store.path().to_path_buf();
         std::thread::Builder::new()
             .name("intake-writer".into())
-            .spawn(move || run(conn, rx, committed))
-            .map_err(|e| StoreError::CreateDir {
-                path: data_dir.to_path_buf(),
-                source: e,
-            })?;
-        Ok(IntakeHandle { tx })
+            .spawn(move || run(&store, rx, committed))
+            .map_err(|e| StoreError::CreateDir { path, source: e })?;
+        Ok(IntakeHandle {
+            tx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
     }
 }
 
 impl IntakeHandle {
     /// Returns the intake row's id once the body is durably committed.
     pub async fn submit(&self, body: Vec<u8>) -> Result<i64, Arc<StoreError>> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _done = InFlight(&self.in_flight);
         let (reply, wait) = oneshot::channel();
         self.tx
             .send((body, reply))
@@ -60,7 +64,24 @@ impl IntakeHandle {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<(Vec<u8>, Reply)>, committed: Arc<Notify>) {
+impl IntakeHandle {
+    /// Webhook requests waiting for their commit right now: the engine gives way while
+    /// there are any (acknowledging Alertmanager comes before processing).
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+}
+
+/// Decrements the in-flight count however the request ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn run(store: &Store, mut rx: mpsc::Receiver<(Vec<u8>, Reply)>, committed: Arc<Notify>) {
     let mut group: Vec<(Vec<u8>, Reply)> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -70,7 +91,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<(Vec<u8>, Reply)>, committed
                 Err(_) => break,
             }
         }
-        match insert_group(&mut conn, &group) {
+        let result = fsynced(&mut store.conn(), |conn| insert_group(conn, &group));
+        match result {
             Ok(ids) => {
                 committed.notify_one();
                 for ((_, reply), id) in group.drain(..).zip(ids) {

@@ -1,16 +1,26 @@
 //! The embedded store: one SQLite file (WAL) in the data directory, authoritative for this
 //! replica. SQL lives only here.
 //!
-//! Two kinds of connection:
+//! One connection behind a mutex serves the whole process:
 //! - the intake writer, a dedicated OS thread that takes webhook bodies from a channel and
 //!   commits them in groups (one fsync for many requests), answering each sender only after
 //!   its row is durable ([`IntakeWriter`]);
-//! - the [`Store`], one connection behind a mutex, for the engine and the API. Its calls are
-//!   local and take microseconds, so the engine makes them inline.
+//! - the engine and the API, through [`Store`]'s methods. They are local and take
+//!   microseconds, so the engine makes them inline.
 //!
-//! Durability: `journal_mode=WAL` with `synchronous=FULL`, so a committed intake row survives
-//! a process crash and a power cut. Processing marks each intake row in the same transaction
-//! that applies it to incidents, so a crash never applies one twice.
+//! One connection, not one per user: SQLite allows one writer at a time, and when several
+//! connections compete its busy handler sleeps in steps of up to 100 ms and a deferred
+//! transaction that wants to write fails at once with "database is locked". Our own mutex
+//! hands the connection over as soon as it is free.
+//!
+//! Durability: `journal_mode=WAL`. Every commit survives a process crash. Two commits are
+//! also fsynced (`synchronous=FULL`) because something outside depends on them: an intake
+//! group, before Alertmanager gets its 200, and the start of a runbook, before any container
+//! is touched. The engine's other bookkeeping commits at `synchronous=NORMAL`; in WAL mode a
+//! FULL commit flushes every frame before it, so after a power cut at most the records since
+//! the last of those two are lost, never an acknowledged alert or a started runbook.
+//! Processing advances the intake cursor in the same transaction that applies the deliveries
+//! to incidents, so a crash never applies one twice.
 
 mod intake;
 mod schema;
@@ -88,9 +98,11 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     })?;
     let setup = || -> rusqlite::Result<()> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // 2 MiB of page cache is plenty for this working set and keeps the RSS down.
+        conn.pragma_update(None, "cache_size", -2048)?;
         Ok(())
     };
     setup().map_err(|source| StoreError::Open {
@@ -98,6 +110,19 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
         source,
     })?;
     Ok(conn)
+}
+
+/// Runs `f` (which commits) with this connection's commits fsynced; see the module docs.
+pub(crate) fn fsynced<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.pragma_update(None, "synchronous", "FULL")
+        .ctx("synchronous=FULL")?;
+    let out = f(conn);
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .ctx("synchronous=NORMAL")?;
+    out
 }
 
 /// What applying a delivery did to an incident.
@@ -131,6 +156,11 @@ pub struct IncidentRecord {
     pub annotations: serde_json::Value,
     /// Seconds from the alert's start to its end, once resolved.
     pub time_to_recover_seconds: Option<f64>,
+    pub acked_by: Option<String>,
+    pub acked_at: Option<String>,
+    /// The Slack channel and `ts` of the incident's root message, once posted.
+    pub slack_channel: Option<String>,
+    pub slack_ts: Option<String>,
 }
 
 /// A guard's (or the matcher's) stored decision.
@@ -169,9 +199,33 @@ pub struct RunRecord {
 pub struct MessageRecord {
     pub id: i64,
     pub incident_id: i64,
+    pub sink: String,
     pub kind: String,
     pub text: String,
     pub created_at: String,
+    /// When it was sent (or logged); `None` while pending.
+    pub delivered_at: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A message due for delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub incident_id: i64,
+    pub kind: String,
+    pub text: String,
+    pub data: serde_json::Value,
+    pub attempts: i64,
+}
+
+/// Messages that a sink refused for good, by error, until a reload retries them.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedSummary {
+    pub sink: String,
+    pub error: String,
+    pub messages: i64,
 }
 
 pub struct Store {
@@ -202,7 +256,7 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back).
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -211,7 +265,7 @@ impl Store {
     pub fn ping(&self) -> Result<(), StoreError> {
         self.conn()
             .query_row(
-                "SELECT count(*) FROM intake WHERE processed_at IS NULL",
+                "SELECT count(*) FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine')",
                 [],
                 |r| r.get::<_, i64>(0),
             )
@@ -236,7 +290,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, body FROM intake WHERE processed_at IS NULL ORDER BY id LIMIT ?1",
+                "SELECT id, body FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine') ORDER BY id LIMIT ?1",
             )
             .ctx("pending intake")?;
         let rows = stmt
@@ -254,76 +308,23 @@ impl Store {
         notification: Option<&Notification>,
         now: DateTime<Utc>,
     ) -> Result<Vec<IncidentEvent>, StoreError> {
+        self.apply_deliveries(&[(intake_id, notification)], now)
+    }
+
+    /// Applies several deliveries in one transaction (one fsync for the batch), in order.
+    pub fn apply_deliveries(
+        &self,
+        batch: &[(i64, Option<&Notification>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IncidentEvent>, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction().ctx("begin delivery")?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("begin delivery")?;
         let mut events = Vec::new();
-        let now_s = ts(now);
-        for alert in notification
-            .map(|n| n.alerts.as_slice())
-            .unwrap_or_default()
-        {
-            let starts = ts(alert.starts_at);
-            let existing: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
-                    params![alert.fingerprint.as_str(), starts],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .ctx("find incident")?;
-            let ends = alert.ends_at.map(ts);
-            match (existing, alert.status) {
-                (Some((id, state)), status) => {
-                    tx.execute(
-                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
-                        params![id, now_s, json(&alert.annotations)],
-                    )
-                    .ctx("touch incident")?;
-                    if status == AlertStatus::Resolved && state == "open" {
-                        tx.execute(
-                            "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
-                            params![id, ends.clone().unwrap_or_else(|| now_s.clone()), now_s],
-                        )
-                        .ctx("resolve incident")?;
-                        events.push(IncidentEvent::Resolved(id));
-                    }
-                }
-                (None, status) => {
-                    let (state, phase) = match status {
-                        AlertStatus::Firing => ("open", "new"),
-                        // Resolved before we ever saw it firing: record it, act on nothing.
-                        AlertStatus::Resolved => ("resolved", "missed"),
-                    };
-                    tx.execute(
-                        "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
-                             state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
-                        params![
-                            alert.fingerprint.as_str(),
-                            starts,
-                            alert.name(),
-                            json(&alert.labels),
-                            json(&alert.annotations),
-                            notification.map(|n| n.group_key.as_str()).unwrap_or(""),
-                            state,
-                            phase,
-                            now_s,
-                            ends,
-                            (status == AlertStatus::Resolved).then(|| now_s.clone()),
-                        ],
-                    )
-                    .ctx("insert incident")?;
-                    if status == AlertStatus::Firing {
-                        events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
-                    }
-                }
-            }
+        for (intake_id, notification) in batch {
+            apply_one(&tx, *intake_id, *notification, now, &mut events)?;
         }
-        tx.execute(
-            "UPDATE intake SET processed_at = ?2 WHERE id = ?1",
-            params![intake_id, now_s],
-        )
-        .ctx("mark intake processed")?;
         tx.commit().ctx("commit delivery")?;
         Ok(events)
     }
@@ -503,6 +504,8 @@ impl Store {
             .ctx("interrupt steps")
     }
 
+    /// Records that a runbook starts (run row and phase `remediating`), fsynced: the next thing
+    /// is acting on a container, and a restart must know it happened.
     pub fn start_run(
         &self,
         id: i64,
@@ -510,13 +513,20 @@ impl Store {
         target: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
+        fsynced(&mut self.conn(), |conn| {
+            let tx = conn.transaction().ctx("begin run")?;
+            tx.execute(
                 "INSERT INTO runs (incident_id, rule, target, started_at) VALUES (?1, ?2, ?3, ?4)",
                 params![id, rule, target, ts(now)],
             )
-            .ctx("start run")
-            .map(|_| ())
+            .ctx("start run")?;
+            tx.execute(
+                "UPDATE incidents SET phase = 'remediating' WHERE id = ?1",
+                [id],
+            )
+            .ctx("start run")?;
+            tx.commit().ctx("commit run")
+        })
     }
 
     pub fn finish_run(&self, id: i64, outcome: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -599,7 +609,7 @@ impl Store {
             .ctx("open run for")
     }
 
-    /// Stores a message for the notifiers; it is never dropped.
+    /// Stores a Slack message for the incident's thread; it is never dropped.
     pub fn enqueue_message(
         &self,
         id: i64,
@@ -607,28 +617,219 @@ impl Store {
         text: &str,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        self.enqueue(id, "slack", kind, text, &serde_json::Value::Null, now)
+    }
+
+    /// Stores a message for one sink (`slack`, `pagerduty`), with structured data for it.
+    pub fn enqueue(
+        &self,
+        id: i64,
+        sink: &str,
+        kind: &str,
+        text: &str,
+        data: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let conn = self.conn();
+        let data = if data.is_null() {
+            "{}".to_string()
+        } else {
+            data.to_string()
+        };
         conn.execute(
-            "INSERT INTO outbox (incident_id, kind, text, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![id, kind, text, ts(now)],
+            "INSERT INTO outbox (incident_id, sink, kind, text, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, sink, kind, text, data, ts(now)],
         )
         .ctx("enqueue message")?;
         Ok(conn.last_insert_rowid())
     }
 
+    /// For each incident, its oldest undelivered message of `sink` if it is due: later
+    /// messages wait behind it, so an incident's messages go out in order.
+    pub fn due_outbox(
+        &self,
+        sink: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT o.id, o.incident_id, o.kind, o.text, o.data, o.attempts FROM outbox o
+                 WHERE o.sink = ?1 AND o.delivered_at IS NULL AND o.blocked = 0
+                   AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?2)
+                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.incident_id = o.incident_id
+                                   AND p.delivered_at IS NULL AND p.id < o.id)
+                 ORDER BY o.id LIMIT ?3",
+            )
+            .ctx("due outbox")?;
+        let rows = stmt
+            .query_map(params![sink, ts(now), limit as i64], |r| {
+                let data: String = r.get(4)?;
+                Ok(OutboxRow {
+                    id: r.get(0)?,
+                    incident_id: r.get(1)?,
+                    kind: r.get(2)?,
+                    text: r.get(3)?,
+                    data: serde_json::from_str(&data).unwrap_or_default(),
+                    attempts: r.get(5)?,
+                })
+            })
+            .ctx("due outbox")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().ctx("due outbox")
+    }
+
+    pub fn outbox_delivered(
+        &self,
+        msg: i64,
+        result: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET delivered_at = ?2, result = ?3, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                params![msg, ts(now), result],
+            )
+            .ctx("outbox delivered")
+            .map(|_| ())
+    }
+
+    pub fn outbox_retry(
+        &self,
+        msg: i64,
+        next: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3 WHERE id = ?1",
+                params![msg, ts(next), error],
+            )
+            .ctx("outbox retry")
+            .map(|_| ())
+    }
+
+    /// Holds a message the sink refused for good; it and the incident's later messages wait
+    /// for [`Store::outbox_unblock_all`].
+    pub fn outbox_block(&self, msg: i64, error: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, blocked = 1, last_error = ?2 WHERE id = ?1",
+                params![msg, error],
+            )
+            .ctx("outbox block")
+            .map(|_| ())
+    }
+
+    /// After a reload: every held message is tried again.
+    pub fn outbox_unblock_all(&self) -> Result<usize, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE outbox SET blocked = 0, next_attempt_at = NULL WHERE blocked = 1",
+                [],
+            )
+            .ctx("outbox unblock")
+    }
+
+    pub fn outbox_blocked(&self) -> Result<Vec<BlockedSummary>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT sink, coalesce(last_error, ''), count(*) FROM outbox WHERE blocked = 1 AND delivered_at IS NULL
+                 GROUP BY sink, last_error ORDER BY sink",
+            )
+            .ctx("outbox blocked")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(BlockedSummary {
+                    sink: r.get(0)?,
+                    error: r.get(1)?,
+                    messages: r.get(2)?,
+                })
+            })
+            .ctx("outbox blocked")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("outbox blocked")
+    }
+
+    /// Whether the incident has a message of this sink and kind (sent or not).
+    pub fn has_message(&self, id: i64, sink: &str, kind: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE incident_id = ?1 AND sink = ?2 AND kind = ?3)",
+                params![id, sink, kind],
+                |r| r.get(0),
+            )
+            .ctx("has message")
+    }
+
+    pub fn set_slack_root(&self, id: i64, channel: &str, root_ts: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE incidents SET slack_channel = ?2, slack_ts = ?3 WHERE id = ?1",
+                params![id, channel, root_ts],
+            )
+            .ctx("set slack root")
+            .map(|_| ())
+    }
+
+    /// Records the first acknowledgement; returns false when it was already acknowledged.
+    pub fn acknowledge(&self, id: i64, by: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1 AND acked_by IS NULL",
+                params![id, by, ts(now)],
+            )
+            .ctx("acknowledge")
+            .map(|n| n == 1)
+    }
+
+    /// Open, unacknowledged incidents that matched a rule (the escalation timers' work).
+    pub fn escalation_candidates(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "{INCIDENT_SELECT} WHERE state = 'open' AND acked_by IS NULL AND rule IS NOT NULL ORDER BY id"
+            ))
+            .ctx("escalation candidates")?;
+        let rows = stmt
+            .query_map([], incident_row)
+            .ctx("escalation candidates")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("escalation candidates")
+    }
+
+    /// Marks a tier as fired; false if it already was (so a restart never fires it twice).
+    pub fn fire_tier(&self, id: i64, tier: usize, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.conn()
+            .execute(
+                "INSERT OR IGNORE INTO tiers_fired (incident_id, tier, at) VALUES (?1, ?2, ?3)",
+                params![id, tier as i64, ts(now)],
+            )
+            .ctx("fire tier")
+            .map(|n| n == 1)
+    }
+
     pub fn messages(&self, id: i64) -> Result<Vec<MessageRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT id, incident_id, kind, text, created_at FROM outbox WHERE incident_id = ?1 ORDER BY id")
+            .prepare_cached(
+                "SELECT id, incident_id, sink, kind, text, created_at, delivered_at, attempts, last_error
+                 FROM outbox WHERE incident_id = ?1 ORDER BY id",
+            )
             .ctx("messages")?;
         let rows = stmt
             .query_map([id], |r| {
                 Ok(MessageRecord {
                     id: r.get(0)?,
                     incident_id: r.get(1)?,
-                    kind: r.get(2)?,
-                    text: r.get(3)?,
-                    created_at: r.get(4)?,
+                    sink: r.get(2)?,
+                    kind: r.get(3)?,
+                    text: r.get(4)?,
+                    created_at: r.get(5)?,
+                    delivered_at: r.get(6)?,
+                    attempts: r.get(7)?,
+                    last_error: r.get(8)?,
                 })
             })
             .ctx("messages")?;
@@ -640,7 +841,7 @@ impl Store {
         let conn = self.conn();
         let intake = conn
             .query_row(
-                "SELECT count(*) FROM intake WHERE processed_at IS NULL",
+                "SELECT count(*) FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine')",
                 [],
                 |r| r.get(0),
             )
@@ -656,12 +857,95 @@ impl Store {
     }
 }
 
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    intake_id: i64,
+    notification: Option<&Notification>,
+    now: DateTime<Utc>,
+    events: &mut Vec<IncidentEvent>,
+) -> Result<(), StoreError> {
+    let now_s = ts(now);
+    for alert in notification
+        .map(|n| n.alerts.as_slice())
+        .unwrap_or_default()
+    {
+        let starts = ts(alert.starts_at);
+        // The hot path of a storm: cached statements, no SQL compiled per alert.
+        let existing: Option<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+            )
+            .ctx("find incident")?
+            .query_row(params![alert.fingerprint.as_str(), starts], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .ctx("find incident")?;
+        let ends = alert.ends_at.map(ts);
+        match (existing, alert.status) {
+            (Some((id, state)), status) => {
+                tx.prepare_cached(
+                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
+                    )
+                    .ctx("touch incident")?
+                    .execute(params![id, now_s, json(&alert.annotations)])
+                    .ctx("touch incident")?;
+                if status == AlertStatus::Resolved && state == "open" {
+                    tx.execute(
+                            "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
+                            params![id, ends.clone().unwrap_or_else(|| now_s.clone()), now_s],
+                        )
+                        .ctx("resolve incident")?;
+                    events.push(IncidentEvent::Resolved(id));
+                }
+            }
+            (None, status) => {
+                let (state, phase) = match status {
+                    AlertStatus::Firing => ("open", "new"),
+                    // Resolved before we ever saw it firing: record it, act on nothing.
+                    AlertStatus::Resolved => ("resolved", "missed"),
+                };
+                tx.prepare_cached(
+                        "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
+                             state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
+                    )
+                    .ctx("insert incident")?
+                    .execute(params![
+                            alert.fingerprint.as_str(),
+                            starts,
+                            alert.name(),
+                            json(&alert.labels),
+                            json(&alert.annotations),
+                            notification.map(|n| n.group_key.as_str()).unwrap_or(""),
+                            state,
+                            phase,
+                            now_s,
+                            ends,
+                            (status == AlertStatus::Resolved).then(|| now_s.clone()),
+                        ])
+                    .ctx("insert incident")?;
+                if status == AlertStatus::Firing {
+                    events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
+                }
+            }
+        }
+    }
+    tx.prepare_cached("UPDATE cursors SET position = max(position, ?1) WHERE name = 'engine'")
+        .ctx("advance the intake cursor")?
+        .execute([intake_id])
+        .ctx("advance the intake cursor")?;
+    Ok(())
+}
+
 fn json(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
-const INCIDENT_SELECT: &str = "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
-    first_seen, last_seen, deliveries, rule, priority, target, group_key, labels, annotations FROM incidents";
+const INCIDENT_SELECT: &str =
+    "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
+    first_seen, last_seen, deliveries, rule, priority, target, group_key, labels, annotations,
+    acked_by, acked_at, slack_channel, slack_ts FROM incidents";
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     let starts_at: String = r.get(5)?;
@@ -696,6 +980,10 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         annotations: serde_json::from_str(&annotations).unwrap_or_default(),
         time_to_recover_seconds: ttr,
+        acked_by: r.get(17)?,
+        acked_at: r.get(18)?,
+        slack_channel: r.get(19)?,
+        slack_ts: r.get(20)?,
     })
 }
 

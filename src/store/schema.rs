@@ -2,7 +2,8 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE intake (
     id           INTEGER PRIMARY KEY,
     received_at  TEXT NOT NULL,
@@ -77,7 +78,41 @@ CREATE TABLE outbox (
     delivered_at TEXT
 );
 CREATE INDEX outbox_pending ON outbox (id) WHERE delivered_at IS NULL;
-"#];
+"#,
+    r#"
+ALTER TABLE outbox ADD COLUMN sink TEXT NOT NULL DEFAULT 'slack';
+ALTER TABLE outbox ADD COLUMN data TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN next_attempt_at TEXT;
+ALTER TABLE outbox ADD COLUMN last_error TEXT;
+ALTER TABLE outbox ADD COLUMN blocked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN result TEXT;
+CREATE INDEX outbox_sink_pending ON outbox (sink, incident_id, id) WHERE delivered_at IS NULL;
+
+ALTER TABLE incidents ADD COLUMN slack_channel TEXT;
+ALTER TABLE incidents ADD COLUMN slack_ts TEXT;
+ALTER TABLE incidents ADD COLUMN acked_by TEXT;
+ALTER TABLE incidents ADD COLUMN acked_at TEXT;
+
+CREATE TABLE tiers_fired (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    tier        INTEGER NOT NULL,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (incident_id, tier)
+);
+"#,
+    r#"
+-- Deliveries are processed strictly in id order, so one cursor replaces a per-row flag
+-- (rewriting a ~3 KB row to flag it doubled the intake's writes).
+CREATE TABLE cursors (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+INSERT INTO cursors (name, position)
+    VALUES ('engine', coalesce((SELECT max(id) FROM intake WHERE processed_at IS NOT NULL), 0));
+DROP INDEX intake_pending;
+"#,
+];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
