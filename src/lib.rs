@@ -12,6 +12,7 @@
 //! - [`engine`]: intake → incident → guards → runbook → escalation, on traits.
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`http`]: the HTTP interface (actix-web only here).
+//! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
 //! - [`startup`]: wiring; [`cli`]: the command line.
 
@@ -22,6 +23,7 @@ pub mod engine;
 pub mod http;
 pub mod loader;
 pub mod metrics;
+pub mod notify;
 pub mod rules;
 pub mod settings;
 pub mod startup;

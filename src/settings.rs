@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::actions::DockerSettings;
 use crate::engine::GuardSettings;
+use crate::notify::{PagerDutySettings, SlackSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -37,6 +38,8 @@ pub struct Settings {
     pub api: ApiSettings,
     pub engine: GuardSettings,
     pub docker: DockerSettings,
+    pub slack: SlackSettings,
+    pub pagerduty: PagerDutySettings,
     pub log: LogSettings,
 }
 
@@ -50,6 +53,8 @@ impl Default for Settings {
             api: ApiSettings::default(),
             engine: GuardSettings::default(),
             docker: DockerSettings::default(),
+            slack: SlackSettings::default(),
+            pagerduty: PagerDutySettings::default(),
             log: LogSettings::default(),
         }
     }

@@ -49,6 +49,8 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     committed: Arc<Notify>,
     runbooks: Mutex<Vec<JoinHandle<()>>>,
+    /// Webhook requests waiting for their commit (see [`Engine::give_way_to`]).
+    ingress: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
 /// How a runbook ended.
@@ -77,7 +79,23 @@ impl Engine {
             metrics,
             committed,
             runbooks: Mutex::new(Vec::new()),
+            ingress: Mutex::new(None),
         })
+    }
+
+    /// Ingress first: while webhook requests wait for their commit, the engine waits a moment
+    /// and then takes the backlog in one larger batch, instead of competing for the store
+    /// with every commit. Processing may lag a storm by milliseconds; Alertmanager never waits.
+    pub fn give_way_to(&self, in_flight: Arc<std::sync::atomic::AtomicUsize>) {
+        *self.ingress.lock().unwrap_or_else(|p| p.into_inner()) = Some(in_flight);
+    }
+
+    fn ingress_busy(&self) -> bool {
+        self.ingress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -101,8 +119,14 @@ impl Engine {
                 }
             }
             if recovered {
+                if self.ingress_busy() {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
                 if let Err(e) = self.process_pending() {
                     tracing::error!(error = %e, "processing intake failed; retrying");
+                }
+                if let Err(e) = self.escalation_tick() {
+                    tracing::error!(error = %e, "escalation timers failed; retrying");
                 }
             }
             tokio::select! {
@@ -120,7 +144,7 @@ impl Engine {
         for id in self.store.incidents_in_phase("remediating")? {
             self.store.interrupt_running_steps(id, now)?;
             self.store.finish_run(id, "interrupted", now)?;
-            self.store.set_phase(id, "interrupted")?;
+            self.set_phase(id, "interrupted")?;
             self.store.record_decision(
                 id,
                 "recovery",
@@ -151,30 +175,29 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(applied);
             }
-            for (intake_id, body) in batch {
-                let notification = match parse_webhook(&body) {
-                    Ok(n) => Some(n),
+            let parsed: Vec<(i64, Option<crate::alert::Notification>)> = batch
+                .into_iter()
+                .map(|(intake_id, body)| match parse_webhook(&body) {
+                    Ok(n) => (intake_id, Some(n)),
                     Err(e) => {
                         // Ingress validated it; a body that no longer parses (after an
                         // upgrade, say) is kept in the intake table and skipped.
                         tracing::error!(intake_id, error = %e, "stored delivery no longer parses; skipped");
-                        None
+                        (intake_id, None)
                     }
-                };
-                let events = self.store.apply_delivery(
-                    intake_id,
-                    notification.as_ref(),
-                    self.clock.now(),
-                )?;
-                applied += 1;
-                for event in events {
-                    match event {
-                        IncidentEvent::Opened(id) => {
-                            self.metrics.incidents_opened.inc();
-                            self.handle_opened(id)?
-                        }
-                        IncidentEvent::Resolved(id) => self.handle_resolved(id)?,
+                })
+                .collect();
+            let refs: Vec<(i64, Option<&crate::alert::Notification>)> =
+                parsed.iter().map(|(id, n)| (*id, n.as_ref())).collect();
+            let events = self.store.apply_deliveries(&refs, self.clock.now())?;
+            applied += refs.len();
+            for event in events {
+                match event {
+                    IncidentEvent::Opened(id) => {
+                        self.metrics.incidents_opened.inc();
+                        self.handle_opened(id)?
                     }
+                    IncidentEvent::Resolved(id) => self.handle_resolved(id)?,
                 }
             }
         }
@@ -251,7 +274,7 @@ impl Engine {
                     pages: true,
                 };
                 self.decide(id, &d, now)?;
-                self.store.set_phase(id, "escalated")?;
+                self.set_phase(id, "escalated")?;
                 return self.escalate(&inc, &d.reason, now);
             }
         };
@@ -280,7 +303,7 @@ impl Engine {
         }
         if let Some(skip) = decisions.iter().find(|d| d.verdict == Verdict::Skip) {
             let phase = if skip.pages { "escalated" } else { "skipped" };
-            self.store.set_phase(id, phase)?;
+            self.set_phase(id, phase)?;
             if skip.pages {
                 self.escalate(&inc, &skip.reason, now)?;
             }
@@ -288,7 +311,7 @@ impl Engine {
         }
 
         self.store.start_run(id, &rule.name, &target.key(), now)?;
-        self.store.set_phase(id, "remediating")?;
+        self.set_phase(id, "remediating")?;
         let ctx = StepContext {
             incident_id: id,
             rule: rule.name.clone(),
@@ -336,6 +359,17 @@ impl Engine {
         self.store
             .record_decision(id, "resolved", "continue", &text, now)?;
         self.store.enqueue_message(id, "resolved", &text, now)?;
+        self.store.enqueue_message(id, "state", "resolved", now)?;
+        if self.store.has_message(id, "pagerduty", "trigger")? {
+            self.store.enqueue(
+                id,
+                "pagerduty",
+                "resolve",
+                &text,
+                &serde_json::Value::Null,
+                now,
+            )?;
+        }
         Ok(())
     }
 
@@ -410,9 +444,115 @@ impl Engine {
         self.metrics.pages.inc();
         self.store
             .record_decision(id, "page", "continue", &text, now)?;
+        let Some(inc) = self.store.incident(id)? else {
+            return Ok(());
+        };
+        let data = crate::notify::outbox::page_data(who, &inc);
         self.store
-            .enqueue_message(id, "page", &text, now)
+            .enqueue(id, "slack", "page", &format!("paged: {why}"), &data, now)?;
+        let summary = format!(
+            "[{}] {} on {}: {why}",
+            inc.priority.as_deref().unwrap_or("P?"),
+            inc.alertname,
+            inc.target.as_deref().unwrap_or("-")
+        );
+        self.store
+            .enqueue(id, "pagerduty", "trigger", &summary, &data, now)
             .map(|_| ())
+    }
+
+    /// Sets the phase and tells the thread (its root is updated in place).
+    fn set_phase(&self, id: i64, phase: &str) -> Result<(), StoreError> {
+        self.store.set_phase(id, phase)?;
+        self.store
+            .enqueue_message(id, "state", phase, self.clock.now())
+            .map(|_| ())
+    }
+
+    /// Records who acknowledged; stops the escalation tiers. `None` when there is no such
+    /// incident, `Some(false)` when it was already acknowledged.
+    pub fn acknowledge(
+        &self,
+        id: i64,
+        by: &str,
+        slack_user: Option<&str>,
+    ) -> Result<Option<bool>, StoreError> {
+        let now = self.clock.now();
+        if self.store.incident(id)?.is_none() {
+            return Ok(None);
+        }
+        if !self.store.acknowledge(id, by, now)? {
+            return Ok(Some(false));
+        }
+        let text = format!("acknowledged by {by}; escalation tiers stopped");
+        self.store
+            .record_decision(id, "ack", "continue", &text, now)?;
+        let data = serde_json::json!({ "by": by, "slack_user": slack_user });
+        self.store.enqueue(id, "slack", "ack", &text, &data, now)?;
+        self.store
+            .enqueue_message(id, "state", "acknowledged", now)?;
+        if self.store.has_message(id, "pagerduty", "trigger")? {
+            self.store.enqueue(
+                id,
+                "pagerduty",
+                "acknowledge",
+                &text,
+                &serde_json::Value::Null,
+                now,
+            )?;
+        }
+        Ok(Some(true))
+    }
+
+    /// Fires the escalation tiers that are due: open, unacknowledged incidents, timed from
+    /// when the incident opened as a share of the rule's RTO (or a delay). Fired tiers are
+    /// stored, so a restart neither loses a timer nor fires one twice.
+    pub fn escalation_tick(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let rules = self.rules();
+        let mut fired = 0;
+        for inc in self.store.escalation_candidates()? {
+            let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
+                continue;
+            };
+            let Some(opened) = chrono::DateTime::parse_from_rfc3339(&inc.first_seen).ok() else {
+                continue;
+            };
+            let priority = inc
+                .priority
+                .as_deref()
+                .and_then(Priority::parse)
+                .unwrap_or(rule.priority);
+            for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {
+                if tier.customer_impacting_only && !rule.customer_impacting {
+                    continue;
+                }
+                let delay = tier.after.delay(rule.rto);
+                let due = opened.with_timezone(&Utc)
+                    + chrono::Duration::from_std(delay).unwrap_or_default();
+                if now < due || !self.store.fire_tier(inc.id, i, now)? {
+                    continue;
+                }
+                let share = match tier.after {
+                    crate::rules::TierAfter::RtoShare(f) => {
+                        format!(" ({:.0}% of the RTO of {})", f * 100.0, human(rule.rto))
+                    }
+                    crate::rules::TierAfter::Delay(_) => String::new(),
+                };
+                let text = format!(
+                    "escalation: still unacknowledged and unresolved after {}{share}; telling {}",
+                    human(delay),
+                    tier.notify.join(", ")
+                );
+                self.store
+                    .record_decision(inc.id, "tier", "continue", &text, now)?;
+                let data = serde_json::json!({ "who": tier.notify, "tier": i });
+                self.store
+                    .enqueue(inc.id, "slack", "tier", &text, &data, now)?;
+                fired += 1;
+            }
+        }
+        Ok(fired)
     }
 
     async fn run_runbook(
@@ -457,7 +597,7 @@ impl Engine {
         let now = self.clock.now();
         let Some(failure) = failure else {
             self.store.finish_run(id, "recovered", now)?;
-            self.store.set_phase(id, "recovered")?;
+            self.set_phase(id, "recovered")?;
             self.store.enqueue_message(
                 id,
                 "recovered",
@@ -490,7 +630,7 @@ impl Engine {
             }
         }
         self.store.finish_run(id, "failed", now)?;
-        self.store.set_phase(id, "failed")?;
+        self.set_phase(id, "failed")?;
         Ok(RunOutcome::Failed)
     }
 

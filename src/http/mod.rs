@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::alert::{parse_webhook, AlertStatus};
-use crate::engine::SharedRules;
+use crate::engine::{Engine, SharedRules};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{IntakeHandle, Store};
@@ -30,6 +30,7 @@ pub struct AppState {
     pub intake: IntakeHandle,
     pub metrics: Arc<Metrics>,
     pub rules: SharedRules,
+    pub engine: Arc<Engine>,
     pub reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
 }
 
@@ -78,21 +79,18 @@ async fn alertmanager_hook(
             .submit(body)
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        for a in &notification.alerts {
-            let status = match a.status {
-                AlertStatus::Firing => "firing",
-                AlertStatus::Resolved => "resolved",
-            };
-            state
-                .metrics
-                .alerts_received
-                .get_or_create(&vec![("status", status.to_string())])
-                .inc();
-        }
+        let firing = notification
+            .alerts
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .count();
+        let resolved = notification.alerts.len() - firing;
+        state.metrics.alerts(firing as u64, resolved as u64);
+        let alerts = notification.alerts.len();
         Ok(HttpResponse::Ok().json(json!({
             "status": "accepted",
             "delivery": id,
-            "alerts": notification.alerts.len(),
+            "alerts": alerts,
         })))
     }
     .await;

@@ -7,6 +7,8 @@ mod crash;
 mod deploy;
 mod docker;
 mod docker_faults;
+mod emulators;
 mod helpers;
+mod notify_clients;
 mod stack;
 mod webhook;

@@ -1,0 +1,62 @@
+//! Telling people: the Slack Web API and PagerDuty Events API v2 clients, and the outbox
+//! deliverer that sends stored messages through them in order, with retries.
+
+pub mod outbox;
+pub mod pagerduty;
+pub mod slack;
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// `slack:` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSettings {
+    /// The Web API base (`REMEDIATOR_SLACK__API_URL`).
+    pub api_url: String,
+    /// A bot token (`xoxb-…`, `REMEDIATOR_SLACK__BOT_TOKEN`). Without it messages are only logged.
+    pub bot_token: Option<SecretString>,
+    /// Where incident threads go (`REMEDIATOR_SLACK__CHANNEL`).
+    pub channel: String,
+    /// Verifies `/hooks/slack/interactions` (`REMEDIATOR_SLACK__SIGNING_SECRET`).
+    pub signing_secret: Option<SecretString>,
+    #[serde(with = "crate::settings::duration_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SlackSettings {
+    fn default() -> Self {
+        SlackSettings {
+            api_url: slack::DEFAULT_API_URL.to_string(),
+            bot_token: None,
+            channel: "#voiceai-incidents".to_string(),
+            signing_secret: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `pagerduty:` in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerDutySettings {
+    /// The Events API v2 endpoint (`REMEDIATOR_PAGERDUTY__URL`).
+    pub url: String,
+    /// The integration's routing key (`REMEDIATOR_PAGERDUTY__ROUTING_KEY`). Without it pages
+    /// go to Slack only.
+    pub routing_key: Option<SecretString>,
+    #[serde(with = "crate::settings::duration_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for PagerDutySettings {
+    fn default() -> Self {
+        PagerDutySettings {
+            url: "https://events.pagerduty.com/v2/enqueue".to_string(),
+            routing_key: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}

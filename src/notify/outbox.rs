@@ -1,0 +1,437 @@
+//! Delivers the outbox: every message the engine stored, to Slack (one thread per incident,
+//! the root message updated in place) and PagerDuty (trigger, acknowledge, resolve).
+//!
+//! - **In order per incident**: only the oldest undelivered message of an incident is ever
+//!   tried, so replies never overtake their root or each other.
+//! - **Never dropped**: a retriable failure (429 with `Retry-After`, 5xx, timeouts, refused
+//!   connections) is retried with exponential backoff; a refusal (`ok:false` such as
+//!   `channel_not_found`, PagerDuty 400) holds the message and the incident's later ones,
+//!   counts it, shows it on `/-/ready`, and is tried again after a reload.
+//! - **Off the remediation path**: the engine only writes rows; this task sends them.
+//! - Without a bot token (or routing key) messages are logged and marked delivered.
+//! - A restart resumes where delivery stopped: the state is the outbox table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::pagerduty::{PagerDutyClient, PagerDutyError, Severity};
+use super::slack::{self, IncidentView, SlackClient, SlackError};
+use super::{PagerDutySettings, SlackSettings};
+use crate::engine::{Clock, SharedRules};
+use crate::metrics::Metrics;
+use crate::rules::duration_text::format as human;
+use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
+
+/// How each sink is doing, for `/-/ready`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct SinkStatus {
+    pub slack: String,
+    pub pagerduty: String,
+}
+
+/// One delivery's result.
+enum Outcome {
+    Done(String),
+    Retry(String, Option<Duration>),
+    Refused(String),
+}
+
+pub struct Deliverer {
+    store: Arc<Store>,
+    rules: SharedRules,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    slack: Option<SlackClient>,
+    channel: String,
+    pagerduty: Option<PagerDutyClient>,
+    /// E-mail → Slack user id (None: looked up, not found).
+    users: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    status: Arc<Mutex<SinkStatus>>,
+}
+
+impl Deliverer {
+    pub fn new(
+        store: Arc<Store>,
+        rules: SharedRules,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        slack: &SlackSettings,
+        pagerduty: &PagerDutySettings,
+    ) -> anyhow::Result<Arc<Deliverer>> {
+        let slack_client = match &slack.bot_token {
+            Some(token) => Some(SlackClient::new(
+                &slack.api_url,
+                token.clone(),
+                slack.timeout,
+            )?),
+            None => None,
+        };
+        let pd_client = match &pagerduty.routing_key {
+            Some(key) => Some(PagerDutyClient::new(
+                &pagerduty.url,
+                key.clone(),
+                pagerduty.timeout,
+            )?),
+            None => None,
+        };
+        let status = SinkStatus {
+            slack: if slack_client.is_some() {
+                "ok".into()
+            } else {
+                "logged only: no slack.bot_token".into()
+            },
+            pagerduty: if pd_client.is_some() {
+                "ok".into()
+            } else {
+                "not configured: pages go to Slack".into()
+            },
+        };
+        Ok(Arc::new(Deliverer {
+            store,
+            rules,
+            clock,
+            metrics,
+            slack: slack_client,
+            channel: slack.channel.clone(),
+            pagerduty: pd_client,
+            users: tokio::sync::Mutex::new(HashMap::new()),
+            status: Arc::new(Mutex::new(status)),
+        }))
+    }
+
+    pub fn status(&self) -> SinkStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Delivers until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let sent = match self.deliver_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: the store failed; retrying");
+                    0
+                }
+            };
+            let pause = if sent > 0 {
+                Duration::from_millis(10)
+            } else {
+                Duration::from_millis(200)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// One pass over both sinks; returns how many messages were delivered.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let mut delivered = 0;
+        for sink in ["slack", "pagerduty"] {
+            for row in self.store.due_outbox(sink, self.clock.now(), 64)? {
+                let outcome = match sink {
+                    "slack" => self.to_slack(&row).await?,
+                    _ => self.to_pagerduty(&row).await?,
+                };
+                let now = self.clock.now();
+                match outcome {
+                    Outcome::Done(result) => {
+                        self.store.outbox_delivered(row.id, &result, now)?;
+                        self.count(sink, "delivered");
+                        self.set_status(sink, "ok".into());
+                        delivered += 1;
+                    }
+                    Outcome::Retry(error, after) => {
+                        let wait = after.unwrap_or_else(|| backoff(row.attempts));
+                        tracing::warn!(sink, message = row.id, incident = row.incident_id, %error, retry_in = ?wait, "delivery failed; will retry");
+                        self.store.outbox_retry(row.id, later(now, wait), &error)?;
+                        self.count(sink, "retry");
+                        self.set_status(sink, format!("retrying: {error}"));
+                    }
+                    Outcome::Refused(error) => {
+                        tracing::error!(sink, message = row.id, incident = row.incident_id, %error, "delivery refused; holding the incident's messages until a reload");
+                        self.store.outbox_block(row.id, &error)?;
+                        self.count(sink, "refused");
+                        self.set_status(
+                            sink,
+                            format!("failing: {error}; messages are held: fix it, then reload (POST /-/reload or SIGHUP)"),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    fn count(&self, sink: &str, result: &str) {
+        self.metrics.outbox(sink, result);
+    }
+
+    fn set_status(&self, sink: &str, text: String) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let configured = match sink {
+            "slack" => self.slack.is_some(),
+            _ => self.pagerduty.is_some(),
+        };
+        if !configured {
+            return;
+        }
+        match sink {
+            "slack" => s.slack = text,
+            _ => s.pagerduty = text,
+        }
+    }
+
+    async fn to_slack(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
+        let Some(inc) = self.store.incident(row.incident_id)? else {
+            return Ok(Outcome::Done("incident gone".into()));
+        };
+        let Some(client) = &self.slack else {
+            tracing::info!(incident = row.incident_id, kind = %row.kind, text = %row.text, "notification (no Slack token: logged only)");
+            return Ok(Outcome::Done("logged".into()));
+        };
+        let view = self.view(&inc).await;
+        let (fallback, blocks) = slack::incident_blocks(&view);
+        let root = inc.slack_channel.clone().zip(inc.slack_ts.clone());
+        let result = match (row.kind.as_str(), &root) {
+            // The root: posted once, its ts kept so a restart keeps the same thread.
+            ("opened", None) | (_, None) => match client
+                .post_message(&self.channel, &fallback, Some(&blocks), None)
+                .await
+            {
+                Ok(posted) => {
+                    self.store
+                        .set_slack_root(inc.id, &posted.channel, &posted.ts)?;
+                    if row.kind == "opened" || row.kind == "state" {
+                        return Ok(Outcome::Done(posted.ts));
+                    }
+                    // A reply whose root was missing: the root now exists; send the reply next pass.
+                    return Ok(Outcome::Retry(
+                        "posted the missing root first".into(),
+                        Some(Duration::ZERO),
+                    ));
+                }
+                Err(e) => Err(e),
+            },
+            ("opened", Some(_)) => return Ok(Outcome::Done("root already posted".into())),
+            ("state", Some((channel, ts))) => client
+                .update_message(channel, ts, &fallback, Some(&blocks))
+                .await
+                .map(|()| ts.clone()),
+            (_, Some((channel, ts))) => {
+                let text = self.reply_text(row).await;
+                client
+                    .post_message(channel, &text, None, Some(ts))
+                    .await
+                    .map(|p| p.ts)
+            }
+        };
+        Ok(match result {
+            Ok(ts) => Outcome::Done(ts),
+            Err(e) => self.slack_failure(e),
+        })
+    }
+
+    fn slack_failure(&self, e: SlackError) -> Outcome {
+        let code = match &e {
+            SlackError::Api { error } => error.clone(),
+            SlackError::RateLimited { .. } => "ratelimited".into(),
+            SlackError::Http { status } => format!("http_{status}"),
+            SlackError::Transport(_) => "transport".into(),
+            SlackError::Config(_) => "config".into(),
+        };
+        self.metrics.slack_error(&code);
+        if e.is_retriable() {
+            Outcome::Retry(e.to_string(), e.retry_after())
+        } else {
+            Outcome::Refused(e.to_string())
+        }
+    }
+
+    async fn to_pagerduty(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
+        let Some(client) = &self.pagerduty else {
+            tracing::info!(incident = row.incident_id, kind = %row.kind, "PagerDuty not configured; page logged");
+            return Ok(Outcome::Done("logged".into()));
+        };
+        let dedup_key = format!("remediator-incident-{}", row.incident_id);
+        let result = match row.kind.as_str() {
+            "trigger" => {
+                let severity = row.data["priority"]
+                    .as_str()
+                    .and_then(Severity::from_priority)
+                    .unwrap_or(Severity::Error);
+                let source = row.data["source"].as_str().unwrap_or("remediator");
+                client
+                    .trigger(&dedup_key, &row.text, source, severity, row.data.clone())
+                    .await
+            }
+            "acknowledge" => client.acknowledge(&dedup_key).await,
+            _ => client.resolve(&dedup_key).await,
+        };
+        Ok(match result {
+            Ok(()) => Outcome::Done(dedup_key),
+            Err(e) => {
+                let retriable = e.is_retriable();
+                let after = e.retry_after();
+                let text = e.to_string();
+                if let PagerDutyError::Rejected { .. } = e {
+                    self.metrics.outbox("pagerduty", "rejected");
+                }
+                if retriable {
+                    Outcome::Retry(text, after)
+                } else {
+                    Outcome::Refused(text)
+                }
+            }
+        })
+    }
+
+    /// `<@U…>` for a contact, looked up by e-mail once and cached; the e-mail when unknown.
+    async fn mention(&self, contact: &str) -> String {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(c) = rules.escalation.contacts.get(contact) else {
+            return slack::escape(contact);
+        };
+        if let Some(id) = &c.slack_user {
+            return slack::mention(Some(id), &c.email);
+        }
+        let mut cache = self.users.lock().await;
+        if !cache.contains_key(&c.email) {
+            let found = match &self.slack {
+                Some(client) => match client.lookup_user_by_email(&c.email).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        // Not cached: try again next time.
+                        tracing::warn!(email = %c.email, error = %e, "users.lookupByEmail failed; mentioning by e-mail");
+                        return slack::mention(None, &c.email);
+                    }
+                },
+                None => None,
+            };
+            cache.insert(c.email.clone(), found);
+        }
+        slack::mention(cache.get(&c.email).cloned().flatten().as_deref(), &c.email)
+    }
+
+    async fn mentions(&self, who: &Value) -> String {
+        let mut out = Vec::new();
+        for w in who
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            out.push(self.mention(w).await);
+        }
+        out.join(" ")
+    }
+
+    async fn reply_text(&self, row: &OutboxRow) -> String {
+        let text = slack::escape(&row.text);
+        match row.kind.as_str() {
+            "page" | "tier" => format!("{} {text}", self.mentions(&row.data["who"]).await),
+            "ack" => match row.data["slack_user"].as_str() {
+                Some(u) => format!("acknowledged by <@{u}>; escalation tiers stopped"),
+                None => text,
+            },
+            _ => text,
+        }
+    }
+
+    async fn view(&self, inc: &IncidentRecord) -> IncidentView {
+        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let rule = inc.rule.as_deref().and_then(|r| rules.get(r));
+        let mut owners = Vec::new();
+        if let Some(r) = rule {
+            let priority = inc
+                .priority
+                .as_deref()
+                .and_then(crate::rules::Priority::parse);
+            let mut who: Vec<String> = priority
+                .map(|p| rules.escalation.policy(p).notify.clone())
+                .unwrap_or_default();
+            if !who.contains(&r.owner) {
+                who.push(r.owner.clone());
+            }
+            for w in who {
+                owners.push(self.mention(&w).await);
+            }
+        }
+        let state = match (inc.state.as_str(), inc.phase.as_str()) {
+            ("resolved", _) => "resolved",
+            (_, "remediating") => "remediating",
+            (_, "recovered") => "recovered",
+            (_, "failed" | "escalated" | "interrupted") => "escalated",
+            _ => "firing",
+        };
+        let labels = &inc.labels;
+        IncidentView {
+            id: inc.id,
+            priority: inc.priority.clone().unwrap_or_else(|| "P?".into()),
+            alertname: inc.alertname.clone(),
+            service: labels["service"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| inc.target.clone())
+                .unwrap_or_else(|| "-".into()),
+            rto: rule.map(|r| human(r.rto)).unwrap_or_else(|| "-".into()),
+            state: state.into(),
+            owner_mentions: owners,
+            summary: inc.annotations["summary"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            time_to_recover: inc.time_to_recover_seconds.map(|s| {
+                let ttr = human(Duration::from_secs(s.max(0.0) as u64));
+                match rule {
+                    Some(r) if s <= r.rto.as_secs_f64() => {
+                        format!("{ttr} (within the RTO of {})", human(r.rto))
+                    }
+                    Some(r) => format!("{ttr} (RTO of {} missed)", human(r.rto)),
+                    None => ttr,
+                }
+            }),
+            acknowledged_by: inc.acked_by.clone(),
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 5 minutes, with jitter.
+fn backoff(attempts: i64) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.clamp(0, 30) as usize)
+        .unwrap_or(Duration::from_secs(300))
+}
+
+fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+/// The structured data of a page, for Slack mentions and the PagerDuty event.
+pub fn page_data(who: &[String], inc: &IncidentRecord) -> Value {
+    json!({
+        "who": who,
+        "priority": inc.priority,
+        "incident": inc.id,
+        "rule": inc.rule,
+        "alertname": inc.alertname,
+        "source": inc.target.clone().unwrap_or_else(|| "remediator".into()),
+        "labels": inc.labels,
+    })
+}

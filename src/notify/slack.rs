@@ -1,0 +1,1142 @@
+//! Slack Web API client for the incident bot, and the pure pieces around it.
+//!
+//! - [`SlackClient`]: `chat.postMessage`, `chat.update` and `users.lookupByEmail` with a bot
+//!   token sent as `Authorization: Bearer xoxb-…` and JSON bodies (CONTRACTS.md §2.1).
+//! - [`SlackError`]: every failure, with [`SlackError::is_retriable`] and
+//!   [`SlackError::retry_after`] for the outbox's retry stage.
+//! - [`escape`], [`mention`], [`incident_blocks`]: message formatting (§2.4, §2.6).
+//! - [`verify_signature`], [`parse_interaction`]: the interactivity endpoint (§2.7, §2.8).
+//!
+//! **Invariant:** Slack answers most failures with HTTP 200 and `{"ok": false, "error": …}`,
+//! so every response's `ok` is parsed; an HTTP status alone never means success.
+//! **Invariant:** the token is held in a [`SecretString`] and appears in no `Debug`, `Display`
+//! or log line; the `Authorization` header is marked sensitive.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::{DefaultKeyedRateLimiter, Quota};
+use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+/// Slack's Web API base URL; methods are `{base}/{method}`.
+pub const DEFAULT_API_URL: &str = "https://slack.com/api";
+
+/// Slack truncates `text` beyond this many characters (chat.postMessage docs).
+pub const MAX_TEXT_CHARS: usize = 40_000;
+
+/// Replay window for signed requests, in seconds (both directions).
+pub const SIGNATURE_WINDOW_SECS: u64 = 60 * 5;
+
+/// Burst allowed by [`default_channel_pacing`].
+const PACING_BURST: NonZeroU32 = match NonZeroU32::new(4) {
+    Some(n) => n,
+    None => NonZeroU32::MIN,
+};
+
+/// Per-channel pacing a new client applies to `chat.postMessage` and `chat.update`: one call
+/// a second with short bursts of up to 4 (Slack: "Posting messages – 1 per second – Short
+/// bursts >1 allowed", CONTRACTS.md §2.5).
+pub fn default_channel_pacing() -> Quota {
+    Quota::per_second(NonZeroU32::MIN).allow_burst(PACING_BURST)
+}
+
+/// Wait used when a 429 carries no usable `Retry-After` (what Slack's own SDK does).
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `ok:false` error codes that describe a passing condition on Slack's side.
+const RETRIABLE_API_ERRORS: &[&str] = &[
+    "ratelimited",
+    "rate_limited",
+    "internal_error",
+    "fatal_error",
+    "service_unavailable",
+    "request_timeout",
+];
+
+/// Everything that can go wrong talking to Slack.
+#[derive(Debug, thiserror::Error)]
+pub enum SlackError {
+    /// HTTP 429: wait `retry_after` (from the `Retry-After` header) before the next call.
+    #[error("Slack rate-limited the request: retry in {}s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    /// HTTP 200 with `{"ok": false, "error": error}`.
+    #[error("Slack refused the request with `{error}`: {}", api_hint(.error))]
+    Api { error: String },
+    /// An HTTP status Slack does not use for API errors (5xx, or 4xx from a wrong base URL).
+    #[error("Slack answered HTTP {status}: {}", http_hint(*.status))]
+    Http { status: u16 },
+    /// No usable answer: connection refused, timeout, TLS, or an unreadable body.
+    #[error("cannot reach Slack: {0}")]
+    Transport(String),
+    /// The client or the call was set up wrongly; fix the configuration.
+    #[error("Slack client misconfigured: {0}")]
+    Config(String),
+}
+
+impl SlackError {
+    /// Whether the same call may succeed later without a change on our side.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            SlackError::RateLimited { .. } | SlackError::Transport(_) => true,
+            SlackError::Http { status } => *status >= 500,
+            SlackError::Api { error } => RETRIABLE_API_ERRORS.contains(&error.as_str()),
+            SlackError::Config(_) => false,
+        }
+    }
+
+    /// How long Slack asked us to wait, when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SlackError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+fn api_hint(error: &str) -> &'static str {
+    match error {
+        "channel_not_found" => {
+            "check the channel ID (C…) in the configuration and that the bot can see the channel"
+        }
+        "not_in_channel" => {
+            "invite the bot to the channel (/invite @bot) or grant it the chat:write.public scope"
+        }
+        "is_archived" => "the channel is archived: unarchive it or configure another channel",
+        "not_authed" | "invalid_auth" | "token_revoked" | "token_expired" | "account_inactive" => {
+            "check the bot token (xoxb-…) and reinstall the Slack app if it was revoked"
+        }
+        "missing_scope" | "no_permission" => {
+            "add the missing OAuth scope (chat:write, users:read.email) and reinstall the app"
+        }
+        "msg_too_long" => "the message is too long: shorten the text or blocks",
+        "invalid_blocks" | "invalid_blocks_format" => "the Block Kit payload was rejected",
+        "message_not_found" => "the message to update no longer exists (deleted?)",
+        "cant_update_message" => "only messages posted by this bot can be updated",
+        "edit_window_closed" => "the message is too old to be edited",
+        "thread_not_found" => "the thread root no longer exists: post without thread_ts",
+        "users_not_found" => "no Slack user has that e-mail address",
+        e if RETRIABLE_API_ERRORS.contains(&e) => "a temporary Slack problem: retry later",
+        _ => "see the method's error list on docs.slack.dev",
+    }
+}
+
+fn http_hint(status: u16) -> &'static str {
+    if status >= 500 {
+        "Slack is having trouble: retry later"
+    } else {
+        "check the Slack API base URL in the configuration"
+    }
+}
+
+/// The root message of an incident, kept for `chat.update` and thread replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    /// The channel ID Slack posted to (`C…`), as Slack returned it.
+    pub channel: String,
+    /// The message timestamp, e.g. `"1503435956.000247"`; always a string, never a float.
+    pub ts: String,
+}
+
+/// A Slack Web API client bound to one workspace's bot token.
+#[derive(Clone)]
+pub struct SlackClient {
+    http: reqwest::Client,
+    base: reqwest::Url,
+    token: SecretString,
+    /// Keyed by channel; shared by clones so they pace together.
+    pacing: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+}
+
+impl fmt::Debug for SlackClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackClient")
+            .field("base", &self.base.as_str())
+            .field("token", &"[redacted]")
+            .field("paced", &self.pacing.is_some())
+            .finish()
+    }
+}
+
+/// The envelope every Web API response has.
+#[derive(Deserialize)]
+struct Envelope {
+    ok: Option<bool>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    warning: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PostedBody {
+    channel: Option<String>,
+    ts: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LookupBody {
+    user: Option<LookupUser>,
+}
+
+#[derive(Deserialize)]
+struct LookupUser {
+    id: String,
+}
+
+impl SlackClient {
+    /// A client for the Web API at `api_url` (normally [`DEFAULT_API_URL`]).
+    ///
+    /// `timeout` bounds each whole call; a call that exceeds it fails with a retriable
+    /// [`SlackError::Transport`]. Writes are paced per channel with
+    /// [`default_channel_pacing`]; see [`SlackClient::with_channel_pacing`].
+    pub fn new(
+        api_url: &str,
+        token: SecretString,
+        timeout: Duration,
+    ) -> Result<SlackClient, SlackError> {
+        let trimmed = api_url.trim().trim_end_matches('/');
+        let base = reqwest::Url::parse(&format!("{trimmed}/")).map_err(|e| {
+            SlackError::Config(format!(
+                "Slack API URL {api_url:?} is not a URL ({e}): use e.g. {DEFAULT_API_URL}"
+            ))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(SlackError::Config(format!(
+                "Slack API URL {api_url:?} must be http(s), e.g. {DEFAULT_API_URL}"
+            )));
+        }
+        let secret = token.expose_secret();
+        if secret.trim().is_empty() {
+            return Err(SlackError::Config(
+                "the Slack bot token is empty: set it to the app's Bot User OAuth Token (xoxb-…)"
+                    .into(),
+            ));
+        }
+        if secret.trim() != secret || HeaderValue::from_str(&format!("Bearer {secret}")).is_err() {
+            return Err(SlackError::Config(
+                "the Slack bot token contains whitespace or control characters: copy it again"
+                    .into(),
+            ));
+        }
+        if timeout.is_zero() {
+            return Err(SlackError::Config(
+                "the Slack timeout is zero: set a positive timeout such as 10s".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .map_err(|e| {
+                SlackError::Config(format!("cannot build the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(SlackClient {
+            http,
+            base,
+            token,
+            pacing: Some(Arc::new(DefaultKeyedRateLimiter::keyed(
+                default_channel_pacing(),
+            ))),
+        })
+    }
+
+    /// Replaces the per-channel pacing of `chat.postMessage`/`chat.update` (`None`: no
+    /// pacing, e.g. when the caller queues per channel itself). A paced call waits for its
+    /// turn before its timeout starts.
+    pub fn with_channel_pacing(mut self, quota: Option<Quota>) -> SlackClient {
+        self.pacing = quota.map(|q| Arc::new(DefaultKeyedRateLimiter::keyed(q)));
+        self
+    }
+
+    async fn pace(&self, channel: &str) {
+        if let Some(limiter) = &self.pacing {
+            limiter.until_key_ready(&channel.to_owned()).await;
+        }
+    }
+
+    /// Posts `text` (and optional `blocks`) to `channel`, as a reply when `thread_ts` is the
+    /// root message's ts. Text beyond [`MAX_TEXT_CHARS`] is cut with `…`.
+    #[tracing::instrument(level = "debug", skip(self, text, blocks))]
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&Value>,
+        thread_ts: Option<&str>,
+    ) -> Result<Posted, SlackError> {
+        require_channel(channel)?;
+        let mut body = json!({ "channel": channel, "text": truncate(text, MAX_TEXT_CHARS) });
+        if let Some(blocks) = blocks {
+            body["blocks"] = blocks.clone();
+        }
+        if let Some(thread_ts) = thread_ts {
+            body["thread_ts"] = Value::String(thread_ts.to_owned());
+        }
+        self.pace(channel).await;
+        let value = self.post_json("chat.postMessage", &body).await?;
+        let posted: PostedBody = serde_json::from_value(value).map_err(|e| {
+            SlackError::Transport(format!("chat.postMessage answer is not understood: {e}"))
+        })?;
+        match (posted.channel, posted.ts) {
+            (Some(channel), Some(ts)) => Ok(Posted { channel, ts }),
+            _ => Err(SlackError::Transport(
+                "chat.postMessage answered ok without channel or ts".into(),
+            )),
+        }
+    }
+
+    /// Replaces the text (and blocks) of the message `ts` in `channel` (`chat.update`).
+    ///
+    /// With `blocks: None` the message keeps its previous blocks; pass `Some(&json!([]))` to
+    /// remove them.
+    #[tracing::instrument(level = "debug", skip(self, text, blocks))]
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: Option<&Value>,
+    ) -> Result<(), SlackError> {
+        require_channel(channel)?;
+        if ts.trim().is_empty() {
+            return Err(SlackError::Config(
+                "chat.update needs the ts of the message to update; it is empty".into(),
+            ));
+        }
+        let mut body =
+            json!({ "channel": channel, "ts": ts, "text": truncate(text, MAX_TEXT_CHARS) });
+        if let Some(blocks) = blocks {
+            body["blocks"] = blocks.clone();
+        }
+        self.pace(channel).await;
+        self.post_json("chat.update", &body).await.map(|_| ())
+    }
+
+    /// The Slack user ID for an e-mail address, `None` when no user has it
+    /// (`users_not_found`). Needs the `users:read.email` scope.
+    #[tracing::instrument(level = "debug", skip(self, email))]
+    pub async fn lookup_user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        let email = email.trim();
+        if email.is_empty() {
+            return Ok(None);
+        }
+        let mut url = self.method_url("users.lookupByEmail")?;
+        url.query_pairs_mut().append_pair("email", email);
+        let request = self.http.get(url).header(AUTHORIZATION, self.auth()?);
+        match self.send("users.lookupByEmail", request).await {
+            Ok(value) => {
+                let body: LookupBody = serde_json::from_value(value).map_err(|e| {
+                    SlackError::Transport(format!(
+                        "users.lookupByEmail answer is not understood: {e}"
+                    ))
+                })?;
+                match body.user {
+                    Some(user) => Ok(Some(user.id)),
+                    None => Err(SlackError::Transport(
+                        "users.lookupByEmail answered ok without a user".into(),
+                    )),
+                }
+            }
+            Err(SlackError::Api { error }) if error == "users_not_found" => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn method_url(&self, method: &str) -> Result<reqwest::Url, SlackError> {
+        self.base.join(method).map_err(|e| {
+            SlackError::Config(format!(
+                "cannot build the URL for Slack method {method}: {e}"
+            ))
+        })
+    }
+
+    fn auth(&self) -> Result<HeaderValue, SlackError> {
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", self.token.expose_secret()))
+            .map_err(|_| {
+                SlackError::Config(
+                    "the Slack bot token cannot be sent in a header: copy it again".into(),
+                )
+            })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    async fn post_json(&self, method: &str, body: &Value) -> Result<Value, SlackError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| SlackError::Config(format!("cannot encode the {method} body: {e}")))?;
+        let request = self
+            .http
+            .post(self.method_url(method)?)
+            .header(AUTHORIZATION, self.auth()?)
+            .header(CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(bytes);
+        self.send(method, request).await
+    }
+
+    /// Sends one request and turns the answer into the JSON body of an `ok: true` response.
+    async fn send(
+        &self,
+        method: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Value, SlackError> {
+        let response = request.send().await.map_err(|e| transport(method, &e))?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(DEFAULT_RETRY_AFTER);
+            return Err(SlackError::RateLimited { retry_after });
+        }
+        if status.is_server_error() {
+            return Err(SlackError::Http {
+                status: status.as_u16(),
+            });
+        }
+        let bytes = response.bytes().await.map_err(|e| transport(method, &e))?;
+        let parsed = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| Some((serde_json::from_value::<Envelope>(v.clone()).ok()?, v)));
+        let Some((envelope, value)) = parsed else {
+            return Err(if status.is_success() {
+                SlackError::Transport(format!(
+                    "{method} answered HTTP {status} without a JSON body"
+                ))
+            } else {
+                SlackError::Http {
+                    status: status.as_u16(),
+                }
+            });
+        };
+        match envelope.ok {
+            Some(true) if status.is_success() => {
+                if let Some(warning) = envelope.warning {
+                    tracing::debug!(method, warning, "Slack answered with a warning");
+                }
+                Ok(value)
+            }
+            Some(false) => Err(SlackError::Api {
+                error: envelope.error.unwrap_or_else(|| "unknown_error".into()),
+            }),
+            Some(true) => Err(SlackError::Http {
+                status: status.as_u16(),
+            }),
+            None if status.is_success() => Err(SlackError::Transport(format!(
+                "{method} answered without the `ok` field"
+            ))),
+            None => Err(SlackError::Http {
+                status: status.as_u16(),
+            }),
+        }
+    }
+}
+
+fn require_channel(channel: &str) -> Result<(), SlackError> {
+    if channel.trim().is_empty() {
+        return Err(SlackError::Config(
+            "no Slack channel given: configure the channel ID (C…)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn transport(method: &str, e: &reqwest::Error) -> SlackError {
+    if e.is_timeout() {
+        SlackError::Transport(format!("{method} timed out: {}", chain(e)))
+    } else {
+        SlackError::Transport(format!("{method}: {}", chain(e)))
+    }
+}
+
+/// An error and its sources, joined with `: ` (reqwest's own message is terse).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, ending in `…` when cut.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => {
+            let mut out = text[..cut].to_owned();
+            out.push('…');
+            out
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// Escapes `&`, `<` and `>` as Slack's formatting rules require for user-supplied text.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A mention of a user: `<@U…>` when the Slack ID is known, else the escaped e-mail.
+pub fn mention(user_id: Option<&str>, email: &str) -> String {
+    match user_id.map(str::trim) {
+        Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("<@{id}>")
+        }
+        _ => escape(email),
+    }
+}
+
+/// What an incident message shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentView {
+    pub id: i64,
+    pub priority: String,
+    pub alertname: String,
+    pub service: String,
+    pub rto: String,
+    /// `firing`, `remediating`, `recovered`, `escalated` or `resolved`.
+    pub state: String,
+    /// Already formatted with [`mention`].
+    pub owner_mentions: Vec<String>,
+    pub summary: String,
+    pub time_to_recover: Option<String>,
+    pub acknowledged_by: Option<String>,
+}
+
+/// The `action_id` of the Acknowledge button; its `value` is the incident id.
+pub const ACK_ACTION_ID: &str = "ack";
+
+fn state_emoji(state: &str) -> &'static str {
+    match state {
+        "firing" => ":red_circle:",
+        "remediating" => ":hammer_and_wrench:",
+        "recovered" => ":large_green_circle:",
+        "escalated" => ":rotating_light:",
+        "resolved" => ":white_check_mark:",
+        _ => ":grey_question:",
+    }
+}
+
+/// The incident's root message: `(fallback text, blocks)`.
+///
+/// The fallback text carries the owner mentions so that notifications ping them. The blocks
+/// hold a header, the facts as fields, the summary, and an Acknowledge button (`action_id`
+/// [`ACK_ACTION_ID`], `value` = incident id) unless the incident is acknowledged or resolved.
+pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
+    let owners = if view.owner_mentions.is_empty() {
+        "_unassigned_".to_owned()
+    } else {
+        view.owner_mentions.join(" ")
+    };
+    let mut fallback = format!(
+        "[{}] {} on {}: {} (RTO {}, incident #{})",
+        escape(&view.priority),
+        escape(&view.alertname),
+        escape(&view.service),
+        escape(&view.state),
+        escape(&view.rto),
+        view.id
+    );
+    if !view.owner_mentions.is_empty() {
+        fallback.push_str(&format!(" owner {owners}"));
+    }
+    if let Some(by) = &view.acknowledged_by {
+        fallback.push_str(&format!(", acknowledged by {}", escape(by)));
+    }
+
+    let header = truncate(
+        &format!(
+            "{} [{}] {} — {}",
+            state_emoji(&view.state),
+            view.priority,
+            view.alertname,
+            view.state
+        ),
+        150,
+    );
+    let mut fields = vec![
+        field("Priority", &escape(&view.priority)),
+        field("Alert", &escape(&view.alertname)),
+        field("Service", &escape(&view.service)),
+        field("RTO", &escape(&view.rto)),
+        field("State", &escape(&view.state)),
+        field("Owner", &owners),
+    ];
+    if let Some(ttr) = &view.time_to_recover {
+        fields.push(field("Time to recover", &escape(ttr)));
+    }
+    if let Some(by) = &view.acknowledged_by {
+        fields.push(field("Acknowledged by", &escape(by)));
+    }
+    let mut blocks = vec![
+        json!({ "type": "header", "text": { "type": "plain_text", "text": header, "emoji": true } }),
+        json!({ "type": "section", "fields": fields }),
+    ];
+    if !view.summary.trim().is_empty() {
+        blocks.push(json!({
+            "type": "section",
+            "text": { "type": "mrkdwn", "text": truncate(&escape(&view.summary), 3000) },
+        }));
+    }
+    blocks.push(json!({
+        "type": "context",
+        "elements": [ { "type": "mrkdwn", "text": format!("Incident #{}", view.id) } ],
+    }));
+    if view.acknowledged_by.is_none() && view.state != "resolved" {
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": format!("incident-{}", view.id),
+            "elements": [ {
+                "type": "button",
+                "text": { "type": "plain_text", "text": "Acknowledge", "emoji": true },
+                "action_id": ACK_ACTION_ID,
+                "value": view.id.to_string(),
+                "style": "primary",
+            } ],
+        }));
+    }
+    (truncate(&fallback, MAX_TEXT_CHARS), Value::Array(blocks))
+}
+
+fn field(label: &str, value: &str) -> Value {
+    json!({ "type": "mrkdwn", "text": truncate(&format!("*{label}*\n{value}"), 2000) })
+}
+
+/// Why a request to the interactivity endpoint is not trusted as coming from Slack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("no Slack signing secret configured: set it from the app's Basic Information page")]
+    NoSecret,
+    #[error("missing X-Slack-Request-Timestamp header: the request was not sent by Slack")]
+    MissingTimestamp,
+    #[error("X-Slack-Request-Timestamp {0:?} is not a Unix time in seconds")]
+    BadTimestamp(String),
+    #[error(
+        "X-Slack-Request-Timestamp is {skew_secs}s away from now (limit {limit}s): \
+         a replayed request, or a clock that needs NTP",
+        limit = SIGNATURE_WINDOW_SECS
+    )]
+    StaleTimestamp { skew_secs: u64 },
+    #[error("missing X-Slack-Signature header: the request was not sent by Slack")]
+    MissingSignature,
+    #[error("X-Slack-Signature is not `v0=` followed by 64 hex digits")]
+    BadFormat,
+    #[error(
+        "X-Slack-Signature does not match: check the signing secret (Basic Information → \
+         App Credentials) and that the raw body reaches the check unchanged"
+    )]
+    Mismatch,
+}
+
+/// Verifies a Slack request signature (v0): `v0=` + hex HMAC-SHA256 over
+/// `v0:{timestamp}:{raw body}` with the signing secret, the timestamp within 5 minutes of
+/// `now_unix` either way, compared in constant time.
+pub fn verify_signature(
+    signing_secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+    now_unix: i64,
+) -> Result<(), SignatureError> {
+    if signing_secret.is_empty() {
+        return Err(SignatureError::NoSecret);
+    }
+    let timestamp = timestamp.trim();
+    if timestamp.is_empty() {
+        return Err(SignatureError::MissingTimestamp);
+    }
+    let sent: i64 = match timestamp.parse() {
+        Ok(t) if timestamp.bytes().all(|b| b.is_ascii_digit()) => t,
+        _ => return Err(SignatureError::BadTimestamp(truncate(timestamp, 32))),
+    };
+    let skew_secs = now_unix.abs_diff(sent);
+    if skew_secs > SIGNATURE_WINDOW_SECS {
+        return Err(SignatureError::StaleTimestamp { skew_secs });
+    }
+    let signature = signature.trim();
+    if signature.is_empty() {
+        return Err(SignatureError::MissingSignature);
+    }
+    let given = signature
+        .strip_prefix("v0=")
+        .filter(|hex| hex.len() == 64)
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::BadFormat)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(signing_secret).map_err(|_| SignatureError::NoSecret)?;
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if bool::from(expected.as_slice().ct_eq(given.as_slice())) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// What a (verified) interactivity request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interaction {
+    /// Someone pressed Acknowledge on incident `incident_id`.
+    Ack {
+        incident_id: i64,
+        user_id: String,
+        user_name: String,
+    },
+    /// Anything else (other payload types or actions); answer 200 and ignore.
+    Other,
+}
+
+/// Why an interactivity body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InteractionError {
+    #[error("interaction body is not application/x-www-form-urlencoded: {0}")]
+    NotForm(String),
+    #[error("interaction body has no `payload` field")]
+    MissingPayload,
+    #[error("interaction payload is not the JSON Slack sends: {0}")]
+    BadJson(String),
+    #[error("block_actions payload has no `user`")]
+    MissingUser,
+    #[error("Acknowledge button value {0:?} is not an incident id")]
+    BadIncidentId(String),
+}
+
+#[derive(Deserialize)]
+struct RawInteraction {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    user: Option<RawUser>,
+    #[serde(default)]
+    actions: Vec<RawAction>,
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAction {
+    #[serde(default)]
+    action_id: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+/// Reads an interactivity request body (`payload=<url-encoded JSON>`); call it only after
+/// [`verify_signature`] accepted the same raw bytes.
+pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionError> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(form_body)
+        .map_err(|e| InteractionError::NotForm(e.to_string()))?;
+    let payload = fields
+        .into_iter()
+        .find_map(|(k, v)| (k == "payload").then_some(v))
+        .ok_or(InteractionError::MissingPayload)?;
+    let raw: RawInteraction =
+        serde_json::from_str(&payload).map_err(|e| InteractionError::BadJson(e.to_string()))?;
+    if raw.kind != "block_actions" {
+        return Ok(Interaction::Other);
+    }
+    let Some(action) = raw
+        .actions
+        .iter()
+        .find(|a| a.action_id.as_deref() == Some(ACK_ACTION_ID))
+    else {
+        return Ok(Interaction::Other);
+    };
+    let value = action.value.clone().unwrap_or_default();
+    let incident_id = value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| InteractionError::BadIncidentId(truncate(&value, 64)))?;
+    let user = raw.user.ok_or(InteractionError::MissingUser)?;
+    let user_name = user
+        .username
+        .or(user.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| user.id.clone());
+    Ok(Interaction::Ack {
+        incident_id,
+        user_id: user.id,
+        user_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_replaces_the_three_control_characters() {
+        assert_eq!(escape("a & <b> c"), "a &amp; &lt;b&gt; c");
+        assert_eq!(escape("plain"), "plain");
+    }
+
+    #[test]
+    fn mention_uses_the_id_when_known_else_the_escaped_email() {
+        assert_eq!(mention(Some("U123ABC"), "a@x"), "<@U123ABC>");
+        assert_eq!(mention(Some("W0"), "a@x"), "<@W0>");
+        assert_eq!(mention(None, "<a>@x"), "&lt;a&gt;@x");
+        assert_eq!(mention(Some("U1> <!channel"), "a@x"), "a@x");
+    }
+
+    #[test]
+    fn truncate_counts_characters_and_marks_the_cut() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "ab…");
+        assert_eq!(truncate("ééé", 3), "ééé");
+        assert_eq!(truncate("éééé", 3).chars().count(), 3);
+        assert_eq!(truncate("", 3), "");
+    }
+
+    #[test]
+    fn retriable_errors_are_the_passing_ones() {
+        let retriable = [
+            SlackError::RateLimited {
+                retry_after: Duration::from_secs(3),
+            },
+            SlackError::Http { status: 503 },
+            SlackError::Transport("x".into()),
+            SlackError::Api {
+                error: "fatal_error".into(),
+            },
+            SlackError::Api {
+                error: "ratelimited".into(),
+            },
+            SlackError::Api {
+                error: "request_timeout".into(),
+            },
+        ];
+        for e in retriable {
+            assert!(e.is_retriable(), "{e}");
+        }
+        for code in [
+            "channel_not_found",
+            "not_in_channel",
+            "invalid_auth",
+            "is_archived",
+            "msg_too_long",
+        ] {
+            let e = SlackError::Api { error: code.into() };
+            assert!(!e.is_retriable(), "{e}");
+        }
+        assert!(!SlackError::Http { status: 404 }.is_retriable());
+        assert!(!SlackError::Config("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn messages_tell_what_to_do() {
+        let e = SlackError::Api {
+            error: "not_in_channel".into(),
+        };
+        assert!(e.to_string().contains("/invite"), "{e}");
+    }
+
+    #[test]
+    fn debug_does_not_show_the_token() {
+        let client = SlackClient::new(
+            DEFAULT_API_URL,
+            SecretString::from("xoxb-very-secret"),
+            Duration::from_secs(5),
+        );
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+    }
+
+    #[test]
+    fn new_rejects_bad_configuration() {
+        let t = Duration::from_secs(5);
+        for (url, token) in [
+            ("not a url", "xoxb-1"),
+            ("ftp://slack.com/api", "xoxb-1"),
+            (DEFAULT_API_URL, ""),
+            (DEFAULT_API_URL, "xoxb-1\n"),
+        ] {
+            let r = SlackClient::new(url, SecretString::from(token), t);
+            assert!(matches!(r, Err(SlackError::Config(_))), "{url} {token:?}");
+        }
+        assert!(matches!(
+            SlackClient::new(DEFAULT_API_URL, SecretString::from("x"), Duration::ZERO),
+            Err(SlackError::Config(_))
+        ));
+    }
+
+    fn view() -> IncidentView {
+        IncidentView {
+            id: 42,
+            priority: "P1".into(),
+            alertname: "PostgresDown".into(),
+            service: "postgres".into(),
+            rto: "15m".into(),
+            state: "firing".into(),
+            owner_mentions: vec!["<@U1>".into()],
+            summary: "db <down> & out".into(),
+            time_to_recover: None,
+            acknowledged_by: None,
+        }
+    }
+
+    fn ack_button(blocks: &Value) -> Option<Value> {
+        blocks.as_array()?.iter().find_map(|b| {
+            (b["type"] == "actions")
+                .then(|| b["elements"][0].clone())
+                .filter(|e| e["action_id"] == ACK_ACTION_ID)
+        })
+    }
+
+    #[test]
+    fn incident_blocks_carry_the_facts_and_an_ack_button() {
+        let (text, blocks) = incident_blocks(&view());
+        assert!(
+            text.contains("[P1] PostgresDown on postgres: firing"),
+            "{text}"
+        );
+        assert!(text.contains("<@U1>"), "{text}");
+        let button = ack_button(&blocks).expect("ack button");
+        assert_eq!(button["value"], "42");
+        assert_eq!(button["style"], "primary");
+        let all = blocks.to_string();
+        for needle in [
+            "*RTO*\\n15m",
+            "*Owner*\\n<@U1>",
+            "db &lt;down&gt; &amp; out",
+        ] {
+            assert!(all.contains(needle), "{needle} in {all}");
+        }
+    }
+
+    #[test]
+    fn no_ack_button_once_acknowledged_or_resolved() {
+        let mut acked = view();
+        acked.acknowledged_by = Some("alice".into());
+        assert!(ack_button(&incident_blocks(&acked).1).is_none());
+        let mut resolved = view();
+        resolved.state = "resolved".into();
+        resolved.time_to_recover = Some("4m 12s".into());
+        let (text, blocks) = incident_blocks(&resolved);
+        assert!(ack_button(&blocks).is_none());
+        assert!(text.contains("resolved"));
+        assert!(blocks.to_string().contains("4m 12s"));
+    }
+
+    const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
+
+    fn sign(ts: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("key");
+        mac.update(format!("v0:{ts}:").as_bytes());
+        mac.update(body);
+        format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn signature_accepts_slacks_documented_example() {
+        // The worked example from Slack's "Verifying requests from Slack" page.
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert_eq!(
+            verify_signature(SECRET, "1531420618", body, sig, 1531420618 + 10),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn signature_rejections_say_what_is_wrong() {
+        let body = b"payload=%7B%7D";
+        let now = 1_700_000_000;
+        let ts = now.to_string();
+        let good = sign(&ts, body);
+        assert_eq!(verify_signature(SECRET, &ts, body, &good, now), Ok(()));
+        assert_eq!(
+            verify_signature(SECRET, &ts, body, &good, now + 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(SECRET, &ts, body, &good, now - 300),
+            Ok(())
+        );
+        // (secret, timestamp, body, signature, expected error)
+        type Case<'a> = (&'a [u8], String, &'a [u8], String, SignatureError);
+        let cases: Vec<Case> = vec![
+            (
+                b"",
+                ts.clone(),
+                body,
+                good.clone(),
+                SignatureError::NoSecret,
+            ),
+            (
+                SECRET,
+                "".into(),
+                body,
+                good.clone(),
+                SignatureError::MissingTimestamp,
+            ),
+            (
+                SECRET,
+                "-5".into(),
+                body,
+                good.clone(),
+                SignatureError::BadTimestamp("-5".into()),
+            ),
+            (
+                SECRET,
+                (now - 301).to_string(),
+                body,
+                sign(&(now - 301).to_string(), body),
+                SignatureError::StaleTimestamp { skew_secs: 301 },
+            ),
+            (
+                SECRET,
+                (now + 301).to_string(),
+                body,
+                sign(&(now + 301).to_string(), body),
+                SignatureError::StaleTimestamp { skew_secs: 301 },
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                "".into(),
+                SignatureError::MissingSignature,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                good[3..].into(),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                "v1=00".into(),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                format!("v0={}", "z".repeat(64)),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                b"payload=%7B%7D ",
+                good.clone(),
+                SignatureError::Mismatch,
+            ),
+            (
+                b"another-secret",
+                ts.clone(),
+                body,
+                good.clone(),
+                SignatureError::Mismatch,
+            ),
+        ];
+        for (secret, ts, body, sig, want) in cases {
+            assert_eq!(
+                verify_signature(secret, &ts, body, &sig, now),
+                Err(want.clone()),
+                "{want}"
+            );
+        }
+    }
+
+    fn form(payload: &Value) -> Vec<u8> {
+        serde_urlencoded::to_string([("payload", payload.to_string())])
+            .expect("form")
+            .into_bytes()
+    }
+
+    #[test]
+    fn parse_interaction_finds_the_ack_button() {
+        let payload = json!({
+            "type": "block_actions",
+            "user": { "id": "U2CERLKJA", "username": "roadrunner", "name": "roadrunner", "team_id": "T1" },
+            "team": { "id": "T1", "domain": "x" },
+            "channel": { "id": "C1", "name": "voiceai-incidents" },
+            "message": { "ts": "1700000000.000100", "text": "x" },
+            "response_url": "https://hooks.slack.com/actions/T1/1/x",
+            "trigger_id": "1.2.3",
+            "actions": [ {
+                "type": "button", "block_id": "incident-42", "action_id": "ack",
+                "value": "42", "action_ts": "1700000001.000200",
+                "text": { "type": "plain_text", "text": "Acknowledge" }
+            } ]
+        });
+        assert_eq!(
+            parse_interaction(&form(&payload)),
+            Ok(Interaction::Ack {
+                incident_id: 42,
+                user_id: "U2CERLKJA".into(),
+                user_name: "roadrunner".into()
+            })
+        );
+    }
+
+    #[test]
+    fn parse_interaction_ignores_other_payloads_and_reports_bad_ones() {
+        let other = json!({ "type": "view_submission", "user": { "id": "U1" } });
+        assert_eq!(parse_interaction(&form(&other)), Ok(Interaction::Other));
+        let other_action = json!({ "type": "block_actions", "user": { "id": "U1" },
+            "actions": [ { "action_id": "open", "value": "1" } ] });
+        assert_eq!(
+            parse_interaction(&form(&other_action)),
+            Ok(Interaction::Other)
+        );
+        let bad_id = json!({ "type": "block_actions", "user": { "id": "U1" },
+            "actions": [ { "action_id": "ack", "value": "forty-two" } ] });
+        assert_eq!(
+            parse_interaction(&form(&bad_id)),
+            Err(InteractionError::BadIncidentId("forty-two".into()))
+        );
+        let no_user =
+            json!({ "type": "block_actions", "actions": [ { "action_id": "ack", "value": "1" } ] });
+        assert_eq!(
+            parse_interaction(&form(&no_user)),
+            Err(InteractionError::MissingUser)
+        );
+        assert_eq!(
+            parse_interaction(b"token=x"),
+            Err(InteractionError::MissingPayload)
+        );
+        assert!(matches!(
+            parse_interaction(b"payload=%7Bnot"),
+            Err(InteractionError::BadJson(_))
+        ));
+    }
+}
