@@ -13,6 +13,7 @@ use crate::engine::{Clock, Engine, NoDocker, SharedRules, StepExecutor, SystemCl
 use crate::http::{configure, AppState};
 use crate::loader::load_rules;
 use crate::metrics::Metrics;
+use crate::notify::outbox::Deliverer;
 use crate::settings::Settings;
 use crate::store::{IntakeWriter, Store};
 
@@ -20,6 +21,7 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     engine: Arc<Engine>,
+    deliverer: Arc<Deliverer>,
     rules: SharedRules,
     reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
 }
@@ -67,15 +69,33 @@ impl Application {
         );
 
         engine.give_way_to(intake.in_flight());
+        let deliverer = Deliverer::new(
+            store.clone(),
+            rules.clone(),
+            Arc::new(SystemClock),
+            metrics.clone(),
+            &settings.slack,
+            &settings.pagerduty,
+        )?;
 
         let reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync> = {
             let (rules, dir, metrics) =
                 (rules.clone(), settings.rules_dir.clone(), metrics.clone());
+            let store = store.clone();
             Arc::new(move || match load_rules(&dir) {
                 Ok(new) => {
                     let n = new.rules.len();
                     *rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     metrics.reload("success");
+                    // Messages a sink refused (channel_not_found, …) are tried again: the
+                    // operator reloads after fixing the cause.
+                    match store.outbox_unblock_all() {
+                        Ok(0) => {}
+                        Ok(held) => tracing::info!(held, "retrying held notifications"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not release held notifications")
+                        }
+                    }
                     tracing::info!(rules = n, "rules reloaded");
                     Ok(n)
                 }
@@ -101,6 +121,7 @@ impl Application {
             metrics,
             rules: rules.clone(),
             engine: engine.clone(),
+            deliverer: deliverer.clone(),
             reload: reload.clone(),
         });
         let server =
@@ -113,6 +134,7 @@ impl Application {
             port,
             server,
             engine,
+            deliverer,
             rules,
             reload,
         })
@@ -132,15 +154,13 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM; SIGHUP reloads the rules.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let stop = Arc::new(Notify::new());
-        let engine_task = {
-            let stop = stop.clone();
-            tokio::spawn(
-                self.engine
-                    .clone()
-                    .run(async move { stop.notified().await }),
-            )
+        // A watch, not a Notify: a task busy when the stop comes still sees it afterwards.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
+        let engine_task = tokio::spawn(self.engine.clone().run(stopped(stop_rx.clone())));
+        let outbox_task = tokio::spawn(self.deliverer.clone().run(stopped(stop_rx)));
         #[cfg(unix)]
         {
             let reload = self.reload.clone();
@@ -156,8 +176,9 @@ impl Application {
             }
         }
         let served = self.server.await;
-        stop.notify_one();
+        let _ = stop_tx.send(true);
         let _ = engine_task.await;
+        let _ = outbox_task.await;
         served.context("the HTTP server failed")
     }
 }

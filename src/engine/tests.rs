@@ -563,3 +563,51 @@ async fn after_a_crash_new_incidents_are_handled_and_interrupted_runbooks_are_no
         .iter()
         .any(|(g, _, r)| g == "page" && r.contains("interrupted by a restart")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn tiers_fire_at_their_share_of_the_rto_once_across_restarts_and_not_after_an_ack() {
+    let mut h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let id = h.only_incident().id;
+    // P1: the engineering lead at half the 30m RTO.
+    tokio::time::advance(Duration::from_secs(14 * 60)).await;
+    assert_eq!(h.engine.escalation_tick().unwrap(), 0);
+    tokio::time::advance(Duration::from_secs(2 * 60)).await;
+    assert_eq!(h.engine.escalation_tick().unwrap(), 1);
+    assert_eq!(h.engine.escalation_tick().unwrap(), 0, "fired once");
+    h.restart();
+    assert_eq!(
+        h.engine.escalation_tick().unwrap(),
+        0,
+        "a restart does not fire it again"
+    );
+    let tier = h
+        .decisions(id)
+        .into_iter()
+        .find(|(g, ..)| g == "tier")
+        .unwrap();
+    assert_eq!(tier.2, "escalation: still unacknowledged and unresolved after 15m (50% of the RTO of 30m); telling eng-lead");
+    // The 100% tier is for customer-impacting rules only; this one is not.
+    tokio::time::advance(Duration::from_secs(20 * 60)).await;
+    assert_eq!(h.engine.escalation_tick().unwrap(), 0);
+
+    // A second incident, acknowledged before its first tier: nothing fires.
+    h.deliver(&[(
+        json!({"alertname": "PostgresDown", "service": "postgres", "n": "2"}),
+        5,
+        "firing",
+    )])
+    .await;
+    let second = h.store().list_incidents(None, 1).unwrap().remove(0).id;
+    assert_eq!(
+        h.engine.acknowledge(second, "alice", None).unwrap(),
+        Some(true)
+    );
+    assert_eq!(
+        h.engine.acknowledge(second, "bob", None).unwrap(),
+        Some(false)
+    );
+    tokio::time::advance(Duration::from_secs(40 * 60)).await;
+    assert_eq!(h.engine.escalation_tick().unwrap(), 0);
+    assert_eq!(h.engine.acknowledge(999, "x", None).unwrap(), None);
+}

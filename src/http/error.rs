@@ -13,6 +13,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("not found")]
     NotFound(String),
+    #[error("forbidden")]
+    Forbidden(String),
     #[error("service unavailable")]
     Unavailable(String),
 }
@@ -24,6 +26,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -37,6 +40,7 @@ impl ResponseError for ApiError {
                 format!("the limit is {limit} bytes (webhook.max_body_bytes); lower max_alerts in Alertmanager or raise the limit"),
             ),
             ApiError::NotFound(d) => ("not found".to_string(), d.clone()),
+            ApiError::Forbidden(d) => ("forbidden".to_string(), d.clone()),
             ApiError::Unavailable(d) => {
                 tracing::error!(detail = %d, "answering 503");
                 (

@@ -31,6 +31,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub rules: SharedRules,
     pub engine: Arc<Engine>,
+    pub deliverer: Arc<crate::notify::outbox::Deliverer>,
     pub reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
 }
 
@@ -38,6 +39,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/alertmanager", web::post().to(alertmanager_hook))
         .route("/api/v1/incidents", web::get().to(list_incidents))
         .route("/api/v1/incidents/{id}", web::get().to(get_incident))
+        .route("/api/v1/incidents/{id}/ack", web::post().to(ack_incident))
+        .route(
+            "/hooks/slack/interactions",
+            web::post().to(slack_interactions),
+        )
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))
@@ -192,11 +198,23 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .rules
         .len();
     let ready = store_check.is_ok();
+    let sinks = state.deliverer.status();
+    let store = state.store.clone();
+    let held = web::block(move || store.outbox_blocked())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    // Notification trouble is reported, not made a readiness failure: Alertmanager's
+    // webhooks must keep being taken while Slack is down.
     let body = json!({
         "ready": ready,
         "checks": {
             "store": store_check.unwrap_or_else(|e| format!("failing: {e}")),
             "rules": format!("{rules} rules loaded"),
+            "slack": sinks.slack,
+            "pagerduty": sinks.pagerduty,
+            "held_notifications": held,
         }
     });
     if ready {
@@ -217,6 +235,111 @@ async fn reload(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
         Err(errors) => Err(ApiError::BadRequest(
             "the new rules are invalid; the previous rules stay in force".into(),
             errors,
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct AckBody {
+    by: Option<String>,
+}
+
+async fn ack_incident(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: Option<web::Json<AckBody>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // A change of state: refused unless the API is protected by a token.
+    if state.settings.api.token.is_none() {
+        return Err(ApiError::Forbidden(
+            "acknowledging over the API needs api.token (REMEDIATOR_API__TOKEN) to be set".into(),
+        ));
+    }
+    auth::check_api(&req, &state.settings.api)?;
+    let id: i64 = path.parse().map_err(|_| {
+        ApiError::BadRequest(
+            "invalid incident id".into(),
+            format!("{:?} is not a number", path.as_str()),
+        )
+    })?;
+    let by = body
+        .and_then(|b| b.into_inner().by)
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "api".into());
+    acknowledge(&state, id, by, None).await
+}
+
+async fn acknowledge(
+    state: &web::Data<AppState>,
+    id: i64,
+    by: String,
+    slack_user: Option<String>,
+) -> Result<HttpResponse, ApiError> {
+    let engine = state.engine.clone();
+    let who = by.clone();
+    let outcome = web::block(move || engine.acknowledge(id, &who, slack_user.as_deref()))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    match outcome {
+        None => Err(ApiError::NotFound(format!("no incident {id}"))),
+        Some(first) => Ok(HttpResponse::Ok().json(json!({
+            "incident": id,
+            "acknowledged_by": by,
+            "already_acknowledged": !first,
+        }))),
+    }
+}
+
+/// Slack's interactivity requests: the Acknowledge button. Verified with the signing secret
+/// (v0 HMAC over the raw body, 5-minute window); anything unverified is 401 and changes nothing.
+async fn slack_interactions(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::notify::slack::{parse_interaction, verify_signature, Interaction};
+    use secrecy::ExposeSecret;
+    let Some(secret) = &state.settings.slack.signing_secret else {
+        return Err(ApiError::Unauthorized(
+            "slack.signing_secret is not set, so Slack requests cannot be verified",
+        ));
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    verify_signature(
+        secret.expose_secret().as_bytes(),
+        header("X-Slack-Request-Timestamp"),
+        &body,
+        header("X-Slack-Signature"),
+        chrono::Utc::now().timestamp(),
+    )
+    .map_err(|e| {
+        tracing::warn!(error = %e, "refused a Slack request");
+        ApiError::Unauthorized("the Slack signature does not verify")
+    })?;
+    match parse_interaction(&body) {
+        Ok(Interaction::Ack {
+            incident_id,
+            user_id,
+            user_name,
+        }) => {
+            let by = if user_name.is_empty() {
+                user_id.clone()
+            } else {
+                user_name
+            };
+            acknowledge(&state, incident_id, by, Some(user_id)).await
+        }
+        Ok(_) => Ok(HttpResponse::Ok().finish()),
+        Err(e) => Err(ApiError::BadRequest(
+            "not a Slack interaction payload".into(),
+            e.to_string(),
         )),
     }
 }

@@ -39,6 +39,8 @@ pub fn tool(env: &str, default: &str) -> PathBuf {
 
 pub struct TestApp {
     pub addr: String,
+    /// Sent on API calls when the app was configured with one.
+    pub api_token: Option<String>,
     pub data_dir: tempfile::TempDir,
     pub client: reqwest::Client,
 }
@@ -63,6 +65,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(spawn: Spawn) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
+    let api_token = spawn
+        .env
+        .iter()
+        .find(|(k, _)| k == "REMEDIATOR_API__TOKEN")
+        .map(|(_, v)| v.clone());
     let settings = Settings::load(
         None,
         spawn.env,
@@ -78,6 +85,7 @@ pub async fn spawn_with(spawn: Spawn) -> TestApp {
     tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
+        api_token,
         data_dir,
         client: reqwest::Client::new(),
     }
@@ -96,12 +104,11 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.addr))
-            .send()
-            .await
-            .unwrap();
+        let mut req = self.client.get(format!("{}{path}", self.addr));
+        if let Some(t) = &self.api_token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -10,5 +10,6 @@ mod docker_faults;
 mod emulators;
 mod helpers;
 mod notify_clients;
+mod slack;
 mod stack;
 mod webhook;
