@@ -6,11 +6,13 @@
 //! regex-escaped. Parsing is the only way to get an [`Alert`], so everything downstream can
 //! rely on a valid fingerprint and a UTC start time.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Datelike, FixedOffset, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 
 /// Label or annotation set, ordered by name (as Alertmanager orders them).
 pub type Labels = BTreeMap<String, String>;
@@ -251,6 +253,70 @@ impl WebhookAlert {
             ends_at: self.ends_at.map(|t| t.with_timezone(&Utc)),
             generator_url: self.generator_url,
         })
+    }
+}
+
+/// A delivery as the engine reads it back from the store: each alert's identity and status,
+/// with labels and annotations kept as the raw JSON text they arrived as. The body was fully
+/// validated at ingress; this borrowed view skips building maps for the repeats that make up
+/// most of a storm (labels are parsed only when an incident opens).
+#[derive(Debug, Deserialize)]
+pub struct StoredDelivery<'a> {
+    #[serde(default, rename = "groupKey", borrow)]
+    pub group_key: Cow<'a, str>,
+    #[serde(borrow)]
+    pub alerts: Vec<StoredAlert<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAlert<'a> {
+    pub status: AlertStatus,
+    #[serde(borrow)]
+    labels: &'a RawValue,
+    #[serde(default, borrow)]
+    annotations: Option<&'a RawValue>,
+    starts_at: DateTime<FixedOffset>,
+    #[serde(default, deserialize_with = "go_time_or_zero")]
+    ends_at: Option<DateTime<FixedOffset>>,
+    #[serde(default, borrow)]
+    fingerprint: Option<Cow<'a, str>>,
+}
+
+/// Reads a stored delivery (see [`StoredDelivery`]).
+pub fn parse_stored(body: &[u8]) -> Result<StoredDelivery<'_>, AlertError> {
+    serde_json::from_slice(body).map_err(|e| AlertError::Malformed(e.to_string()))
+}
+
+impl StoredAlert<'_> {
+    pub fn fingerprint(&self) -> Result<Fingerprint, AlertError> {
+        match self.fingerprint.as_deref() {
+            Some(fp) if !fp.is_empty() => Fingerprint::parse(fp).map_err(AlertError::Malformed),
+            _ => Ok(Fingerprint::of_labels(&self.labels()?)),
+        }
+    }
+
+    pub fn labels(&self) -> Result<Labels, AlertError> {
+        serde_json::from_str(self.labels.get())
+            .map_err(|e| AlertError::Malformed(format!("labels: {e}")))
+    }
+
+    /// The labels as the JSON text they arrived as.
+    pub fn labels_json(&self) -> &str {
+        self.labels.get()
+    }
+
+    /// The annotations as the JSON text they arrived as (`{}` when absent).
+    pub fn annotations_json(&self) -> &str {
+        self.annotations.map(RawValue::get).unwrap_or("{}")
+    }
+
+    pub fn starts_at(&self) -> DateTime<Utc> {
+        self.starts_at.with_timezone(&Utc)
+    }
+
+    pub fn ends_at(&self) -> Option<DateTime<Utc>> {
+        self.ends_at.map(|t| t.with_timezone(&Utc))
     }
 }
 

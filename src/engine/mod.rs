@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::alert::{parse_webhook, Labels};
+use crate::alert::{parse_stored, Labels};
 use crate::metrics::Metrics;
 use crate::rules::duration_text::format as human;
 use crate::rules::{Priority, Rule, RuleSet, Step, StepKind, TargetRef};
@@ -37,8 +37,9 @@ pub use guards::{Decision, GuardSettings, Guards, Subject, Verdict};
 /// The rule set in force; replaced whole by a successful reload.
 pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
 
-/// How many intake rows one pass takes.
-const BATCH: usize = 256;
+/// How many intake rows one transaction applies: small enough that the intake writer, which
+/// holds the same connection to acknowledge webhooks, never waits long behind the engine.
+const BATCH: usize = 32;
 
 pub struct Engine {
     store: Arc<Store>,
@@ -175,20 +176,21 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(applied);
             }
-            let parsed: Vec<(i64, Option<crate::alert::Notification>)> = batch
-                .into_iter()
-                .map(|(intake_id, body)| match parse_webhook(&body) {
-                    Ok(n) => (intake_id, Some(n)),
+            // Borrowed views of the bodies: only what applying them needs (see StoredDelivery).
+            let parsed: Vec<(i64, Option<crate::alert::StoredDelivery<'_>>)> = batch
+                .iter()
+                .map(|(intake_id, body)| match parse_stored(body) {
+                    Ok(d) => (*intake_id, Some(d)),
                     Err(e) => {
                         // Ingress validated it; a body that no longer parses (after an
                         // upgrade, say) is kept in the intake table and skipped.
                         tracing::error!(intake_id, error = %e, "stored delivery no longer parses; skipped");
-                        (intake_id, None)
+                        (*intake_id, None)
                     }
                 })
                 .collect();
-            let refs: Vec<(i64, Option<&crate::alert::Notification>)> =
-                parsed.iter().map(|(id, n)| (*id, n.as_ref())).collect();
+            let refs: Vec<(i64, Option<&crate::alert::StoredDelivery<'_>>)> =
+                parsed.iter().map(|(id, d)| (*id, d.as_ref())).collect();
             let events = self.store.apply_deliveries(&refs, self.clock.now())?;
             applied += refs.len();
             for event in events {

@@ -531,7 +531,8 @@ async fn after_a_crash_new_incidents_are_handled_and_interrupted_runbooks_are_no
         .store()
         .insert_intake(body.to_string().as_bytes(), Utc::now())
         .unwrap();
-    let parsed = crate::alert::parse_webhook(body.to_string().as_bytes()).unwrap();
+    let bytes = body.to_string().into_bytes();
+    let parsed = crate::alert::parse_stored(&bytes).unwrap();
     h.store()
         .apply_delivery(id, Some(&parsed), Utc::now())
         .unwrap();

@@ -32,7 +32,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::alert::{AlertStatus, Notification};
+use crate::alert::{AlertStatus, StoredDelivery};
 
 pub use intake::{IntakeHandle, IntakeWriter};
 
@@ -305,16 +305,16 @@ impl Store {
     pub fn apply_delivery(
         &self,
         intake_id: i64,
-        notification: Option<&Notification>,
+        delivery: Option<&StoredDelivery<'_>>,
         now: DateTime<Utc>,
     ) -> Result<Vec<IncidentEvent>, StoreError> {
-        self.apply_deliveries(&[(intake_id, notification)], now)
+        self.apply_deliveries(&[(intake_id, delivery)], now)
     }
 
     /// Applies several deliveries in one transaction (one fsync for the batch), in order.
     pub fn apply_deliveries(
         &self,
-        batch: &[(i64, Option<&Notification>)],
+        batch: &[(i64, Option<&StoredDelivery<'_>>)],
         now: DateTime<Utc>,
     ) -> Result<Vec<IncidentEvent>, StoreError> {
         let mut conn = self.conn();
@@ -322,8 +322,8 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .ctx("begin delivery")?;
         let mut events = Vec::new();
-        for (intake_id, notification) in batch {
-            apply_one(&tx, *intake_id, *notification, now, &mut events)?;
+        for (intake_id, delivery) in batch {
+            apply_one(&tx, *intake_id, *delivery, now, &mut events)?;
         }
         tx.commit().ctx("commit delivery")?;
         Ok(events)
@@ -860,42 +860,48 @@ impl Store {
 fn apply_one(
     tx: &rusqlite::Transaction<'_>,
     intake_id: i64,
-    notification: Option<&Notification>,
+    delivery: Option<&StoredDelivery<'_>>,
     now: DateTime<Utc>,
     events: &mut Vec<IncidentEvent>,
 ) -> Result<(), StoreError> {
     let now_s = ts(now);
-    for alert in notification
-        .map(|n| n.alerts.as_slice())
-        .unwrap_or_default()
-    {
-        let starts = ts(alert.starts_at);
+    for alert in delivery.map(|d| d.alerts.as_slice()).unwrap_or_default() {
+        // Ingress validated the body; an alert that no longer reads is passed over.
+        let Ok(fingerprint) = alert.fingerprint() else {
+            tracing::error!(
+                intake_id,
+                "stored alert has no readable fingerprint; skipped"
+            );
+            continue;
+        };
+        let starts = ts(alert.starts_at());
         // The hot path of a storm: cached statements, no SQL compiled per alert.
         let existing: Option<(i64, String)> = tx
             .prepare_cached(
                 "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
             )
             .ctx("find incident")?
-            .query_row(params![alert.fingerprint.as_str(), starts], |r| {
+            .query_row(params![fingerprint.as_str(), starts], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
             .ctx("find incident")?;
-        let ends = alert.ends_at.map(ts);
+        let ends = alert.ends_at().map(ts);
         match (existing, alert.status) {
             (Some((id, state)), status) => {
                 tx.prepare_cached(
-                        "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
-                    )
-                    .ctx("touch incident")?
-                    .execute(params![id, now_s, json(&alert.annotations)])
-                    .ctx("touch incident")?;
+                    "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
+                )
+                .ctx("touch incident")?
+                .execute(params![id, now_s, alert.annotations_json()])
+                .ctx("touch incident")?;
                 if status == AlertStatus::Resolved && state == "open" {
-                    tx.execute(
-                            "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
-                            params![id, ends.clone().unwrap_or_else(|| now_s.clone()), now_s],
-                        )
-                        .ctx("resolve incident")?;
+                    tx.prepare_cached(
+                        "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
+                    )
+                    .ctx("resolve incident")?
+                    .execute(params![id, ends.clone().unwrap_or_else(|| now_s.clone()), now_s])
+                    .ctx("resolve incident")?;
                     events.push(IncidentEvent::Resolved(id));
                 }
             }
@@ -905,26 +911,28 @@ fn apply_one(
                     // Resolved before we ever saw it firing: record it, act on nothing.
                     AlertStatus::Resolved => ("resolved", "missed"),
                 };
+                let labels = alert.labels().unwrap_or_default();
+                let alertname = labels.get("alertname").cloned().unwrap_or_default();
                 tx.prepare_cached(
-                        "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
-                             state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
-                    )
-                    .ctx("insert incident")?
-                    .execute(params![
-                            alert.fingerprint.as_str(),
-                            starts,
-                            alert.name(),
-                            json(&alert.labels),
-                            json(&alert.annotations),
-                            notification.map(|n| n.group_key.as_str()).unwrap_or(""),
-                            state,
-                            phase,
-                            now_s,
-                            ends,
-                            (status == AlertStatus::Resolved).then(|| now_s.clone()),
-                        ])
-                    .ctx("insert incident")?;
+                    "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
+                         state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
+                )
+                .ctx("insert incident")?
+                .execute(params![
+                    fingerprint.as_str(),
+                    starts,
+                    alertname,
+                    json(&labels),
+                    alert.annotations_json(),
+                    delivery.map(|d| d.group_key.as_ref()).unwrap_or(""),
+                    state,
+                    phase,
+                    now_s,
+                    ends,
+                    (status == AlertStatus::Resolved).then(|| now_s.clone()),
+                ])
+                .ctx("insert incident")?;
                 if status == AlertStatus::Firing {
                     events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
                 }
