@@ -485,3 +485,90 @@ async fn a_container_removed_mid_runbook_is_a_clear_failure() {
     );
     assert_eq!(step_outcomes(&detail).last().unwrap().1, "notify");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_check_the_real_postgres_redis_and_http() {
+    let pg =
+        std::env::var("REMEDIATOR_TEST_POSTGRES_URL").expect("run the tests through scripts/test");
+    let redis =
+        std::env::var("REMEDIATOR_TEST_REDIS_URL").expect("run the tests through scripts/test");
+    // postgres://user:password@host:port/db → a DSN without the password, which comes from
+    // the environment as a rule file requires.
+    let rest = pg.strip_prefix("postgres://").unwrap();
+    let (auth, hostpart) = rest.split_once('@').unwrap();
+    let (user, password) = auth.split_once(':').unwrap();
+    let (hostport, db) = hostpart.split_once('/').unwrap();
+    let (host, port) = hostport.split_once(':').unwrap();
+    std::env::set_var("REMEDIATOR_TEST_PG_PASSWORD", password);
+    let dsn = format!("host={host} port={port} user={user} dbname={db}");
+    let probe_port = free_port();
+    let rules = rules_with(&format!(
+        "rules:
+  - name: probes-ok
+    matchers: ['alertname=\"ProbesOk\"']
+    priority: P3
+    rto: 1h
+    owner: infra
+    target: {{ none: true }}
+    steps:
+      - check_postgres: {{ dsn: \"{dsn}\", password_env: REMEDIATOR_TEST_PG_PASSWORD }}
+      - check_redis: {{ url: \"{redis}\" }}
+      - check_http: {{ url: \"http://127.0.0.1:{probe_port}/\", expect_status: 404 }}
+  - name: probes-down
+    matchers: ['alertname=\"ProbesDown\"']
+    priority: P3
+    rto: 1h
+    owner: infra
+    target: {{ none: true }}
+    steps:
+      - check_redis: {{ url: \"redis://127.0.0.1:1/\" }}
+    on_failure:
+      - check_postgres: {{ dsn: \"host={host} port=1 user={user} dbname={db}\" }}
+"
+    ));
+    // A tiny HTTP server for check_http to hit: it answers 404 to everything.
+    let server = actix_web::HttpServer::new(|| actix_web::App::new())
+        .bind(("127.0.0.1", probe_port))
+        .unwrap()
+        .run();
+    tokio::spawn(server);
+    let stack = Stack::up(&["redis"]);
+    let app = app_for(&stack, Some(rules.path().to_path_buf()), &[]).await;
+    app.post_hook(fire(json!({"alertname": "ProbesOk"}))).await;
+    let ok = app.finished("ProbesOk", 30).await;
+    assert_eq!(ok["phase"], "recovered", "{ok:#}");
+    let details: Vec<&str> = ok["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(details[0], "SELECT 1 returned 1");
+    assert_eq!(details[1], "PING answered PONG");
+    assert!(details[2].ends_with("answered 404"), "{details:?}");
+
+    app.post_hook(fire(json!({"alertname": "ProbesDown"})))
+        .await;
+    let down = app.finished("ProbesDown", 30).await;
+    assert_eq!(down["phase"], "failed");
+    let steps = step_outcomes(&down);
+    assert_eq!(
+        steps[0],
+        ("main".into(), "check_redis".into(), "failed".into())
+    );
+    assert_eq!(
+        steps[1],
+        (
+            "on_failure".into(),
+            "check_postgres".into(),
+            "failed".into()
+        )
+    );
+    assert!(
+        down["steps"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("check_postgres: cannot connect"),
+        "{down:#}"
+    );
+}
