@@ -527,7 +527,7 @@ async fn probes_check_the_real_postgres_redis_and_http() {
 "
     ));
     // A tiny HTTP server for check_http to hit: it answers 404 to everything.
-    let server = actix_web::HttpServer::new(|| actix_web::App::new())
+    let server = actix_web::HttpServer::new(actix_web::App::new)
         .bind(("127.0.0.1", probe_port))
         .unwrap()
         .run();
