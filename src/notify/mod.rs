@@ -60,3 +60,30 @@ impl Default for PagerDutySettings {
         }
     }
 }
+
+/// An error and its sources, joined with `: ` (reqwest's own message is terse).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// `text` cut to at most `max` characters, ending in `…` when cut.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => {
+            let mut out = text[..cut].to_owned();
+            out.push('…');
+            out
+        }
+        _ => text.to_owned(),
+    }
+}

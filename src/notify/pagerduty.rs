@@ -9,6 +9,7 @@
 //! **Invariant:** the routing key is held in a [`SecretString`] and appears in no `Debug`,
 //! `Display` or log line.
 
+use super::{chain, truncate};
 use std::fmt;
 use std::time::Duration;
 
@@ -352,31 +353,6 @@ fn transport(e: &reqwest::Error) -> PagerDutyError {
         PagerDutyError::Transport(format!("timed out: {}", chain(e)))
     } else {
         PagerDutyError::Transport(chain(e))
-    }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => {
-            let mut out = text[..cut].to_owned();
-            out.push('…');
-            out
-        }
-        _ => text.to_owned(),
     }
 }
 

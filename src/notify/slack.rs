@@ -12,6 +12,7 @@
 //! **Invariant:** the token is held in a [`SecretString`] and appears in no `Debug`, `Display`
 //! or log line; the `Authorization` header is marked sensitive.
 
+use super::{chain, truncate};
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -456,33 +457,6 @@ fn transport(method: &str, e: &reqwest::Error) -> SlackError {
         SlackError::Transport(format!("{method} timed out: {}", chain(e)))
     } else {
         SlackError::Transport(format!("{method}: {}", chain(e)))
-    }
-}
-
-/// An error and its sources, joined with `: ` (reqwest's own message is terse).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// `text` cut to at most `max` characters, ending in `…` when cut.
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if text[cut..].chars().nth(1).is_some() => {
-            let mut out = text[..cut].to_owned();
-            out.push('…');
-            out
-        }
-        _ => text.to_owned(),
     }
 }
 
