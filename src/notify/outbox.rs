@@ -3,6 +3,10 @@
 //!
 //! - **In order per incident**: only the oldest undelivered message of an incident is ever
 //!   tried, so replies never overtake their root or each other.
+//! - **Once**: every post carries its outbox id in Slack message metadata; after a failed
+//!   attempt the deliverer looks for it before posting again (a timeout can hide a post Slack
+//!   took); if the look-up fails for now it tries again later. Without `channels:history` it
+//!   cannot look at all, logs so, and posts (at least once).
 //! - **Never dropped**: a retriable failure (429 with `Retry-After`, 5xx, timeouts, refused
 //!   connections) is retried with exponential backoff; a refusal (`ok:false` such as
 //!   `channel_not_found`, PagerDuty 400) holds the message and the incident's later ones,
@@ -204,38 +208,74 @@ impl Deliverer {
         let view = self.view(&inc).await;
         let (fallback, blocks) = slack::incident_blocks(&view);
         let root = inc.slack_channel.clone().zip(inc.slack_ts.clone());
+        // Every post carries its outbox id; after a failed attempt (a timeout may hide a post
+        // Slack did take) look for it first, so a retry never posts twice.
+        let tag = format!("outbox-{}", row.id);
+        // Ok(None): not there (or cannot be checked for good: post, at least once);
+        // Err: the check failed for now, so retry later rather than risk posting twice.
+        let already = |thread: Option<String>, channel: String| {
+            let tag = tag.clone();
+            async move {
+                if row.attempts == 0 {
+                    return Ok(None);
+                }
+                match client.find_tagged(&channel, thread.as_deref(), &tag).await {
+                    Ok(found) => Ok(found),
+                    Err(e) if e.is_retriable() => Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, message = row.id, "cannot check whether Slack already has this message; posting it (it may show twice)");
+                        Ok(None)
+                    }
+                }
+            }
+        };
         let result = match (row.kind.as_str(), &root) {
             // The root: posted once, its ts kept so a restart keeps the same thread.
-            ("opened", None) | (_, None) => match client
-                .post_message(&self.channel, &fallback, Some(&blocks), None)
-                .await
-            {
-                Ok(posted) => {
-                    self.store
-                        .set_slack_root(inc.id, &posted.channel, &posted.ts)?;
-                    if row.kind == "opened" || row.kind == "state" {
-                        return Ok(Outcome::Done(posted.ts));
+            ("opened", None) | (_, None) => {
+                let posted = match already(None, self.channel.clone()).await {
+                    Ok(Some(ts)) => Ok(slack::Posted {
+                        channel: self.channel.clone(),
+                        ts,
+                    }),
+                    Ok(None) => {
+                        client
+                            .post_tagged(&self.channel, &fallback, Some(&blocks), None, &tag)
+                            .await
                     }
-                    // A reply whose root was missing: the root now exists; send the reply next pass.
-                    return Ok(Outcome::Retry(
-                        "posted the missing root first".into(),
-                        Some(Duration::ZERO),
-                    ));
+                    Err(e) => Err(e),
+                };
+                match posted {
+                    Ok(posted) => {
+                        self.store
+                            .set_slack_root(inc.id, &posted.channel, &posted.ts)?;
+                        if row.kind == "opened" || row.kind == "state" {
+                            return Ok(Outcome::Done(posted.ts));
+                        }
+                        // A reply whose root was missing: the root now exists; send the reply next pass.
+                        return Ok(Outcome::Retry(
+                            "posted the missing root first".into(),
+                            Some(Duration::ZERO),
+                        ));
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
+            }
             ("opened", Some(_)) => return Ok(Outcome::Done("root already posted".into())),
             ("state", Some((channel, ts))) => client
                 .update_message(channel, ts, &fallback, Some(&blocks))
                 .await
                 .map(|()| ts.clone()),
-            (_, Some((channel, ts))) => {
-                let text = self.reply_text(row).await;
-                client
-                    .post_message(channel, &text, None, Some(ts))
-                    .await
-                    .map(|p| p.ts)
-            }
+            (_, Some((channel, ts))) => match already(Some(ts.clone()), channel.clone()).await {
+                Err(e) => Err(e),
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => {
+                    let text = self.reply_text(row).await;
+                    client
+                        .post_tagged(channel, &text, None, Some(ts), &tag)
+                        .await
+                        .map(|p| p.ts)
+                }
+            },
         };
         Ok(match result {
             Ok(ts) => Outcome::Done(ts),

@@ -30,6 +30,9 @@ use subtle::ConstantTimeEq;
 /// Slack's Web API base URL; methods are `{base}/{method}`.
 pub const DEFAULT_API_URL: &str = "https://slack.com/api";
 
+/// The metadata `event_type` of messages posted with [`SlackClient::post_tagged`].
+pub const TAG_EVENT_TYPE: &str = "remediator_outbox";
+
 /// Slack truncates `text` beyond this many characters (chat.postMessage docs).
 pub const MAX_TEXT_CHARS: usize = 40_000;
 
@@ -273,6 +276,70 @@ impl SlackClient {
         blocks: Option<&Value>,
         thread_ts: Option<&str>,
     ) -> Result<Posted, SlackError> {
+        self.post(channel, text, blocks, thread_ts, None).await
+    }
+
+    /// Posts with a tag in the message's metadata (`event_type: remediator_outbox`), so that
+    /// [`SlackClient::find_tagged`] can tell, after a timeout, whether Slack already took it.
+    pub async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&Value>,
+        thread_ts: Option<&str>,
+        tag: &str,
+    ) -> Result<Posted, SlackError> {
+        let metadata = json!({ "event_type": TAG_EVENT_TYPE, "event_payload": { "id": tag } });
+        self.post(channel, text, blocks, thread_ts, Some(metadata))
+            .await
+    }
+
+    /// The `ts` of a message posted with [`SlackClient::post_tagged`] and `tag`: among the
+    /// replies to `thread_ts`, or among the channel's recent messages when `None`.
+    /// (`conversations.replies` / `conversations.history`, scope `channels:history`.)
+    pub async fn find_tagged(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        tag: &str,
+    ) -> Result<Option<String>, SlackError> {
+        require_channel(channel)?;
+        let method = if thread_ts.is_some() {
+            "conversations.replies"
+        } else {
+            "conversations.history"
+        };
+        let mut url = self.method_url(method)?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("channel", channel);
+            q.append_pair("include_all_metadata", "true");
+            q.append_pair("limit", "200");
+            if let Some(ts) = thread_ts {
+                q.append_pair("ts", ts);
+            }
+        }
+        let request = self.http.get(url).header(AUTHORIZATION, self.auth()?);
+        let value = self.send(method, request).await?;
+        let found = value["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["metadata"]["event_type"] == TAG_EVENT_TYPE
+                    && m["metadata"]["event_payload"]["id"] == tag
+            });
+        Ok(found.and_then(|m| m["ts"].as_str()).map(str::to_owned))
+    }
+
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&Value>,
+        thread_ts: Option<&str>,
+        metadata: Option<Value>,
+    ) -> Result<Posted, SlackError> {
         require_channel(channel)?;
         let mut body = json!({ "channel": channel, "text": truncate(text, MAX_TEXT_CHARS) });
         if let Some(blocks) = blocks {
@@ -280,6 +347,9 @@ impl SlackClient {
         }
         if let Some(thread_ts) = thread_ts {
             body["thread_ts"] = Value::String(thread_ts.to_owned());
+        }
+        if let Some(metadata) = metadata {
+            body["metadata"] = metadata;
         }
         self.pace(channel).await;
         let value = self.post_json("chat.postMessage", &body).await?;

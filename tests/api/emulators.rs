@@ -106,6 +106,8 @@ pub struct Recorded {
     pub thread_ts: Option<String>,
     pub text: String,
     pub blocks: Option<Value>,
+    /// Message metadata (`{event_type, event_payload}`), as chat.postMessage accepts it.
+    pub metadata: Option<Value>,
 }
 
 /// One API call and how the emulator answered it (`"ok"`, an error code, `"http 429"`, …).
@@ -471,6 +473,9 @@ fn message_json(m: &Recorded) -> Value {
         message["thread_ts"] = json!(thread_ts);
         message["parent_user_id"] = json!(BOT_USER);
     }
+    if let Some(metadata) = &m.metadata {
+        message["metadata"] = metadata.clone();
+    }
     message
 }
 
@@ -511,6 +516,7 @@ fn slack_method(
                 thread_ts,
                 text,
                 blocks,
+                metadata: args.get("metadata").cloned().filter(|m| !m.is_null()),
             };
             let body = json!({ "channel": channel, "ts": ts, "message": message_json(&message) });
             s.messages.push(message);
@@ -552,9 +558,54 @@ fn slack_method(
                 thread_ts: message.thread_ts.clone(),
                 text: text.unwrap_or_default(),
                 blocks,
+                metadata: None,
             };
             s.updates.push(update);
             Ok(body)
+        }
+        // The root and its replies, oldest first (metadata only with include_all_metadata).
+        "conversations.replies" => {
+            let channel = check_channel(s, str_arg(args, "channel"))?.to_owned();
+            let root = str_arg(args, "ts").unwrap_or_default().to_owned();
+            let with_meta = str_arg(args, "include_all_metadata") == Some("true");
+            let found: Vec<Value> = s
+                .messages
+                .iter()
+                .filter(|m| {
+                    m.channel == channel
+                        && (m.ts == root || m.thread_ts.as_deref() == Some(root.as_str()))
+                })
+                .map(|m| {
+                    let mut v = message_json(m);
+                    if !with_meta {
+                        v.as_object_mut().map(|o| o.remove("metadata"));
+                    }
+                    v
+                })
+                .collect();
+            if found.is_empty() {
+                return Err("thread_not_found");
+            }
+            Ok(json!({ "messages": found, "has_more": false }))
+        }
+        // Channel messages (not replies), newest first.
+        "conversations.history" => {
+            let channel = check_channel(s, str_arg(args, "channel"))?.to_owned();
+            let with_meta = str_arg(args, "include_all_metadata") == Some("true");
+            let found: Vec<Value> = s
+                .messages
+                .iter()
+                .rev()
+                .filter(|m| m.channel == channel && m.thread_ts.is_none())
+                .map(|m| {
+                    let mut v = message_json(m);
+                    if !with_meta {
+                        v.as_object_mut().map(|o| o.remove("metadata"));
+                    }
+                    v
+                })
+                .collect();
+            Ok(json!({ "messages": found, "has_more": false }))
         }
         "users.lookupByEmail" => {
             let email = str_arg(args, "email").unwrap_or_default().trim();

@@ -585,3 +585,42 @@ async fn a_restart_resumes_delivery_in_the_same_thread() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn a_timeout_after_slack_took_the_post_does_not_post_it_twice() {
+    let w = world().await;
+    w.app.post_hook(fixture("postgres-down-firing.json")).await;
+    let id = w.app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
+    all_delivered(&w.app, id, 60).await;
+    // Mentions are cached now; the next call is the resolution's reply. Slack records it,
+    // then answers after the client's 2s timeout (and the root's update after it, too).
+    w.slack.fail_next(2, Fault::Slow(Duration::from_secs(3)));
+    w.app
+        .post_hook(fixture("postgres-down-resolved.json"))
+        .await;
+    eventually(30, "the resolution recorded", || async {
+        let (_, d) = w.app.get_json(&format!("/api/v1/incidents/{id}")).await;
+        d["messages"]
+            .as_array()?
+            .iter()
+            .any(|m| m["kind"] == "resolved")
+            .then_some(())
+    })
+    .await;
+    let stored = all_delivered(&w.app, id, 60).await;
+    assert_thread_matches(&w.slack, &stored);
+    let resolved = stored.iter().find(|m| m["kind"] == "resolved").unwrap();
+    assert!(
+        resolved["attempts"].as_i64().unwrap() > 1,
+        "the timed-out reply was retried: {resolved}"
+    );
+    let lookups = w
+        .slack
+        .calls()
+        .iter()
+        .filter(|c| c.method == "conversations.replies")
+        .count();
+    assert!(lookups >= 1, "the retry looked before posting again");
+}
