@@ -47,6 +47,8 @@ where
 {
     let server = HttpServer::new(move || App::new().configure(configure.clone()))
         .workers(1)
+        // No keep-alive: a client never holds a pooled connection that outlives `go_down`.
+        .keep_alive(actix_web::http::KeepAlive::Disabled)
         .disable_signals()
         .shutdown_timeout(0)
         .listen(listener)?
@@ -76,11 +78,21 @@ struct Listening {
 }
 
 impl Listening {
+    /// Down means down: `stop` returns before the worker has dropped its open (keep-alive)
+    /// connections, so wait until a new connection is refused, then a moment more for the
+    /// worker to close the ones a pooled client would reuse.
     async fn down(&self) {
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             handle.stop(false).await;
         }
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(self.addr).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
