@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use crate::alert::{parse_webhook, Alert, Fingerprint, Labels, WebhookAlert};
+use crate::alert::{parse_webhook, Alert, AlertStatus, Fingerprint, Labels};
 use crate::engine::{Guards, Subject, SystemClock};
 use crate::loader::{load_rules, LoadError};
 use crate::rules::duration_text::format as human;
@@ -199,15 +199,20 @@ fn alert_from_labels(spec: &str) -> anyhow::Result<Alert> {
     if labels.is_empty() {
         bail!("--labels needs at least one name=value pair");
     }
-    Ok(Alert {
+    Ok(firing_now(labels))
+}
+
+/// A synthetic alert starting now, as Alertmanager would send these labels.
+fn firing_now(labels: Labels) -> Alert {
+    Alert {
         fingerprint: Fingerprint::of_labels(&labels),
-        status: crate::alert::AlertStatus::Firing,
+        status: AlertStatus::Firing,
         labels,
         annotations: Labels::new(),
         starts_at: chrono::Utc::now(),
         ends_at: None,
         generator_url: String::new(),
-    })
+    }
 }
 
 fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
@@ -225,16 +230,7 @@ fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
             path.display()
         )
     })?;
-    let _unused: Option<WebhookAlert> = None;
-    Ok(vec![Alert {
-        fingerprint: Fingerprint::of_labels(&one.labels),
-        status: crate::alert::AlertStatus::Firing,
-        labels: one.labels,
-        annotations: Labels::new(),
-        starts_at: chrono::Utc::now(),
-        ends_at: None,
-        generator_url: String::new(),
-    }])
+    Ok(vec![firing_now(one.labels)])
 }
 
 /// The plan for each alert, with every guard evaluated against the local store's history.

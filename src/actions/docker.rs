@@ -242,7 +242,7 @@ impl DockerActions {
                 })
             }
             StepKind::Restart { grace, .. } => {
-                let t = grace.map(|g| g.0).unwrap_or(Duration::from_secs(10));
+                let t = grace_or_default(*grace);
                 let mut names = Vec::new();
                 for c in self.containers(&docker, &ctx.target, name).await? {
                     let opts = RestartContainerOptionsBuilder::new()
@@ -257,7 +257,7 @@ impl DockerActions {
                 Ok(StepOutput::new(format!("restarted {}", names.join(", "))))
             }
             StepKind::Recreate { grace, .. } => {
-                let t = grace.map(|g| g.0).unwrap_or(Duration::from_secs(10));
+                let t = grace_or_default(*grace);
                 let mut done = Vec::new();
                 for c in self.containers(&docker, &ctx.target, name).await? {
                     done.push(recreate::recreate(self, &docker, &c, t).await?);
@@ -267,7 +267,7 @@ impl DockerActions {
             StepKind::Stop {
                 services, grace, ..
             } => {
-                let t = grace.map(|g| g.0).unwrap_or(Duration::from_secs(10));
+                let t = grace_or_default(*grace);
                 let mut names = Vec::new();
                 for s in services {
                     for c in self.service_containers(&docker, s).await? {
@@ -484,6 +484,11 @@ impl DockerActions {
         }
         Ok(text)
     }
+}
+
+/// The stop grace period: the step's `grace`, else Docker's own default of 10 s.
+fn grace_or_default(grace: Option<crate::rules::Dur>) -> Duration {
+    grace.map(|g| g.0).unwrap_or(Duration::from_secs(10))
 }
 
 fn mib(bytes: i64) -> String {

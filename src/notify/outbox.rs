@@ -231,7 +231,7 @@ impl Deliverer {
         };
         let result = match (row.kind.as_str(), &root) {
             // The root: posted once, its ts kept so a restart keeps the same thread.
-            ("opened", None) | (_, None) => {
+            (_, None) => {
                 let posted = match already(None, self.channel.clone()).await {
                     Ok(Some(ts)) => Ok(slack::Posted {
                         channel: self.channel.clone(),

@@ -63,13 +63,6 @@ pub enum StoreError {
     WriterGone,
 }
 
-impl StoreError {
-    /// Every store error is worth retrying: the file may come back (disk freed, lock released).
-    pub fn is_retriable(&self) -> bool {
-        true
-    }
-}
-
 trait Ctx<T> {
     fn ctx(self, what: &'static str) -> Result<T, StoreError>;
 }

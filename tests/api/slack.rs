@@ -325,6 +325,19 @@ fn signed(body: &str, ts: i64, secret: &str) -> (String, String) {
     )
 }
 
+/// POSTs a Slack interaction with the given timestamp and signature headers.
+async fn post_interaction(app: &TestApp, body: &str, ts: String, sig: String) -> reqwest::Response {
+    app.client
+        .post(format!("{}/hooks/slack/interactions", app.addr))
+        .header("X-Slack-Request-Timestamp", ts)
+        .header("X-Slack-Signature", sig)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
 fn ack_payload(id: i64) -> String {
     let payload = json!({
         "type": "block_actions",
@@ -343,7 +356,6 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
     let id = w.app.finished("PostgresDown", 30).await["id"]
         .as_i64()
         .unwrap();
-    let url = format!("{}/hooks/slack/interactions", w.app.addr);
     let body = ack_payload(id);
     let now = Utc::now().timestamp();
 
@@ -353,34 +365,14 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
         (now.to_string(), "v0=deadbeef".to_string()),
         (String::new(), String::new()),
     ] {
-        let r = w
-            .app
-            .client
-            .post(&url)
-            .header("X-Slack-Request-Timestamp", ts)
-            .header("X-Slack-Signature", sig)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let r = post_interaction(&w.app, &body, ts, sig).await;
         assert_eq!(r.status(), 401);
     }
     let (_, d) = w.app.get_json(&format!("/api/v1/incidents/{id}")).await;
     assert!(d["acked_by"].is_null(), "nothing changed");
 
     let (ts, sig) = signed(&body, now, SIGNING_SECRET);
-    let r = w
-        .app
-        .client
-        .post(&url)
-        .header("X-Slack-Request-Timestamp", ts)
-        .header("X-Slack-Signature", sig)
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_interaction(&w.app, &body, ts, sig).await;
     assert_eq!(r.status(), 200);
     let (_, d) = w.app.get_json(&format!("/api/v1/incidents/{id}")).await;
     assert_eq!(d["acked_by"], "oncall");
