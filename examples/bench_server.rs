@@ -219,11 +219,12 @@ async fn intake_hook(
         .intake
         .as_ref()
         .expect("intake mode has an intake writer");
-    match intake.submit(body).await {
+    let alerts = n.alerts.len();
+    match intake.submit(body, n).await {
         Ok(id) => HttpResponse::Ok().json(serde_json::json!({
             "status": "accepted",
             "delivery": id,
-            "alerts": n.alerts.len(),
+            "alerts": alerts,
         })),
         Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
             "error": "the intake is unavailable",

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub recovery_seconds: Histogram,
     pub recovery_rto_ratio: Histogram,
     pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
+    pub engine_queue: Gauge<i64, AtomicI64Wrapper>,
     pub outbox_depth: Gauge<i64, AtomicI64Wrapper>,
     pub rule_reloads: Family<Labels, Counter>,
     pub outbox_deliveries: Family<Labels, Counter>,
@@ -63,6 +64,7 @@ impl Metrics {
             recovery_seconds: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
             recovery_rto_ratio: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]),
             intake_backlog: Gauge::default(),
+            engine_queue: Gauge::default(),
             outbox_depth: Gauge::default(),
             rule_reloads: Family::default(),
             outbox_deliveries: Family::default(),
@@ -113,8 +115,13 @@ impl Metrics {
         );
         registry.register(
             "intake_backlog",
-            "Webhook deliveries stored but not yet processed",
+            "Webhook deliveries stored but not yet applied to incidents (only after an upgrade)",
             m.intake_backlog.clone(),
+        );
+        registry.register(
+            "engine_queue_depth",
+            "Opened and resolved incidents waiting for the engine",
+            m.engine_queue.clone(),
         );
         registry.register(
             "outbox_depth",

@@ -54,8 +54,8 @@ impl Application {
         let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
 
         let store = Arc::new(Store::open(&settings.data_dir)?);
-        let committed = Arc::new(Notify::new());
-        let intake = IntakeWriter::spawn(store.clone(), committed.clone())?;
+        let wake = Arc::new(Notify::new());
+        let intake = IntakeWriter::spawn(store.clone(), wake.clone())?;
         let metrics = Arc::new(Metrics::new());
 
         let engine = Engine::new(
@@ -65,7 +65,7 @@ impl Application {
             clock,
             settings.engine.clone(),
             metrics.clone(),
-            committed,
+            wake,
         );
 
         engine.give_way_to(intake.in_flight());

@@ -1,14 +1,18 @@
-//! Intake → incident → rule match → guards → runbook → escalation.
+//! Incident → rule match → guards → runbook → escalation.
 //!
-//! The engine reads durable intake rows, applies each to the incidents in one transaction
-//! (which also marks the row processed, so no delivery is applied twice), and for every newly
-//! opened incident matches a rule, runs the guards and, when they all pass, spawns its runbook.
-//! Runbooks for different targets run concurrently; one target runs one runbook at a time.
+//! The intake writer applies every delivery to the incidents in the transaction that stores
+//! it, and queues what needs acting on (see `store::apply`). The engine takes that queue in
+//! order: for every newly opened incident it matches a rule, runs the guards and, when they all
+//! pass, spawns its runbook; for every resolved one it records the time to recover and tells
+//! people. Each queue entry is removed once handled, and handling is idempotent (an incident
+//! no longer in phase `new`, a resolution already recorded, is passed over), so a crash between
+//! the two does not act twice. Runbooks for different targets run concurrently; one target
+//! runs one runbook at a time.
 //!
-//! Crash recovery ([`Engine::recover`]): incidents left in phase `new` are evaluated again
-//! (nothing has run for them yet); incidents left `remediating` are marked `interrupted`, their
-//! running step recorded as such, and people are paged. A runbook is never started twice for
-//! one firing: an interrupted one is handed to a human instead.
+//! Crash recovery ([`Engine::recover`]): queued entries are simply still queued; incidents left
+//! `remediating` are marked `interrupted`, their running step recorded as such, and people are
+//! paged. A runbook is never started twice for one firing: an interrupted one is handed to a
+//! human instead.
 //!
 //! The engine depends only on the [`Store`], a [`StepExecutor`] and a [`Clock`], so its tests
 //! use a recording executor and tokio's paused clock.
@@ -24,7 +28,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::alert::{parse_stored, Labels};
+use crate::alert::Labels;
 use crate::metrics::Metrics;
 use crate::rules::duration_text::format as human;
 use crate::rules::{Priority, Rule, RuleSet, Step, StepKind, TargetRef};
@@ -37,8 +41,7 @@ pub use guards::{Decision, GuardSettings, Guards, Subject, Verdict};
 /// The rule set in force; replaced whole by a successful reload.
 pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
 
-/// How many intake rows one transaction applies: small enough that the intake writer, which
-/// holds the same connection to acknowledge webhooks, never waits long behind the engine.
+/// Queue entries read at a time.
 const BATCH: usize = 32;
 
 pub struct Engine {
@@ -48,7 +51,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     guards: Mutex<Guards>,
     metrics: Arc<Metrics>,
-    committed: Arc<Notify>,
+    wake: Arc<Notify>,
     runbooks: Mutex<Vec<JoinHandle<()>>>,
     /// Webhook requests waiting for their commit (see [`Engine::give_way_to`]).
     ingress: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
@@ -69,7 +72,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         guard_settings: GuardSettings,
         metrics: Arc<Metrics>,
-        committed: Arc<Notify>,
+        wake: Arc<Notify>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
             guards: Mutex::new(Guards::new(guard_settings, clock.clone())),
@@ -78,7 +81,7 @@ impl Engine {
             executor,
             clock,
             metrics,
-            committed,
+            wake,
             runbooks: Mutex::new(Vec::new()),
             ingress: Mutex::new(None),
         })
@@ -107,7 +110,7 @@ impl Engine {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Runs until `shutdown` resolves: recovers, then processes intake as it is committed.
+    /// Runs until `shutdown` resolves: recovers, then handles the queue as the intake fills it.
     /// Store errors are logged and retried; they never stop the engine.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -131,7 +134,7 @@ impl Engine {
                 }
             }
             tokio::select! {
-                _ = self.committed.notified() => {}
+                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = &mut shutdown => break,
             }
@@ -161,46 +164,26 @@ impl Engine {
                 )?;
             }
         }
-        for id in self.store.incidents_in_phase("new")? {
-            self.handle_opened(id)?;
-        }
         Ok(())
     }
 
-    /// Applies every committed delivery and acts on what it opened. Returns how many
-    /// deliveries were applied.
+    /// Acts on everything the intake queued (incidents opened, incidents resolved), oldest
+    /// first; each entry leaves the queue once handled, so a crash resumes with the entry it
+    /// was on. Returns how many it handled.
     pub fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let mut applied = 0;
+        let mut handled = 0;
         loop {
-            let batch = self.store.pending_intake(BATCH)?;
+            let batch = self.store.queued_events(BATCH)?;
             if batch.is_empty() {
-                return Ok(applied);
+                return Ok(handled);
             }
-            // Borrowed views of the bodies: only what applying them needs (see StoredDelivery).
-            let parsed: Vec<(i64, Option<crate::alert::StoredDelivery<'_>>)> = batch
-                .iter()
-                .map(|(intake_id, body)| match parse_stored(body) {
-                    Ok(d) => (*intake_id, Some(d)),
-                    Err(e) => {
-                        // Ingress validated it; a body that no longer parses (after an
-                        // upgrade, say) is kept in the intake table and skipped.
-                        tracing::error!(intake_id, error = %e, "stored delivery no longer parses; skipped");
-                        (*intake_id, None)
-                    }
-                })
-                .collect();
-            let refs: Vec<(i64, Option<&crate::alert::StoredDelivery<'_>>)> =
-                parsed.iter().map(|(id, d)| (*id, d.as_ref())).collect();
-            let events = self.store.apply_deliveries(&refs, self.clock.now())?;
-            applied += refs.len();
-            for event in events {
+            for (queue_id, event) in batch {
                 match event {
-                    IncidentEvent::Opened(id) => {
-                        self.metrics.incidents_opened.inc();
-                        self.handle_opened(id)?
-                    }
+                    IncidentEvent::Opened(id) => self.handle_opened(id)?,
                     IncidentEvent::Resolved(id) => self.handle_resolved(id)?,
                 }
+                self.store.dequeue_event(queue_id)?;
+                handled += 1;
             }
         }
     }
@@ -231,6 +214,11 @@ impl Engine {
         let Some(inc) = self.store.incident(id)? else {
             return Ok(());
         };
+        if inc.phase != "new" {
+            // Handled already: the engine stopped after acting but before dequeuing.
+            return Ok(());
+        }
+        self.metrics.incidents_opened.inc();
         let labels = labels_of(&inc);
         let rules = self.rules();
         let Some(rule) = rules.find(&labels) else {
@@ -341,6 +329,10 @@ impl Engine {
         let Some(inc) = self.store.incident(id)? else {
             return Ok(());
         };
+        if self.store.has_decision(id, "resolved")? {
+            // Handled already: the engine stopped after acting but before dequeuing.
+            return Ok(());
+        }
         let ttr = inc.time_to_recover_seconds.unwrap_or_default();
         let rto = inc
             .rule

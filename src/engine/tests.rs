@@ -190,8 +190,10 @@ impl Harness {
             .collect();
         let body =
             json!({"version": "4", "status": "firing", "alerts": alerts, "groupKey": "{}:{}"});
+        let body = body.to_string().into_bytes();
+        let notification = crate::alert::parse_webhook(&body).unwrap();
         self.store()
-            .insert_intake(body.to_string().as_bytes(), Utc::now())
+            .ingest(&body, &notification, self.engine.clock.now())
             .unwrap();
         self.engine.process_pending().unwrap();
         self.engine.wait_idle().await;
@@ -527,19 +529,29 @@ async fn after_a_crash_new_incidents_are_handled_and_interrupted_runbooks_are_no
     // Crash 1: the delivery is applied but the engine died before acting on it.
     let body = json!({"version": "4", "status": "firing", "alerts": [
         {"status": "firing", "labels": pg(), "startsAt": base_time().to_rfc3339()}]});
-    let id = h
-        .store()
-        .insert_intake(body.to_string().as_bytes(), Utc::now())
-        .unwrap();
     let bytes = body.to_string().into_bytes();
-    let parsed = crate::alert::parse_stored(&bytes).unwrap();
+    let parsed = crate::alert::parse_webhook(&bytes).unwrap();
     h.store()
-        .apply_delivery(id, Some(&parsed), Utc::now())
+        .ingest(&bytes, &parsed, h.engine.clock.now())
         .unwrap();
     h.restart();
     h.engine.recover().unwrap();
+    h.engine.process_pending().unwrap();
     h.engine.wait_idle().await;
     assert_eq!(h.exec.count("restart"), 1);
+    // A crash after acting but before the queue entry was removed acts no second time.
+    let inc = h.only_incident();
+    h.store()
+        .conn()
+        .execute(
+            "INSERT INTO engine_queue (incident_id, kind) VALUES (?1, 'opened')",
+            [inc.id],
+        )
+        .unwrap();
+    h.restart();
+    h.engine.process_pending().unwrap();
+    h.engine.wait_idle().await;
+    assert_eq!(h.exec.count("restart"), 1, "handled once");
 
     // Crash 2: a runbook was mid-step.
     let inc = h.only_incident();

@@ -80,19 +80,20 @@ async fn alertmanager_hook(
         let notification = parse_webhook(&body).map_err(|e| {
             ApiError::BadRequest("invalid Alertmanager webhook payload".into(), e.to_string())
         })?;
-        let id = state
-            .intake
-            .submit(body)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        let alerts = notification.alerts.len();
         let firing = notification
             .alerts
             .iter()
             .filter(|a| a.status == AlertStatus::Firing)
             .count();
-        let resolved = notification.alerts.len() - firing;
-        state.metrics.alerts(firing as u64, resolved as u64);
-        let alerts = notification.alerts.len();
+        let id = state
+            .intake
+            .submit(body, notification)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        state
+            .metrics
+            .alerts(firing as u64, (alerts - firing) as u64);
         Ok(HttpResponse::Ok().json(json!({
             "status": "accepted",
             "delivery": id,
@@ -346,9 +347,10 @@ async fn slack_interactions(
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
-    if let Ok(Ok((intake, outbox))) = web::block(move || store.backlog()).await {
-        state.metrics.intake_backlog.set(intake);
-        state.metrics.outbox_depth.set(outbox);
+    if let Ok(Ok(backlog)) = web::block(move || store.backlog()).await {
+        state.metrics.intake_backlog.set(backlog.intake);
+        state.metrics.engine_queue.set(backlog.engine);
+        state.metrics.outbox_depth.set(backlog.outbox);
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

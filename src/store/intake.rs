@@ -1,9 +1,10 @@
 //! Durable intake with group commit.
 //!
-//! Every webhook body goes through a bounded channel to one OS thread that owns its own
-//! SQLite connection. The thread takes everything waiting (up to [`MAX_GROUP`]), inserts it
-//! in one transaction, commits (one fsync), and only then answers each request. A request is
-//! acknowledged to Alertmanager only after its row is durable; under load many requests share
+//! Every webhook (its body and the handler's parse of it) goes through a bounded channel to
+//! one OS thread. The thread takes everything waiting (up to [`MAX_GROUP`]), stores the bodies
+//! and applies their alerts to the incidents in one transaction (see [`super::apply`]),
+//! commits (one fsync), and only then answers each request. A request is acknowledged to
+//! Alertmanager only after its delivery is durable and applied; under load many requests share
 //! one fsync, which is what keeps throughput up.
 //!
 //! A failed commit answers every request of the group with the error (the HTTP layer turns it
@@ -13,35 +14,43 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::Utc;
-use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{fsynced, ts, Ctx, Store, StoreError};
+use super::apply::{apply_backlog, ingest_group, Delivery, BACKLOG_BATCH};
+use super::{fsynced, Store, StoreError};
+use crate::alert::Notification;
 
 /// The most rows one transaction takes.
 const MAX_GROUP: usize = 512;
 
 type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
 
+/// A webhook waiting for the writer: its body, its parse, and who waits for the answer.
+struct Item {
+    body: Vec<u8>,
+    notification: Notification,
+    reply: Reply,
+}
+
 pub struct IntakeWriter;
 
 /// Cheap to clone; one per HTTP worker.
 #[derive(Clone)]
 pub struct IntakeHandle {
-    tx: mpsc::Sender<(Vec<u8>, Reply)>,
+    tx: mpsc::Sender<Item>,
     in_flight: Arc<AtomicUsize>,
 }
 
 impl IntakeWriter {
     /// Starts the writer thread on `store`. It writes through the store's own connection, so
     /// every write of the process is serialised by one mutex and SQLite never answers
-    /// "database is locked". `committed` is notified after every commit.
-    pub fn spawn(store: Arc<Store>, committed: Arc<Notify>) -> Result<IntakeHandle, StoreError> {
+    /// "database is locked". `wake` is notified whenever the engine's queue got entries.
+    pub fn spawn(store: Arc<Store>, wake: Arc<Notify>) -> Result<IntakeHandle, StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let path = store.path().to_path_buf();
         std::thread::Builder::new()
             .name("intake-writer".into())
-            .spawn(move || run(&store, rx, committed))
+            .spawn(move || run(&store, rx, wake))
             .map_err(|e| StoreError::CreateDir { path, source: e })?;
         Ok(IntakeHandle {
             tx,
@@ -51,13 +60,22 @@ impl IntakeWriter {
 }
 
 impl IntakeHandle {
-    /// Returns the intake row's id once the body is durably committed.
-    pub async fn submit(&self, body: Vec<u8>) -> Result<i64, Arc<StoreError>> {
+    /// Returns the intake row's id once the delivery is durably stored and applied.
+    /// `notification` is `body` as [`crate::alert::parse_webhook`] read it.
+    pub async fn submit(
+        &self,
+        body: Vec<u8>,
+        notification: Notification,
+    ) -> Result<i64, Arc<StoreError>> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _done = InFlight(&self.in_flight);
         let (reply, wait) = oneshot::channel();
         self.tx
-            .send((body, reply))
+            .send(Item {
+                body,
+                notification,
+                reply,
+            })
             .await
             .map_err(|_| Arc::new(StoreError::WriterGone))?;
         wait.await.map_err(|_| Arc::new(StoreError::WriterGone))?
@@ -81,8 +99,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn run(store: &Store, mut rx: mpsc::Receiver<(Vec<u8>, Reply)>, committed: Arc<Notify>) {
-    let mut group: Vec<(Vec<u8>, Reply)> = Vec::with_capacity(MAX_GROUP);
+fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
+    // Deliveries stored but never applied (after an upgrade) go first, in order; until that
+    // succeeds no new delivery is applied either.
+    let mut caught_up = catch_up(store, &wake).is_ok();
+    let mut group: Vec<Item> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < MAX_GROUP {
@@ -91,39 +112,54 @@ fn run(store: &Store, mut rx: mpsc::Receiver<(Vec<u8>, Reply)>, committed: Arc<N
                 Err(_) => break,
             }
         }
-        let result = fsynced(&mut store.conn(), |conn| insert_group(conn, &group));
+        if !caught_up {
+            caught_up = catch_up(store, &wake).is_ok();
+        }
+        let result = if caught_up {
+            let deliveries: Vec<Delivery<'_>> = group
+                .iter()
+                .map(|i| Delivery {
+                    body: &i.body,
+                    notification: &i.notification,
+                })
+                .collect();
+            fsynced(&mut store.conn(), |conn| {
+                ingest_group(conn, &deliveries, Utc::now())
+            })
+        } else {
+            Err(StoreError::Backlog)
+        };
         match result {
-            Ok(ids) => {
-                committed.notify_one();
-                for ((_, reply), id) in group.drain(..).zip(ids) {
-                    let _ = reply.send(Ok(id));
+            Ok(out) => {
+                if out.queued > 0 {
+                    wake.notify_one();
+                }
+                for (item, id) in group.drain(..).zip(out.ids) {
+                    let _ = item.reply.send(Ok(id));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = group.len(), "intake commit failed; answering 503 so Alertmanager retries");
                 let e = Arc::new(e);
-                for (_, reply) in group.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
+                for item in group.drain(..) {
+                    let _ = item.reply.send(Err(e.clone()));
                 }
             }
         }
     }
 }
 
-/// Inserts the group in one transaction and returns the rows' ids in order.
-fn insert_group(conn: &mut Connection, group: &[(Vec<u8>, Reply)]) -> Result<Vec<i64>, StoreError> {
-    let tx = conn.transaction().ctx("begin intake")?;
-    let now = ts(Utc::now());
-    let mut ids = Vec::with_capacity(group.len());
-    {
-        let mut stmt = tx
-            .prepare_cached("INSERT INTO intake (received_at, body) VALUES (?1, ?2)")
-            .ctx("insert intake")?;
-        for (body, _) in group {
-            stmt.execute(params![now, body]).ctx("insert intake")?;
-            ids.push(tx.last_insert_rowid());
+fn catch_up(store: &Store, wake: &Notify) -> Result<(), StoreError> {
+    match apply_backlog(&mut store.conn(), BACKLOG_BATCH, Utc::now()) {
+        Ok(0) => Ok(()),
+        Ok(applied) => {
+            tracing::info!(applied, "applied deliveries stored by a previous version");
+            wake.notify_one();
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not apply the stored backlog; new deliveries wait for it (503)");
+            Err(e)
         }
     }
-    tx.commit().ctx("commit intake")?;
-    Ok(ids)
 }

@@ -22,6 +22,7 @@
 //! Processing advances the intake cursor in the same transaction that applies the deliveries
 //! to incidents, so a crash never applies one twice.
 
+mod apply;
 mod intake;
 mod schema;
 
@@ -32,8 +33,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::alert::{AlertStatus, StoredDelivery};
-
+pub use apply::{Delivery, Ingested};
 pub use intake::{IntakeHandle, IntakeWriter};
 
 /// The database file's name inside the data directory.
@@ -61,6 +61,8 @@ pub enum StoreError {
     },
     #[error("the intake writer has stopped; restart the service")]
     WriterGone,
+    #[error("deliveries stored by a previous version could not be applied yet (see the error logged before); new ones wait for them")]
+    Backlog,
 }
 
 trait Ctx<T> {
@@ -125,6 +127,17 @@ pub enum IncidentEvent {
     Opened(i64),
     /// An open incident's alert resolved.
     Resolved(i64),
+}
+
+/// Work stored but not yet done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Deliveries stored but not applied to incidents (only after an upgrade).
+    pub intake: i64,
+    /// Opened and resolved incidents the engine has not handled yet.
+    pub engine: i64,
+    /// Messages not yet delivered.
+    pub outbox: i64,
 }
 
 /// An incident as stored and as the API shows it.
@@ -266,9 +279,10 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Stores one delivery through this connection (tests and drills; the HTTP path uses the
-    /// group-commit [`IntakeWriter`]).
-    pub fn insert_intake(&self, body: &[u8], now: DateTime<Utc>) -> Result<i64, StoreError> {
+    /// Stores a body without applying it, as versions before the engine queue did (tests of
+    /// the backlog path; everything else uses [`Store::ingest`] or the [`IntakeWriter`]).
+    #[cfg(test)]
+    pub(crate) fn insert_intake(&self, body: &[u8], now: DateTime<Utc>) -> Result<i64, StoreError> {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO intake (received_at, body) VALUES (?1, ?2)",
@@ -276,50 +290,6 @@ impl Store {
         )
         .ctx("insert intake")?;
         Ok(conn.last_insert_rowid())
-    }
-
-    /// Unprocessed deliveries, oldest first.
-    pub fn pending_intake(&self, limit: usize) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT id, body FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine') ORDER BY id LIMIT ?1",
-            )
-            .ctx("pending intake")?;
-        let rows = stmt
-            .query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))
-            .ctx("pending intake")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("pending intake")
-    }
-
-    /// Applies one delivery to the incidents and marks it processed, in one transaction.
-    /// `notification` is `None` when the stored body no longer parses (it is then only marked).
-    pub fn apply_delivery(
-        &self,
-        intake_id: i64,
-        delivery: Option<&StoredDelivery<'_>>,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<IncidentEvent>, StoreError> {
-        self.apply_deliveries(&[(intake_id, delivery)], now)
-    }
-
-    /// Applies several deliveries in one transaction (one fsync for the batch), in order.
-    pub fn apply_deliveries(
-        &self,
-        batch: &[(i64, Option<&StoredDelivery<'_>>)],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<IncidentEvent>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .ctx("begin delivery")?;
-        let mut events = Vec::new();
-        for (intake_id, delivery) in batch {
-            apply_one(&tx, *intake_id, *delivery, now, &mut events)?;
-        }
-        tx.commit().ctx("commit delivery")?;
-        Ok(events)
     }
 
     pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
@@ -746,6 +716,17 @@ impl Store {
     }
 
     /// Whether the incident has a message of this sink and kind (sent or not).
+    /// Whether the incident has a decision recorded under `guard`.
+    pub fn has_decision(&self, id: i64, guard: &str) -> Result<bool, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM decisions WHERE incident_id = ?1 AND guard = ?2)",
+            )
+            .ctx("has decision")?
+            .query_row(params![id, guard], |r| r.get(0))
+            .ctx("has decision")
+    }
+
     pub fn has_message(&self, id: i64, sink: &str, kind: &str) -> Result<bool, StoreError> {
         self.conn()
             .query_row(
@@ -829,117 +810,27 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx("messages")
     }
 
-    /// Counts for `/metrics`: unprocessed intake rows and undelivered outbox messages.
-    pub fn backlog(&self) -> Result<(i64, i64), StoreError> {
+    /// Counts for `/metrics` and `/-/ready`.
+    pub fn backlog(&self) -> Result<Backlog, StoreError> {
         let conn = self.conn();
-        let intake = conn
-            .query_row(
-                "SELECT count(*) FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine')",
-                [],
-                |r| r.get(0),
-            )
-            .ctx("intake backlog")?;
-        let outbox = conn
-            .query_row(
-                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .ctx("outbox backlog")?;
-        Ok((intake, outbox))
-    }
-}
-
-fn apply_one(
-    tx: &rusqlite::Transaction<'_>,
-    intake_id: i64,
-    delivery: Option<&StoredDelivery<'_>>,
-    now: DateTime<Utc>,
-    events: &mut Vec<IncidentEvent>,
-) -> Result<(), StoreError> {
-    let now_s = ts(now);
-    for alert in delivery.map(|d| d.alerts.as_slice()).unwrap_or_default() {
-        // Ingress validated the body; an alert that no longer reads is passed over.
-        let Ok(fingerprint) = alert.fingerprint() else {
-            tracing::error!(
-                intake_id,
-                "stored alert has no readable fingerprint; skipped"
-            );
-            continue;
+        let count = |sql: &str, what: &'static str| -> Result<i64, StoreError> {
+            conn.query_row(sql, [], |r| r.get(0)).ctx(what)
         };
-        let starts = ts(alert.starts_at());
-        // The hot path of a storm: cached statements, no SQL compiled per alert.
-        let existing: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
-            )
-            .ctx("find incident")?
-            .query_row(params![fingerprint.as_str(), starts], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .ctx("find incident")?;
-        let ends = alert.ends_at().map(ts);
-        match (existing, alert.status) {
-            (Some((id, state)), status) => {
-                tx.prepare_cached(
-                    "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
-                )
-                .ctx("touch incident")?
-                .execute(params![id, now_s, alert.annotations_json()])
-                .ctx("touch incident")?;
-                if status == AlertStatus::Resolved && state == "open" {
-                    tx.prepare_cached(
-                        "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
-                    )
-                    .ctx("resolve incident")?
-                    .execute(params![id, ends.clone().unwrap_or_else(|| now_s.clone()), now_s])
-                    .ctx("resolve incident")?;
-                    events.push(IncidentEvent::Resolved(id));
-                }
-            }
-            (None, status) => {
-                let (state, phase) = match status {
-                    AlertStatus::Firing => ("open", "new"),
-                    // Resolved before we ever saw it firing: record it, act on nothing.
-                    AlertStatus::Resolved => ("resolved", "missed"),
-                };
-                let labels = alert.labels().unwrap_or_default();
-                let alertname = labels.get("alertname").cloned().unwrap_or_default();
-                tx.prepare_cached(
-                    "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
-                         state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
-                )
-                .ctx("insert incident")?
-                .execute(params![
-                    fingerprint.as_str(),
-                    starts,
-                    alertname,
-                    json(&labels),
-                    alert.annotations_json(),
-                    delivery.map(|d| d.group_key.as_ref()).unwrap_or(""),
-                    state,
-                    phase,
-                    now_s,
-                    ends,
-                    (status == AlertStatus::Resolved).then(|| now_s.clone()),
-                ])
-                .ctx("insert incident")?;
-                if status == AlertStatus::Firing {
-                    events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
-                }
-            }
-        }
+        Ok(Backlog {
+            intake: count(
+                "SELECT count(*) FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine')",
+                "intake backlog",
+            )?,
+            engine: count("SELECT count(*) FROM engine_queue", "engine queue")?,
+            outbox: count(
+                "SELECT count(*) FROM outbox WHERE delivered_at IS NULL",
+                "outbox backlog",
+            )?,
+        })
     }
-    tx.prepare_cached("UPDATE cursors SET position = max(position, ?1) WHERE name = 'engine'")
-        .ctx("advance the intake cursor")?
-        .execute([intake_id])
-        .ctx("advance the intake cursor")?;
-    Ok(())
 }
 
-fn json(v: &impl Serialize) -> String {
+pub(super) fn json(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 

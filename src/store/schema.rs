@@ -112,6 +112,18 @@ INSERT INTO cursors (name, position)
     VALUES ('engine', coalesce((SELECT max(id) FROM intake WHERE processed_at IS NOT NULL), 0));
 DROP INDEX intake_pending;
 "#,
+    r#"
+-- Deliveries are applied to incidents by the intake writer, in the transaction that stores
+-- them; what the engine must act on waits here, in order, until it is handled.
+CREATE TABLE engine_queue (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    kind        TEXT NOT NULL CHECK (kind IN ('opened', 'resolved'))
+);
+-- Incidents a previous version opened but had not acted on yet.
+INSERT INTO engine_queue (incident_id, kind)
+    SELECT id, 'opened' FROM incidents WHERE phase = 'new' ORDER BY id;
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -106,7 +106,7 @@ async fn alerts_pushed_to_a_real_alertmanager_open_and_close_incidents() {
         app.incidents()
             .await
             .into_iter()
-            .find(|i| i["alertname"] == "PostgresDown")
+            .find(|i| i["alertname"] == "PostgresDown" && i["phase"] != "new")
     })
     .await;
     assert_eq!(inc["state"], "open");

@@ -1,0 +1,350 @@
+//! Applying deliveries to incidents, in the same transaction that stores them.
+//!
+//! The intake writer stores each webhook body and applies its alerts to the incidents in one
+//! transaction, fsynced before Alertmanager gets its 200 ([`ingest_group`]). So an
+//! acknowledged alert is already an incident (the API shows it at once), a crash can never
+//! leave a delivery stored but not applied, and nothing is applied twice. The body is parsed
+//! once, by the HTTP handler; the writer works from that parse.
+//!
+//! What the engine must act on (an incident opened, an open incident resolved) goes into the
+//! `engine_queue` table in that same transaction. The engine takes it from there in order and
+//! deletes each entry once handled ([`Store::queued_events`], [`Store::dequeue_event`]), so a
+//! restart resumes exactly where the engine stopped.
+//!
+//! Stored deliveries that were never applied exist only after an upgrade from a version that
+//! applied them later, in the engine. The intake writer applies them, in order, before the
+//! first new delivery ([`apply_backlog`]), reading each stored body through the borrowed view
+//! [`StoredDelivery`].
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::{json, ts, Ctx, IncidentEvent, Store, StoreError};
+use crate::alert::{
+    parse_stored, Alert, AlertStatus, Labels, Notification, StoredAlert, StoredDelivery,
+};
+
+/// One alert of a delivery, as applying it needs it: the parsed alert on the intake path, the
+/// stored view when an old backlog is applied.
+trait DeliveredAlert {
+    /// `None` when a stored alert no longer has a readable identity (it is passed over).
+    fn fingerprint(&self) -> Option<Cow<'_, str>>;
+    fn status(&self) -> AlertStatus;
+    fn starts_at(&self) -> DateTime<Utc>;
+    fn ends_at(&self) -> Option<DateTime<Utc>>;
+    /// Only read when the alert opens an incident.
+    fn labels(&self) -> Cow<'_, Labels>;
+    fn annotations_json(&self) -> Cow<'_, str>;
+}
+
+impl DeliveredAlert for Alert {
+    fn fingerprint(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(self.fingerprint.as_str()))
+    }
+    fn status(&self) -> AlertStatus {
+        self.status
+    }
+    fn starts_at(&self) -> DateTime<Utc> {
+        self.starts_at
+    }
+    fn ends_at(&self) -> Option<DateTime<Utc>> {
+        self.ends_at
+    }
+    fn labels(&self) -> Cow<'_, Labels> {
+        Cow::Borrowed(&self.labels)
+    }
+    fn annotations_json(&self) -> Cow<'_, str> {
+        Cow::Owned(json(&self.annotations))
+    }
+}
+
+impl DeliveredAlert for StoredAlert<'_> {
+    fn fingerprint(&self) -> Option<Cow<'_, str>> {
+        StoredAlert::fingerprint(self)
+            .ok()
+            .map(|f| Cow::Owned(f.as_str().to_owned()))
+    }
+    fn status(&self) -> AlertStatus {
+        self.status
+    }
+    fn starts_at(&self) -> DateTime<Utc> {
+        StoredAlert::starts_at(self)
+    }
+    fn ends_at(&self) -> Option<DateTime<Utc>> {
+        StoredAlert::ends_at(self)
+    }
+    fn labels(&self) -> Cow<'_, Labels> {
+        Cow::Owned(StoredAlert::labels(self).unwrap_or_default())
+    }
+    fn annotations_json(&self) -> Cow<'_, str> {
+        Cow::Borrowed(StoredAlert::annotations_json(self))
+    }
+}
+
+/// One webhook to store: its body exactly as received, and the handler's parse of it.
+pub struct Delivery<'a> {
+    pub body: &'a [u8],
+    pub notification: &'a Notification,
+}
+
+/// What storing a group did.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// The intake rows' ids, in the order of the deliveries.
+    pub ids: Vec<i64>,
+    /// How many entries it put on the engine's queue (0 for a storm of repeats).
+    pub queued: usize,
+}
+
+/// Stores the deliveries and applies them to the incidents, in one transaction that the
+/// caller commits (fsynced, for the intake). In order: a group that opens and resolves one
+/// incident queues both, opened first.
+pub(crate) fn ingest_group(
+    conn: &mut Connection,
+    deliveries: &[Delivery<'_>],
+    now: DateTime<Utc>,
+) -> Result<Ingested, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .ctx("begin intake")?;
+    let now_s = ts(now);
+    let mut out = Ingested {
+        ids: Vec::with_capacity(deliveries.len()),
+        queued: 0,
+    };
+    let mut events = Vec::new();
+    for d in deliveries {
+        tx.prepare_cached("INSERT INTO intake (received_at, body) VALUES (?1, ?2)")
+            .ctx("insert intake")?
+            .execute(params![now_s, d.body])
+            .ctx("insert intake")?;
+        let id = tx.last_insert_rowid();
+        out.ids.push(id);
+        let n = &d.notification;
+        apply_alerts(&tx, id, &n.group_key, &n.alerts, &now_s, &mut events)?;
+    }
+    if let Some(last) = out.ids.last() {
+        advance_cursor(&tx, *last)?;
+    }
+    out.queued = queue(&tx, &events)?;
+    tx.commit().ctx("commit intake")?;
+    Ok(out)
+}
+
+/// Applies stored deliveries that were never applied (see the module docs), oldest first, in
+/// transactions of `batch`. Returns how many it applied; 0 when there were none, which is
+/// the normal case and costs one indexed query.
+pub(crate) fn apply_backlog(
+    conn: &mut Connection,
+    batch: usize,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let now_s = ts(now);
+    let mut applied = 0;
+    loop {
+        let rows: Vec<(i64, Vec<u8>)> = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, body FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine') ORDER BY id LIMIT ?1",
+                )
+                .ctx("intake backlog")?;
+            let rows = stmt
+                .query_map([batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .ctx("intake backlog")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .ctx("intake backlog")?
+        };
+        let Some((last, _)) = rows.last() else {
+            return Ok(applied);
+        };
+        let last = *last;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .ctx("begin backlog")?;
+        let mut events = Vec::new();
+        for (id, body) in &rows {
+            match parse_stored(body) {
+                Ok(StoredDelivery { group_key, alerts }) => {
+                    apply_alerts(&tx, *id, &group_key, &alerts, &now_s, &mut events)?
+                }
+                // Validated when it arrived; one that no longer parses (a body from a much
+                // older version, say) stays in the intake table for a human, and is passed.
+                Err(e) => {
+                    tracing::error!(intake_id = id, error = %e, "stored delivery no longer parses; skipped")
+                }
+            }
+        }
+        advance_cursor(&tx, last)?;
+        queue(&tx, &events)?;
+        tx.commit().ctx("commit backlog")?;
+        applied += rows.len();
+    }
+}
+
+fn advance_cursor(tx: &Transaction<'_>, intake_id: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("UPDATE cursors SET position = max(position, ?1) WHERE name = 'engine'")
+        .ctx("advance the intake cursor")?
+        .execute([intake_id])
+        .ctx("advance the intake cursor")?;
+    Ok(())
+}
+
+fn queue(tx: &Transaction<'_>, events: &[IncidentEvent]) -> Result<usize, StoreError> {
+    for event in events {
+        let (id, kind) = match event {
+            IncidentEvent::Opened(id) => (id, "opened"),
+            IncidentEvent::Resolved(id) => (id, "resolved"),
+        };
+        tx.prepare_cached("INSERT INTO engine_queue (incident_id, kind) VALUES (?1, ?2)")
+            .ctx("queue for the engine")?
+            .execute(params![id, kind])
+            .ctx("queue for the engine")?;
+    }
+    Ok(events.len())
+}
+
+/// Applies one delivery's alerts: a known firing (same fingerprint and `startsAt`) only gets
+/// `deliveries`, `last_seen` and its latest annotations; a resolution closes it; anything else
+/// opens an incident.
+fn apply_alerts<A: DeliveredAlert>(
+    tx: &Transaction<'_>,
+    intake_id: i64,
+    group_key: &str,
+    alerts: &[A],
+    now_s: &str,
+    events: &mut Vec<IncidentEvent>,
+) -> Result<(), StoreError> {
+    for alert in alerts {
+        let Some(fingerprint) = alert.fingerprint() else {
+            tracing::error!(
+                intake_id,
+                "stored alert has no readable fingerprint; skipped"
+            );
+            continue;
+        };
+        let starts = ts(alert.starts_at());
+        // The hot path of a storm: cached statements, no SQL compiled per alert.
+        let existing: Option<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+            )
+            .ctx("find incident")?
+            .query_row(params![fingerprint, starts], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .ctx("find incident")?;
+        let ends = alert.ends_at().map(ts);
+        let status = alert.status();
+        match existing {
+            Some((id, state)) => {
+                tx.prepare_cached(
+                    "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
+                )
+                .ctx("touch incident")?
+                .execute(params![id, now_s, alert.annotations_json()])
+                .ctx("touch incident")?;
+                if status == AlertStatus::Resolved && state == "open" {
+                    tx.prepare_cached(
+                        "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
+                    )
+                    .ctx("resolve incident")?
+                    .execute(params![id, ends.as_deref().unwrap_or(now_s), now_s])
+                    .ctx("resolve incident")?;
+                    events.push(IncidentEvent::Resolved(id));
+                }
+            }
+            None => {
+                let (state, phase) = match status {
+                    AlertStatus::Firing => ("open", "new"),
+                    // Resolved before we ever saw it firing: record it, act on nothing.
+                    AlertStatus::Resolved => ("resolved", "missed"),
+                };
+                let labels = alert.labels();
+                let alertname = labels.get("alertname").map(String::as_str).unwrap_or("");
+                tx.prepare_cached(
+                    "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
+                         state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
+                )
+                .ctx("insert incident")?
+                .execute(params![
+                    fingerprint,
+                    starts,
+                    alertname,
+                    json(&*labels),
+                    alert.annotations_json(),
+                    group_key,
+                    state,
+                    phase,
+                    now_s,
+                    ends,
+                    (status == AlertStatus::Resolved).then_some(now_s),
+                ])
+                .ctx("insert incident")?;
+                if status == AlertStatus::Firing {
+                    events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Stores and applies one delivery through this connection, fsynced, as the intake writer
+    /// does for a group (drills and tests; the HTTP path uses the [`super::IntakeWriter`]).
+    pub fn ingest(
+        &self,
+        body: &[u8],
+        notification: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        apply_backlog(&mut conn, BACKLOG_BATCH, now)?;
+        let out = super::fsynced(&mut conn, |c| {
+            ingest_group(c, &[Delivery { body, notification }], now)
+        })?;
+        Ok(out.ids[0])
+    }
+
+    /// Applies stored deliveries never applied (see the module docs). Returns how many.
+    pub fn apply_backlog(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        apply_backlog(&mut self.conn(), BACKLOG_BATCH, now)
+    }
+
+    /// The oldest entries of the engine's queue: (queue id, event).
+    pub fn queued_events(&self, limit: usize) -> Result<Vec<(i64, IncidentEvent)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, incident_id, kind FROM engine_queue ORDER BY id LIMIT ?1")
+            .ctx("engine queue")?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                let incident: i64 = r.get(1)?;
+                let kind: String = r.get(2)?;
+                let event = if kind == "resolved" {
+                    IncidentEvent::Resolved(incident)
+                } else {
+                    IncidentEvent::Opened(incident)
+                };
+                Ok((r.get(0)?, event))
+            })
+            .ctx("engine queue")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("engine queue")
+    }
+
+    /// Removes a handled entry from the engine's queue.
+    pub fn dequeue_event(&self, queue_id: i64) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached("DELETE FROM engine_queue WHERE id = ?1")
+            .ctx("dequeue")?
+            .execute([queue_id])
+            .ctx("dequeue")
+            .map(|_| ())
+    }
+}
+
+/// Stored deliveries applied per transaction when catching up.
+pub(crate) const BACKLOG_BATCH: usize = 64;
