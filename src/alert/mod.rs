@@ -288,6 +288,20 @@ pub fn parse_stored(body: &[u8]) -> Result<StoredDelivery<'_>, AlertError> {
     serde_json::from_slice(body).map_err(|e| AlertError::Malformed(e.to_string()))
 }
 
+/// The annotations, as JSON, that a stored delivery carried for one alert (by fingerprint and
+/// start); `None` when the body no longer parses or has no such alert.
+pub fn annotations_of(
+    body: &[u8],
+    fingerprint: &str,
+    starts_at: DateTime<Utc>,
+) -> Option<serde_json::Value> {
+    let delivery = parse_stored(body).ok()?;
+    let alert = delivery.alerts.iter().find(|a| {
+        a.starts_at() == starts_at && a.fingerprint().is_ok_and(|f| f.as_str() == fingerprint)
+    })?;
+    serde_json::from_str(alert.annotations_json()).ok()
+}
+
 impl StoredAlert<'_> {
     pub fn fingerprint(&self) -> Result<Fingerprint, AlertError> {
         match self.fingerprint.as_deref() {

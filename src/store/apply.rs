@@ -17,6 +17,7 @@
 //! [`StoredDelivery`].
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -83,6 +84,33 @@ impl DeliveredAlert for StoredAlert<'_> {
     }
 }
 
+/// `(fingerprint, startsAt)` → (incident id, still open) for firings the intake has seen: a
+/// storm is mostly repeats, and this spares each of them a lookup. What it holds cannot go
+/// stale: the identity of an incident never changes, and only applying a delivery changes its
+/// state (open to resolved, once), always with the store's connection held and this updated
+/// alongside. A rolled-back transaction may undo what it learned, so any failure clears it.
+#[derive(Default)]
+pub(crate) struct Identities {
+    /// Keyed by `startsAt` (as stored) followed by the fingerprint.
+    map: HashMap<String, (i64, bool)>,
+}
+
+/// Firings remembered; past this the cache starts again (a few hundred KiB at most).
+const IDENTITIES_MAX: usize = 4096;
+
+impl Identities {
+    fn put(&mut self, key: String, id: i64, open: bool) {
+        if self.map.len() >= IDENTITIES_MAX {
+            self.map.clear();
+        }
+        self.map.insert(key, (id, open));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
 /// One webhook to store: its body exactly as received, and the handler's parse of it.
 pub struct Delivery<'a> {
     pub body: &'a [u8],
@@ -103,6 +131,7 @@ pub struct Ingested {
 /// incident queues both, opened first.
 pub(crate) fn ingest_group(
     conn: &mut Connection,
+    known: &mut Identities,
     deliveries: &[Delivery<'_>],
     now: DateTime<Utc>,
 ) -> Result<Ingested, StoreError> {
@@ -123,7 +152,7 @@ pub(crate) fn ingest_group(
         let id = tx.last_insert_rowid();
         out.ids.push(id);
         let n = &d.notification;
-        apply_alerts(&tx, id, &n.group_key, &n.alerts, &now_s, &mut events)?;
+        apply_alerts(&tx, known, id, &n.group_key, &n.alerts, &now_s, &mut events)?;
     }
     if let Some(last) = out.ids.last() {
         advance_cursor(&tx, *last)?;
@@ -138,6 +167,7 @@ pub(crate) fn ingest_group(
 /// the normal case and costs one indexed query.
 pub(crate) fn apply_backlog(
     conn: &mut Connection,
+    known: &mut Identities,
     batch: usize,
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
@@ -167,7 +197,7 @@ pub(crate) fn apply_backlog(
         for (id, body) in &rows {
             match parse_stored(body) {
                 Ok(StoredDelivery { group_key, alerts }) => {
-                    apply_alerts(&tx, *id, &group_key, &alerts, &now_s, &mut events)?
+                    apply_alerts(&tx, known, *id, &group_key, &alerts, &now_s, &mut events)?
                 }
                 // Validated when it arrived; one that no longer parses (a body from a much
                 // older version, say) stays in the intake table for a human, and is passed.
@@ -206,10 +236,11 @@ fn queue(tx: &Transaction<'_>, events: &[IncidentEvent]) -> Result<usize, StoreE
 }
 
 /// Applies one delivery's alerts: a known firing (same fingerprint and `startsAt`) only gets
-/// `deliveries`, `last_seen` and its latest annotations; a resolution closes it; anything else
-/// opens an incident.
+/// `deliveries`, `last_seen` and its latest delivery; a resolution closes it (with its final
+/// annotations); anything else opens an incident.
 fn apply_alerts<A: DeliveredAlert>(
     tx: &Transaction<'_>,
+    known: &mut Identities,
     intake_id: i64,
     group_key: &str,
     alerts: &[A],
@@ -224,32 +255,47 @@ fn apply_alerts<A: DeliveredAlert>(
             );
             continue;
         };
-        let starts = ts(alert.starts_at());
-        // The hot path of a storm: cached statements, no SQL compiled per alert.
-        let existing: Option<(i64, String)> = tx
-            .prepare_cached(
-                "SELECT id, state FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
-            )
-            .ctx("find incident")?
-            .query_row(params![fingerprint, starts], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .ctx("find incident")?;
+        let mut key = ts(alert.starts_at());
+        let starts_len = key.len();
+        key.push_str(&fingerprint);
+        let starts = &key[..starts_len];
+        // The hot path of a storm: remembered identities, cached statements.
+        let existing = match known.map.get(&key) {
+            Some(&(id, open)) => Some((id, open)),
+            None => tx
+                .prepare_cached(
+                    "SELECT id, state = 'open' FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2",
+                )
+                .ctx("find incident")?
+                .query_row(params![fingerprint, starts], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .ctx("find incident")?,
+        };
         let ends = alert.ends_at().map(ts);
         let status = alert.status();
         match existing {
-            Some((id, state)) => {
+            Some((id, open)) => {
+                // The wide row is left alone: its latest annotations are this delivery's,
+                // read back from the body when someone asks (see `Store::incident`).
                 tx.prepare_cached(
-                    "UPDATE incidents SET deliveries = deliveries + 1, last_seen = ?2, annotations = ?3 WHERE id = ?1",
+                    "UPDATE incident_seen SET deliveries = deliveries + 1, last_seen = ?2, last_intake_id = ?3 WHERE incident_id = ?1",
                 )
                 .ctx("touch incident")?
-                .execute(params![id, now_s, alert.annotations_json()])
+                .execute(params![id, now_s, intake_id])
                 .ctx("touch incident")?;
-                if status == AlertStatus::Resolved && state == "open" {
+                let resolves = status == AlertStatus::Resolved && open;
+                known.put(key, id, open && !resolves);
+                if resolves {
                     tx.prepare_cached(
-                        "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3 WHERE id = ?1",
+                        "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?3, annotations = ?4 WHERE id = ?1",
                     )
                     .ctx("resolve incident")?
-                    .execute(params![id, ends.as_deref().unwrap_or(now_s), now_s])
+                    .execute(params![
+                        id,
+                        ends.as_deref().unwrap_or(now_s),
+                        now_s,
+                        alert.annotations_json()
+                    ])
                     .ctx("resolve incident")?;
                     events.push(IncidentEvent::Resolved(id));
                 }
@@ -264,8 +310,8 @@ fn apply_alerts<A: DeliveredAlert>(
                 let alertname = labels.get("alertname").map(String::as_str).unwrap_or("");
                 tx.prepare_cached(
                     "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
-                         state, phase, deliveries, first_seen, last_seen, ends_at, resolved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
+                         state, phase, first_seen, ends_at, resolved_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )
                 .ctx("insert incident")?
                 .execute(params![
@@ -282,8 +328,16 @@ fn apply_alerts<A: DeliveredAlert>(
                     (status == AlertStatus::Resolved).then_some(now_s),
                 ])
                 .ctx("insert incident")?;
+                let id = tx.last_insert_rowid();
+                tx.prepare_cached(
+                    "INSERT INTO incident_seen (incident_id, deliveries, last_seen, last_intake_id) VALUES (?1, 1, ?2, ?3)",
+                )
+                .ctx("insert incident")?
+                .execute(params![id, now_s, intake_id])
+                .ctx("insert incident")?;
+                known.put(key, id, status == AlertStatus::Firing);
                 if status == AlertStatus::Firing {
-                    events.push(IncidentEvent::Opened(tx.last_insert_rowid()));
+                    events.push(IncidentEvent::Opened(id));
                 }
             }
         }
@@ -301,16 +355,32 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
-        apply_backlog(&mut conn, BACKLOG_BATCH, now)?;
-        let out = super::fsynced(&mut conn, |c| {
-            ingest_group(c, &[Delivery { body, notification }], now)
-        })?;
-        Ok(out.ids[0])
+        let mut known = self.identities();
+        let out = apply_backlog(&mut conn, &mut known, BACKLOG_BATCH, now).and_then(|_| {
+            super::fsynced(&mut conn, |c| {
+                ingest_group(c, &mut known, &[Delivery { body, notification }], now)
+            })
+        });
+        if out.is_err() {
+            known.clear();
+        }
+        Ok(out?.ids[0])
     }
 
     /// Applies stored deliveries never applied (see the module docs). Returns how many.
     pub fn apply_backlog(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        apply_backlog(&mut self.conn(), BACKLOG_BATCH, now)
+        let mut conn = self.conn();
+        let mut known = self.identities();
+        let out = apply_backlog(&mut conn, &mut known, BACKLOG_BATCH, now);
+        if out.is_err() {
+            known.clear();
+        }
+        out
+    }
+
+    /// Lock order: the connection first, then this.
+    pub(crate) fn identities(&self) -> std::sync::MutexGuard<'_, Identities> {
+        self.identities.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The oldest entries of the engine's queue: (queue id, event).

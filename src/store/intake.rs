@@ -16,19 +16,23 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::apply::{apply_backlog, ingest_group, Delivery, BACKLOG_BATCH};
+use super::apply::{ingest_group, Delivery};
 use super::{fsynced, Store, StoreError};
 use crate::alert::Notification;
 
 /// The most rows one transaction takes.
 const MAX_GROUP: usize = 512;
 
-type Reply = oneshot::Sender<Result<i64, Arc<StoreError>>>;
+/// The answer, with the request's own memory handed back: the thread that allocated it frees
+/// it (freeing another thread's allocations is slow with glibc's arenas, and the writer is
+/// the intake's one serial stage).
+type Reply = oneshot::Sender<(Result<i64, Arc<StoreError>>, Payload)>;
+
+type Payload = (Vec<u8>, Notification);
 
 /// A webhook waiting for the writer: its body, its parse, and who waits for the answer.
 struct Item {
-    body: Vec<u8>,
-    notification: Notification,
+    payload: Payload,
     reply: Reply,
 }
 
@@ -72,13 +76,14 @@ impl IntakeHandle {
         let (reply, wait) = oneshot::channel();
         self.tx
             .send(Item {
-                body,
-                notification,
+                payload: (body, notification),
                 reply,
             })
             .await
             .map_err(|_| Arc::new(StoreError::WriterGone))?;
-        wait.await.map_err(|_| Arc::new(StoreError::WriterGone))?
+        let (result, payload) = wait.await.map_err(|_| Arc::new(StoreError::WriterGone))?;
+        drop(payload);
+        result
     }
 }
 
@@ -119,13 +124,19 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
             let deliveries: Vec<Delivery<'_>> = group
                 .iter()
                 .map(|i| Delivery {
-                    body: &i.body,
-                    notification: &i.notification,
+                    body: &i.payload.0,
+                    notification: &i.payload.1,
                 })
                 .collect();
-            fsynced(&mut store.conn(), |conn| {
-                ingest_group(conn, &deliveries, Utc::now())
-            })
+            let mut conn = store.conn();
+            let mut known = store.identities();
+            let out = fsynced(&mut conn, |conn| {
+                ingest_group(conn, &mut known, &deliveries, Utc::now())
+            });
+            if out.is_err() {
+                known.clear();
+            }
+            out
         } else {
             Err(StoreError::Backlog)
         };
@@ -135,14 +146,14 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
                     wake.notify_one();
                 }
                 for (item, id) in group.drain(..).zip(out.ids) {
-                    let _ = item.reply.send(Ok(id));
+                    let _ = item.reply.send((Ok(id), item.payload));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = group.len(), "intake commit failed; answering 503 so Alertmanager retries");
                 let e = Arc::new(e);
                 for item in group.drain(..) {
-                    let _ = item.reply.send(Err(e.clone()));
+                    let _ = item.reply.send((Err(e.clone()), item.payload));
                 }
             }
         }
@@ -150,7 +161,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
 }
 
 fn catch_up(store: &Store, wake: &Notify) -> Result<(), StoreError> {
-    match apply_backlog(&mut store.conn(), BACKLOG_BATCH, Utc::now()) {
+    match store.apply_backlog(Utc::now()) {
         Ok(0) => Ok(()),
         Ok(applied) => {
             tracing::info!(applied, "applied deliveries stored by a previous version");

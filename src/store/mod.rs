@@ -167,6 +167,9 @@ pub struct IncidentRecord {
     /// The Slack channel and `ts` of the incident's root message, once posted.
     pub slack_channel: Option<String>,
     pub slack_ts: Option<String>,
+    /// The intake id of the latest delivery that carried this alert (the `delivery` of the
+    /// webhook's response).
+    pub last_delivery: Option<i64>,
 }
 
 /// A guard's (or the matcher's) stored decision.
@@ -236,6 +239,8 @@ pub struct BlockedSummary {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Taken only with `conn` held (see [`apply::Identities`]).
+    identities: Mutex<apply::Identities>,
     path: PathBuf,
 }
 
@@ -254,6 +259,7 @@ impl Store {
         })?;
         Ok(Store {
             conn: Mutex::new(conn),
+            identities: Mutex::default(),
             path,
         })
     }
@@ -292,15 +298,19 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// One incident, with its latest annotations.
     pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
         let conn = self.conn();
-        conn.query_row(
-            &format!("{INCIDENT_SELECT} WHERE id = ?1"),
-            [id],
-            incident_row,
-        )
-        .optional()
-        .ctx("get incident")
+        let mut inc = conn
+            .prepare_cached(&format!("{INCIDENT_SELECT} WHERE id = ?1"))
+            .ctx("get incident")?
+            .query_row([id], incident_row)
+            .optional()
+            .ctx("get incident")?;
+        if let Some(inc) = inc.as_mut() {
+            latest_annotations(&conn, inc)?;
+        }
+        Ok(inc)
     }
 
     /// Newest first; `state` is `open` or `resolved`.
@@ -315,11 +325,15 @@ impl Store {
                 "{INCIDENT_SELECT} WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
             ))
             .ctx("list incidents")?;
-        let rows = stmt
+        let mut list = stmt
             .query_map(params![state, limit as i64], incident_row)
+            .ctx("list incidents")?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .ctx("list incidents")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("list incidents")
+        for inc in &mut list {
+            latest_annotations(&conn, inc)?;
+        }
+        Ok(list)
     }
 
     /// Incidents in a phase, oldest first (crash recovery).
@@ -836,8 +850,31 @@ pub(super) fn json(v: &impl Serialize) -> String {
 
 const INCIDENT_SELECT: &str =
     "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
-    first_seen, last_seen, deliveries, rule, priority, target, group_key, labels, annotations,
-    acked_by, acked_at, slack_channel, slack_ts FROM incidents";
+    first_seen, seen.last_seen, seen.deliveries, rule, priority, target, group_key, labels,
+    annotations, acked_by, acked_at, slack_channel, slack_ts, seen.last_intake_id
+    FROM incidents JOIN incident_seen AS seen ON seen.incident_id = incidents.id";
+
+/// Repeats do not rewrite an incident's row: while it is open, its latest annotations are the
+/// ones in the body of its latest delivery (the stored row keeps those it opened with, and
+/// those it resolved with).
+fn latest_annotations(conn: &Connection, inc: &mut IncidentRecord) -> Result<(), StoreError> {
+    let Some(intake_id) = inc.last_delivery.filter(|_| inc.state == "open") else {
+        return Ok(());
+    };
+    let body: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT body FROM intake WHERE id = ?1")
+        .ctx("latest delivery")?
+        .query_row([intake_id], |r| r.get(0))
+        .optional()
+        .ctx("latest delivery")?;
+    let found = body
+        .as_deref()
+        .and_then(|b| crate::alert::annotations_of(b, &inc.fingerprint, parse_ts(&inc.starts_at)?));
+    if let Some(annotations) = found {
+        inc.annotations = annotations;
+    }
+    Ok(())
+}
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     let starts_at: String = r.get(5)?;
@@ -876,6 +913,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
         acked_at: r.get(18)?,
         slack_channel: r.get(19)?,
         slack_ts: r.get(20)?,
+        last_delivery: r.get(21)?,
     })
 }
 

@@ -124,6 +124,21 @@ CREATE TABLE engine_queue (
 INSERT INTO engine_queue (incident_id, kind)
     SELECT id, 'opened' FROM incidents WHERE phase = 'new' ORDER BY id;
 "#,
+    r#"
+-- What every repeat delivery changes lives in a narrow table of its own: a storm of repeats
+-- then rewrites a few small pages instead of every incident's wide row (labels, annotations).
+-- The latest annotations are read from the latest delivery's stored body (last_intake_id).
+CREATE TABLE incident_seen (
+    incident_id    INTEGER PRIMARY KEY REFERENCES incidents (id),
+    deliveries     INTEGER NOT NULL,
+    last_seen      TEXT NOT NULL,
+    last_intake_id INTEGER
+);
+INSERT INTO incident_seen (incident_id, deliveries, last_seen)
+    SELECT id, deliveries, last_seen FROM incidents;
+ALTER TABLE incidents DROP COLUMN deliveries;
+ALTER TABLE incidents DROP COLUMN last_seen;
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {

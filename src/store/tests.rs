@@ -110,3 +110,21 @@ fn a_backlog_from_an_older_version_is_applied_in_order_before_anything_new() {
     assert_eq!(store.backlog().unwrap().intake, 0);
     assert_eq!(store.apply_backlog(Utc::now()).unwrap(), 0, "nothing twice");
 }
+
+#[test]
+fn an_open_incident_shows_the_annotations_of_its_latest_delivery() {
+    let (_dir, store) = open();
+    let first = body("firing", 0);
+    ingest(&store, &first);
+    let later = String::from_utf8(first)
+        .unwrap()
+        .replace("firing at 0", "firing at 0, and worse")
+        .into_bytes();
+    let second = ingest(&store, &later);
+    let list = store.list_incidents(Some("open"), 10).unwrap();
+    assert_eq!(list[0].annotations["summary"], "firing at 0, and worse");
+    assert_eq!(list[0].last_delivery, Some(second));
+    let one = store.incident(list[0].id).unwrap().unwrap();
+    assert_eq!(one.annotations["summary"], "firing at 0, and worse");
+    assert_eq!(one.deliveries, 2);
+}
