@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::{json, ts, Ctx, IncidentEvent, Store, StoreError};
+use super::{body, json, ts, Ctx, IncidentEvent, Store, StoreError};
 use crate::alert::{
     parse_stored, Alert, AlertStatus, Labels, Notification, StoredAlert, StoredDelivery,
 };
@@ -111,9 +111,9 @@ impl Identities {
     }
 }
 
-/// One webhook to store: its body exactly as received, and the handler's parse of it.
+/// One webhook to store: its body as [`super::body::encode`] made it, and the handler's parse.
 pub struct Delivery<'a> {
-    pub body: &'a [u8],
+    pub encoded_body: &'a [u8],
     pub notification: &'a Notification,
 }
 
@@ -145,9 +145,9 @@ pub(crate) fn ingest_group(
     };
     let mut events = Vec::new();
     for d in deliveries {
-        tx.prepare_cached("INSERT INTO intake (received_at, body) VALUES (?1, ?2)")
+        tx.prepare_cached("INSERT INTO intake (received_at, body, encoding) VALUES (?1, ?2, ?3)")
             .ctx("insert intake")?
-            .execute(params![now_s, d.body])
+            .execute(params![now_s, d.encoded_body, body::LZ4])
             .ctx("insert intake")?;
         let id = tx.last_insert_rowid();
         out.ids.push(id);
@@ -174,19 +174,19 @@ pub(crate) fn apply_backlog(
     let now_s = ts(now);
     let mut applied = 0;
     loop {
-        let rows: Vec<(i64, Vec<u8>)> = {
+        let rows: Vec<(i64, Vec<u8>, Option<String>)> = {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, body FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine') ORDER BY id LIMIT ?1",
+                    "SELECT id, body, encoding FROM intake WHERE id > (SELECT position FROM cursors WHERE name = 'engine') ORDER BY id LIMIT ?1",
                 )
                 .ctx("intake backlog")?;
             let rows = stmt
-                .query_map([batch as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([batch as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .ctx("intake backlog")?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .ctx("intake backlog")?
         };
-        let Some((last, _)) = rows.last() else {
+        let Some((last, ..)) = rows.last() else {
             return Ok(applied);
         };
         let last = *last;
@@ -194,8 +194,15 @@ pub(crate) fn apply_backlog(
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .ctx("begin backlog")?;
         let mut events = Vec::new();
-        for (id, body) in &rows {
-            match parse_stored(body) {
+        for (id, stored, encoding) in &rows {
+            let json = match body::decode(stored, encoding.as_deref()) {
+                Ok(json) => json,
+                Err(e) => {
+                    tracing::error!(intake_id = id, error = %e, "stored delivery is unreadable; skipped");
+                    continue;
+                }
+            };
+            match parse_stored(&json) {
                 Ok(StoredDelivery { group_key, alerts }) => {
                     apply_alerts(&tx, known, *id, &group_key, &alerts, &now_s, &mut events)?
                 }
@@ -350,15 +357,20 @@ impl Store {
     /// does for a group (drills and tests; the HTTP path uses the [`super::IntakeWriter`]).
     pub fn ingest(
         &self,
-        body: &[u8],
+        raw: &[u8],
         notification: &Notification,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        let encoded_body = &body::encode(raw);
         let mut conn = self.conn();
         let mut known = self.identities();
         let out = apply_backlog(&mut conn, &mut known, BACKLOG_BATCH, now).and_then(|_| {
             super::fsynced(&mut conn, |c| {
-                ingest_group(c, &mut known, &[Delivery { body, notification }], now)
+                let d = Delivery {
+                    encoded_body,
+                    notification,
+                };
+                ingest_group(c, &mut known, &[d], now)
             })
         });
         if out.is_err() {

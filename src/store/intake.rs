@@ -71,12 +71,15 @@ impl IntakeHandle {
         body: Vec<u8>,
         notification: Notification,
     ) -> Result<i64, Arc<StoreError>> {
+        // Compressed here, in the HTTP worker, not in the one writer thread.
+        let encoded = super::body::encode(&body);
+        drop(body);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _done = InFlight(&self.in_flight);
         let (reply, wait) = oneshot::channel();
         self.tx
             .send(Item {
-                payload: (body, notification),
+                payload: (encoded, notification),
                 reply,
             })
             .await
@@ -124,7 +127,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
             let deliveries: Vec<Delivery<'_>> = group
                 .iter()
                 .map(|i| Delivery {
-                    body: &i.payload.0,
+                    encoded_body: &i.payload.0,
                     notification: &i.payload.1,
                 })
                 .collect();

@@ -23,6 +23,7 @@
 //! to incidents, so a crash never applies one twice.
 
 mod apply;
+pub mod body;
 mod intake;
 mod schema;
 
@@ -861,15 +862,16 @@ fn latest_annotations(conn: &Connection, inc: &mut IncidentRecord) -> Result<(),
     let Some(intake_id) = inc.last_delivery.filter(|_| inc.state == "open") else {
         return Ok(());
     };
-    let body: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT body FROM intake WHERE id = ?1")
+    let row: Option<(Vec<u8>, Option<String>)> = conn
+        .prepare_cached("SELECT body, encoding FROM intake WHERE id = ?1")
         .ctx("latest delivery")?
-        .query_row([intake_id], |r| r.get(0))
+        .query_row([intake_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .ctx("latest delivery")?;
-    let found = body
-        .as_deref()
-        .and_then(|b| crate::alert::annotations_of(b, &inc.fingerprint, parse_ts(&inc.starts_at)?));
+    let found = row.and_then(|(stored, encoding)| {
+        let json = body::decode(&stored, encoding.as_deref()).ok()?;
+        crate::alert::annotations_of(&json, &inc.fingerprint, parse_ts(&inc.starts_at)?)
+    });
     if let Some(annotations) = found {
         inc.annotations = annotations;
     }

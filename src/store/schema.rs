@@ -139,6 +139,10 @@ INSERT INTO incident_seen (incident_id, deliveries, last_seen)
 ALTER TABLE incidents DROP COLUMN deliveries;
 ALTER TABLE incidents DROP COLUMN last_seen;
 "#,
+    r#"
+-- NULL: the JSON as received; 'lz4': compressed (see store/body.rs).
+ALTER TABLE intake ADD COLUMN encoding TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
