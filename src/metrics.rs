@@ -33,6 +33,7 @@ pub struct Metrics {
     pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
     pub engine_queue: Gauge<i64, AtomicI64Wrapper>,
     pub outbox_depth: Gauge<i64, AtomicI64Wrapper>,
+    pub intake_pruned: Counter,
     pub rule_reloads: Family<Labels, Counter>,
     pub outbox_deliveries: Family<Labels, Counter>,
     pub slack_errors: Family<Labels, Counter>,
@@ -65,6 +66,7 @@ impl Metrics {
             recovery_rto_ratio: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]),
             intake_backlog: Gauge::default(),
             engine_queue: Gauge::default(),
+            intake_pruned: Counter::default(),
             outbox_depth: Gauge::default(),
             rule_reloads: Family::default(),
             outbox_deliveries: Family::default(),
@@ -117,6 +119,11 @@ impl Metrics {
             "intake_backlog",
             "Webhook deliveries stored but not yet applied to incidents (only after an upgrade)",
             m.intake_backlog.clone(),
+        );
+        registry.register(
+            "intake_pruned",
+            "Stored webhook bodies deleted after webhook.retention",
+            m.intake_pruned.clone(),
         );
         registry.register(
             "engine_queue_depth",

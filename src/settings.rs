@@ -70,6 +70,10 @@ pub struct WebhookSettings {
     pub basic_password: Option<SecretString>,
     /// Bodies above this many bytes are refused with 413.
     pub max_body_bytes: usize,
+    /// Stored webhook bodies older than this are deleted once applied (incidents, decisions
+    /// and steps are kept).
+    #[serde(with = "crate::settings::duration_serde")]
+    pub retention: std::time::Duration,
 }
 
 impl Default for WebhookSettings {
@@ -79,6 +83,7 @@ impl Default for WebhookSettings {
             basic_user: None,
             basic_password: None,
             max_body_bytes: 1024 * 1024,
+            retention: std::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -252,6 +257,10 @@ mod tests {
         assert_eq!(s.rules_dir, PathBuf::from("rules"));
         assert!(s.webhook.token.is_none());
         assert_eq!(s.webhook.max_body_bytes, 1024 * 1024);
+        assert_eq!(
+            s.webhook.retention,
+            std::time::Duration::from_secs(30 * 86400)
+        );
     }
 
     #[test]
@@ -264,6 +273,7 @@ mod tests {
             env(&[
                 ("REMEDIATOR_DATA_DIR", "/from/env"),
                 ("REMEDIATOR_WEBHOOK_TOKEN", "12345"),
+                ("REMEDIATOR_WEBHOOK__RETENTION", "7d"),
                 ("REMEDIATOR_ENGINE__DRY_RUN", "true"),
                 ("REMEDIATOR_DOCKER__ALLOWED_SERVICES", "[redis, backend]"),
                 ("REMEDIATOR_DOCKER__PROJECT", "voiceai"),
@@ -283,6 +293,10 @@ mod tests {
         assert_eq!(s.docker.allowed_services, ["redis", "backend"]);
         assert_eq!(s.docker.project.as_deref(), Some("voiceai"));
         assert_eq!(s.engine.budget_runs, 5);
+        assert_eq!(
+            s.webhook.retention,
+            std::time::Duration::from_secs(7 * 86400)
+        );
         assert_eq!(s.engine.budget_per, std::time::Duration::from_secs(300));
         assert!(!format!("{s:?}").contains("12345"), "secrets never print");
     }

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
@@ -24,6 +25,10 @@ pub struct Application {
     deliverer: Arc<Deliverer>,
     rules: SharedRules,
     reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
+    /// What pruning old webhook bodies needs (`webhook.retention`).
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    retention: Duration,
 }
 
 impl Application {
@@ -114,11 +119,12 @@ impl Application {
             )
         })?;
         let port = listener.local_addr()?.port();
+        let retention = settings.webhook.retention;
         let state = web::Data::new(AppState {
             settings: settings.clone(),
-            store,
+            store: store.clone(),
             intake,
-            metrics,
+            metrics: metrics.clone(),
             rules: rules.clone(),
             engine: engine.clone(),
             deliverer: deliverer.clone(),
@@ -137,6 +143,9 @@ impl Application {
             deliverer,
             rules,
             reload,
+            store,
+            metrics,
+            retention,
         })
     }
 
@@ -160,6 +169,12 @@ impl Application {
             let _ = rx.wait_for(|s| *s).await;
         };
         let engine_task = tokio::spawn(self.engine.clone().run(stopped(stop_rx.clone())));
+        let prune_task = tokio::spawn(prune_intake(
+            self.store.clone(),
+            self.retention,
+            self.metrics.clone(),
+            stopped(stop_rx.clone()),
+        ));
         let outbox_task = tokio::spawn(self.deliverer.clone().run(stopped(stop_rx)));
         #[cfg(unix)]
         {
@@ -179,6 +194,44 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = engine_task.await;
         let _ = outbox_task.await;
+        let _ = prune_task.await;
         served.context("the HTTP server failed")
+    }
+}
+
+/// Deletes stored webhook bodies older than `webhook.retention`, a bounded batch at a time so
+/// the intake writer never waits long; after a storm it catches up batch by batch.
+async fn prune_intake(
+    store: Arc<Store>,
+    retention: Duration,
+    metrics: Arc<Metrics>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    const BATCH: usize = 2000;
+    tokio::pin!(stop);
+    loop {
+        let cutoff = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| chrono::Utc::now().checked_sub_signed(r));
+        let mut wait = Duration::from_secs(60);
+        if let Some(cutoff) = cutoff {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.prune_intake(cutoff, BATCH)).await {
+                Ok(Ok(deleted)) => {
+                    metrics.intake_pruned.inc_by(deleted as u64);
+                    if deleted == BATCH {
+                        wait = Duration::from_millis(200);
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "pruning old webhook bodies failed; retrying in a minute")
+                }
+                Err(e) => tracing::error!(error = %e, "the pruning task panicked"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut stop => return,
+        }
     }
 }

@@ -825,6 +825,24 @@ impl Store {
         rows.collect::<rusqlite::Result<Vec<_>>>().ctx("messages")
     }
 
+    /// Deletes stored webhook bodies received before `cutoff`, oldest first, at most `limit`
+    /// (so the intake writer never waits long). Only deliveries already applied go, and never
+    /// the newest row: SQLite would hand its id out again. An open incident whose latest
+    /// delivery is gone shows the annotations it opened with. Returns how many were deleted.
+    pub fn prune_intake(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "DELETE FROM intake WHERE id IN (
+                    SELECT id FROM (SELECT id, received_at FROM intake ORDER BY id LIMIT ?2)
+                    WHERE received_at < ?1
+                      AND id <= (SELECT position FROM cursors WHERE name = 'engine')
+                      AND id < (SELECT max(id) FROM intake))",
+            )
+            .ctx("prune intake")?
+            .execute(params![ts(cutoff), limit as i64])
+            .ctx("prune intake")
+    }
+
     /// Counts for `/metrics` and `/-/ready`.
     pub fn backlog(&self) -> Result<Backlog, StoreError> {
         let conn = self.conn();

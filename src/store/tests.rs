@@ -128,3 +128,58 @@ fn an_open_incident_shows_the_annotations_of_its_latest_delivery() {
     assert_eq!(one.annotations["summary"], "firing at 0, and worse");
     assert_eq!(one.deliveries, 2);
 }
+
+#[test]
+fn pruning_deletes_old_applied_bodies_only_and_keeps_the_newest_row() {
+    let (_dir, store) = open();
+    let long_ago = Utc::now() - chrono::Duration::days(40);
+    let first = store
+        .ingest(
+            &body("firing", 0),
+            &parse_webhook(&body("firing", 0)).unwrap(),
+            long_ago,
+        )
+        .unwrap();
+    let second = store
+        .ingest(
+            &body("firing", 0),
+            &parse_webhook(&body("firing", 0)).unwrap(),
+            long_ago,
+        )
+        .unwrap();
+    let cutoff = Utc::now() - chrono::Duration::days(30);
+    assert_eq!(
+        store.prune_intake(cutoff, 100).unwrap(),
+        1,
+        "the newest row stays"
+    );
+    let count = |id: i64| -> i64 {
+        store
+            .conn()
+            .query_row("SELECT count(*) FROM intake WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    assert_eq!((count(first), count(second)), (0, 1));
+    // A newer delivery: the old one can go now; the new one is younger than the cutoff.
+    let third = ingest(&store, &body("firing", 0));
+    assert_eq!(store.prune_intake(cutoff, 100).unwrap(), 1);
+    assert_eq!((count(second), count(third)), (0, 1));
+    // The incident keeps its count and falls back to the annotations it opened with.
+    let inc = &store.list_incidents(None, 10).unwrap()[0];
+    assert_eq!(inc.deliveries, 3);
+    assert_eq!(inc.annotations["summary"], "firing at 0");
+
+    // A stored body not applied yet (an older version's backlog) is never pruned.
+    store.insert_intake(&body("firing", 5), long_ago).unwrap();
+    ingest(&store, &body("firing", 9)); // applies the backlog first
+    let unapplied = store.insert_intake(&body("firing", 7), long_ago).unwrap();
+    ingest(&store, &body("firing", 9));
+    assert!(store.prune_intake(cutoff, 100).unwrap() >= 1);
+    assert_eq!(count(unapplied), 0, "applied by then, so it may go");
+    let pending = store.insert_intake(&body("firing", 8), long_ago).unwrap();
+    store.insert_intake(&body("firing", 9), long_ago).unwrap();
+    assert_eq!(store.prune_intake(cutoff, 100).unwrap(), 0);
+    assert_eq!(count(pending), 1, "not applied yet: kept");
+}
