@@ -24,9 +24,19 @@ fn body(status: &str, starts_min: i64) -> Vec<u8> {
 }
 
 fn ingest(store: &Store, body: &[u8]) -> i64 {
+    ingest_at(store, body, Utc::now())
+}
+
+fn ingest_at(store: &Store, body: &[u8], received: chrono::DateTime<Utc>) -> i64 {
     store
-        .ingest(body, &parse_webhook(body).unwrap(), Utc::now())
+        .ingest(body, &parse_webhook(body).unwrap(), received)
         .unwrap()
+}
+
+/// The engine's queue, oldest first.
+fn queued(store: &Store) -> Vec<IncidentEvent> {
+    let all = store.queued_events(100).unwrap();
+    all.into_iter().map(|(_, e)| e).collect()
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -47,9 +57,11 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
     assert_eq!(incidents[0].phase, "new");
     assert_eq!(incidents[0].group_key, "{}:{alertname=\"PostgresDown\"}");
     let id = incidents[0].id;
-    let queued = store.queued_events(10).unwrap();
-    assert_eq!(queued.len(), 1, "a repeat queues nothing");
-    assert_eq!(queued[0].1, IncidentEvent::Opened(id));
+    assert_eq!(
+        queued(&store),
+        vec![IncidentEvent::Opened(id)],
+        "a repeat queues nothing"
+    );
 
     ingest(&store, &body("resolved", 0));
     let inc = store.incident(id).unwrap().unwrap();
@@ -60,14 +72,8 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
         "latest annotations"
     );
     assert_eq!(inc.time_to_recover_seconds, Some(240.0));
-    let queued: Vec<_> = store
-        .queued_events(10)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
     assert_eq!(
-        queued,
+        queued(&store),
         vec![IncidentEvent::Opened(id), IncidentEvent::Resolved(id)]
     );
 
@@ -96,12 +102,7 @@ fn a_backlog_from_an_older_version_is_applied_in_order_before_anything_new() {
     assert_eq!(incidents[0].state, "resolved");
     assert_eq!(incidents[0].phase, "new", "opened, then resolved");
     assert_eq!(incidents[0].deliveries, 2);
-    let kinds: Vec<_> = store
-        .queued_events(10)
-        .unwrap()
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let kinds = queued(&store);
     let id = incidents[0].id;
     assert_eq!(
         kinds,
@@ -133,20 +134,8 @@ fn an_open_incident_shows_the_annotations_of_its_latest_delivery() {
 fn pruning_deletes_old_applied_bodies_only_and_keeps_the_newest_row() {
     let (_dir, store) = open();
     let long_ago = Utc::now() - chrono::Duration::days(40);
-    let first = store
-        .ingest(
-            &body("firing", 0),
-            &parse_webhook(&body("firing", 0)).unwrap(),
-            long_ago,
-        )
-        .unwrap();
-    let second = store
-        .ingest(
-            &body("firing", 0),
-            &parse_webhook(&body("firing", 0)).unwrap(),
-            long_ago,
-        )
-        .unwrap();
+    let first = ingest_at(&store, &body("firing", 0), long_ago);
+    let second = ingest_at(&store, &body("firing", 0), long_ago);
     let cutoff = Utc::now() - chrono::Duration::days(30);
     assert_eq!(
         store.prune_intake(cutoff, 100).unwrap(),
