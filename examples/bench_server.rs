@@ -15,8 +15,9 @@
 //!   [`remediator::alert::parse_webhook`];
 //! - `durable`: the real service, [`Application::build`] then `run_until_stopped` (durable
 //!   group-commit intake, engine in the background, NoDocker executor);
-//! - `intake` (diagnostic, `BENCH_MODES` in `scripts/bench`): `parse`, then
-//!   `IntakeWriter::submit` as the real handler does, with no engine reading the intake.
+//! - `intake` (diagnostic, `BENCH_EXTRA_MODES` in `scripts/bench`): `parse`, then
+//!   `IntakeWriter::submit` as the real handler does (store and apply), with no engine taking
+//!   its queue and none of the real handler's auth and metrics.
 //!
 //! Once listening it prints `BENCH_PORT=<port>` and `BENCH_WORKERS=<n>` on stdout, so the
 //! caller can pass `--listen 127.0.0.1:0`. SIGINT/SIGTERM stop it.
@@ -43,7 +44,7 @@ enum Mode {
     /// The real service: durable intake plus the engine.
     Durable,
     /// Diagnostic, not one of the three measured modes: parse, then the durable group-commit
-    /// intake writer alone, without the engine (so without its writes to the same database).
+    /// intake writer alone (store and apply), without the engine taking its queue.
     Intake,
 }
 
