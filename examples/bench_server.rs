@@ -26,11 +26,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
-use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use futures_util::StreamExt;
 use remediator::settings::{Overrides, Settings};
 use remediator::startup::Application;
 use remediator::store::{IntakeHandle, IntakeWriter, Store};
@@ -137,33 +135,24 @@ fn announce(port: u16, workers: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the body the way the real handler does: bounded by Content-Length and while streaming.
+/// Reads the body with the real handler's own function (bounded by Content-Length and while
+/// streaming, the same errors).
 async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     limit: usize,
 ) -> Result<Vec<u8>, HttpResponse> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(HttpResponse::PayloadTooLarge().json(serde_json::json!({"error": "too large"})));
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            HttpResponse::BadRequest().json(serde_json::json!({"error": e.to_string()}))
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(
-                HttpResponse::PayloadTooLarge().json(serde_json::json!({"error": "too large"}))
-            );
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    remediator::http::read_body(req, payload, limit)
+        .await
+        .map_err(|e| actix_web::ResponseError::error_response(&e))
+}
+
+/// A payload that does not parse: 400 naming the problem, as the real handler answers.
+fn bad_payload(e: remediator::alert::AlertError) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "error": "invalid Alertmanager webhook payload",
+        "detail": e.to_string(),
+    }))
 }
 
 async fn empty_hook(
@@ -191,10 +180,7 @@ async fn parse_hook(
             "status": "accepted",
             "alerts": n.alerts.len(),
         })),
-        Err(e) => HttpResponse::BadRequest().json(serde_json::json!({
-            "error": "invalid Alertmanager webhook payload",
-            "detail": e.to_string(),
-        })),
+        Err(e) => bad_payload(e),
     }
 }
 
@@ -209,12 +195,7 @@ async fn intake_hook(
     };
     let n = match remediator::alert::parse_webhook(&body) {
         Ok(n) => n,
-        Err(e) => {
-            return HttpResponse::BadRequest().json(serde_json::json!({
-                "error": "invalid Alertmanager webhook payload",
-                "detail": e.to_string(),
-            }))
-        }
+        Err(e) => return bad_payload(e),
     };
     let intake = limits
         .intake

@@ -51,6 +51,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
+fn incident_id(path: &str) -> Result<i64, ApiError> {
+    path.parse().map_err(|_| {
+        ApiError::BadRequest(
+            "invalid incident id".into(),
+            format!("{path:?} is not a number"),
+        )
+    })
+}
+
+/// Reads a request body of at most `limit` bytes: refused (413) from its Content-Length before
+/// reading, and again while streaming when it is longer than it said.
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::BadRequest("could not read the request body".into(), e.to_string())
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn alertmanager_hook(
     req: HttpRequest,
     mut payload: web::Payload,
@@ -58,25 +95,7 @@ async fn alertmanager_hook(
 ) -> Result<HttpResponse, ApiError> {
     let result = async {
         auth::check_webhook(&req, &state.settings.webhook)?;
-        let limit = state.settings.webhook.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::TooLarge(limit));
-        }
-        let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(limit));
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| {
-                ApiError::BadRequest("could not read the request body".into(), e.to_string())
-            })?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::TooLarge(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = read_body(&req, &mut payload, state.settings.webhook.max_body_bytes).await?;
         let notification = parse_webhook(&body).map_err(|e| {
             ApiError::BadRequest("invalid Alertmanager webhook payload".into(), e.to_string())
         })?;
@@ -147,12 +166,7 @@ async fn get_incident(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_api(&req, &state.settings.api)?;
-    let id: i64 = path.parse().map_err(|_| {
-        ApiError::BadRequest(
-            "invalid incident id".into(),
-            format!("{:?} is not a number", path.as_str()),
-        )
-    })?;
+    let id = incident_id(&path)?;
     let store = state.store.clone();
     let found = web::block(move || -> Result<_, crate::store::StoreError> {
         let Some(inc) = store.incident(id)? else {
@@ -258,12 +272,7 @@ async fn ack_incident(
         ));
     }
     auth::check_api(&req, &state.settings.api)?;
-    let id: i64 = path.parse().map_err(|_| {
-        ApiError::BadRequest(
-            "invalid incident id".into(),
-            format!("{:?} is not a number", path.as_str()),
-        )
-    })?;
+    let id = incident_id(&path)?;
     let by = body
         .and_then(|b| b.into_inner().by)
         .filter(|b| !b.trim().is_empty())

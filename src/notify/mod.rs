@@ -61,6 +61,21 @@ impl Default for PagerDutySettings {
     }
 }
 
+/// The HTTP client both SaaS clients use: `timeout` for the whole call and for connecting.
+/// `service` names it in the error ("Slack", "PagerDuty").
+pub(crate) fn http_client(service: &str, timeout: Duration) -> Result<reqwest::Client, String> {
+    if timeout.is_zero() {
+        return Err(format!(
+            "the {service} timeout is zero: set a positive timeout such as 10s"
+        ));
+    }
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))
+}
+
 /// An error and its sources, joined with `: ` (reqwest's own message is terse).
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -176,18 +176,7 @@ impl PagerDutyClient {
                 key.chars().count()
             )));
         }
-        if timeout.is_zero() {
-            return Err(PagerDutyError::Config(
-                "the PagerDuty timeout is zero: set a positive timeout such as 10s".into(),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| {
-                PagerDutyError::Config(format!("cannot build the HTTP client: {}", chain(&e)))
-            })?;
+        let http = super::http_client("PagerDuty", timeout).map_err(PagerDutyError::Config)?;
         Ok(PagerDutyClient {
             http,
             url: parsed,

@@ -230,18 +230,7 @@ impl SlackClient {
                     .into(),
             ));
         }
-        if timeout.is_zero() {
-            return Err(SlackError::Config(
-                "the Slack timeout is zero: set a positive timeout such as 10s".into(),
-            ));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .map_err(|e| {
-                SlackError::Config(format!("cannot build the HTTP client: {}", chain(&e)))
-            })?;
+        let http = super::http_client("Slack", timeout).map_err(SlackError::Config)?;
         Ok(SlackClient {
             http,
             base,

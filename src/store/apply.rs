@@ -112,14 +112,14 @@ impl Identities {
 }
 
 /// One webhook to store: its body as [`super::body::encode`] made it, and the handler's parse.
-pub struct Delivery<'a> {
+pub(crate) struct Delivery<'a> {
     pub encoded_body: &'a [u8],
     pub notification: &'a Notification,
 }
 
 /// What storing a group did.
 #[derive(Debug, Default)]
-pub struct Ingested {
+pub(crate) struct Ingested {
     /// The intake rows' ids, in the order of the deliveries.
     pub ids: Vec<i64>,
     /// How many entries it put on the engine's queue (0 for a storm of repeats).

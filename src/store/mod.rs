@@ -34,7 +34,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-pub use apply::{Delivery, Ingested};
 pub use intake::{IntakeHandle, IntakeWriter};
 
 /// The database file's name inside the data directory.

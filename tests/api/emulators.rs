@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -71,13 +71,48 @@ async fn rebind(addr: SocketAddr) -> TcpListener {
     panic!("emulator cannot listen on {addr} again: {last:?}");
 }
 
+/// Routes and state of one emulator, served again by [`Listening::up`].
+type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
+
 /// The start/stop part both emulators share.
 struct Listening {
     addr: SocketAddr,
     handle: Mutex<Option<ServerHandle>>,
+    configure: Configure,
 }
 
 impl Listening {
+    /// Listens on 127.0.0.1 (port 0) and serves `configure`.
+    fn start(what: &str, configure: Configure) -> Listening {
+        let listener =
+            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind the {what}: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{what} address: {e}"));
+        let listening = Listening {
+            addr,
+            handle: Mutex::new(None),
+            configure,
+        };
+        listening.serve(listener);
+        listening
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let configure = self.configure.clone();
+        let handle = serve(listener, move |cfg| configure(cfg)).expect("start an emulator");
+        *lock(&self.handle) = Some(handle);
+    }
+
+    /// Listens again on the same port (the state lives in `configure`).
+    async fn up(&self) {
+        if lock(&self.handle).is_some() {
+            return;
+        }
+        let listener = rebind(self.addr).await;
+        self.serve(listener);
+    }
+
     /// Down means down: `stop` returns before the worker has dropped its open (keep-alive)
     /// connections, so wait until a new connection is refused, then a moment more for the
     /// worker to close the ones a pooled client would reuse.
@@ -181,28 +216,16 @@ impl SlackEmulator {
             calls: Vec::new(),
             faults: VecDeque::new(),
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the Slack emulator");
-        let addr = listener.local_addr().expect("Slack emulator address");
-        let emulator = SlackEmulator {
-            state,
-            listening: Listening {
-                addr,
-                handle: Mutex::new(None),
-            },
-        };
-        emulator.listen(listener);
-        emulator
-    }
-
-    fn listen(&self, listener: TcpListener) {
-        let state = self.state.clone();
-        let handle = serve(listener, move |cfg| {
-            cfg.app_data(state.clone())
-                .app_data(web::PayloadConfig::new(4 << 20))
-                .route("/api/{method}", web::route().to(slack_handler));
-        })
-        .expect("start the Slack emulator");
-        *lock(&self.listening.handle) = Some(handle);
+        let routes = state.clone();
+        let listening = Listening::start(
+            "Slack emulator",
+            Arc::new(move |cfg| {
+                cfg.app_data(routes.clone())
+                    .app_data(web::PayloadConfig::new(4 << 20))
+                    .route("/api/{method}", web::route().to(slack_handler));
+            }),
+        );
+        SlackEmulator { state, listening }
     }
 
     /// The API base URL, e.g. `http://127.0.0.1:PORT/api`.
@@ -284,11 +307,7 @@ impl SlackEmulator {
 
     /// Listens again on the same port, with the same state.
     pub async fn come_back(&self) {
-        if lock(&self.listening.handle).is_some() {
-            return;
-        }
-        let listener = rebind(self.listening.addr).await;
-        self.listen(listener);
+        self.listening.up().await;
     }
 }
 
@@ -701,28 +720,16 @@ impl PagerDutyEmulator {
             faults: VecDeque::new(),
             generated: 0,
         }));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the PagerDuty emulator");
-        let addr = listener.local_addr().expect("PagerDuty emulator address");
-        let emulator = PagerDutyEmulator {
-            state,
-            listening: Listening {
-                addr,
-                handle: Mutex::new(None),
-            },
-        };
-        emulator.listen(listener);
-        emulator
-    }
-
-    fn listen(&self, listener: TcpListener) {
-        let state = self.state.clone();
-        let handle = serve(listener, move |cfg| {
-            cfg.app_data(state.clone())
-                .app_data(web::PayloadConfig::new(4 << 20))
-                .route("/v2/enqueue", web::post().to(pd_handler));
-        })
-        .expect("start the PagerDuty emulator");
-        *lock(&self.listening.handle) = Some(handle);
+        let routes = state.clone();
+        let listening = Listening::start(
+            "PagerDuty emulator",
+            Arc::new(move |cfg| {
+                cfg.app_data(routes.clone())
+                    .app_data(web::PayloadConfig::new(4 << 20))
+                    .route("/v2/enqueue", web::post().to(pd_handler));
+            }),
+        );
+        PagerDutyEmulator { state, listening }
     }
 
     /// The events URL, `http://127.0.0.1:PORT/v2/enqueue`.
@@ -763,11 +770,7 @@ impl PagerDutyEmulator {
 
     /// Listens again on the same port, with the same state.
     pub async fn come_back(&self) {
-        if lock(&self.listening.handle).is_some() {
-            return;
-        }
-        let listener = rebind(self.listening.addr).await;
-        self.listen(listener);
+        self.listening.up().await;
     }
 }
 
