@@ -2,16 +2,15 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::alert::{parse_webhook, Alert, AlertStatus, Fingerprint, Labels};
-use crate::engine::{Guards, Subject, SystemClock};
+use crate::domain::duration::format as human;
+use crate::engine::{plan, Action, FactsQuery, GuardFacts, GuardState, Mode, Recorded};
 use crate::loader::{load_rules, LoadError};
-use crate::rules::duration_text::format as human;
 use crate::settings::{Overrides, Settings};
 use crate::startup::Application;
 use crate::store::Store;
@@ -28,6 +27,15 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How a command prints (amtool's `-o, --output`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned text for people.
+    Table,
+    /// JSON for programs.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,9 +67,13 @@ pub enum Command {
         alert: Option<PathBuf>,
         #[arg(long = "rules")]
         rules_dir: Option<PathBuf>,
-        /// Read past runs from this store for the rate limits (default ./data; none if absent).
+        /// Read past runs from this store for the rate limits (default ./data; none if
+        /// absent). Opened read-only: nothing is written.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// `table` for people (the default), `json` for programs.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// List incidents from the local store.
     Incidents {
@@ -135,6 +147,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             alert,
             rules_dir,
             data_dir,
+            output,
         } => {
             let s = settings(
                 cli.config.as_deref(),
@@ -150,7 +163,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => bail!("give the alert with --labels k=v,... or --alert FILE"),
             };
             let out = simulate(&s, &alerts)?;
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+                Output::Table => print!("{}", simulation_text(&out)),
+            }
             Ok(0)
         }
         Command::Incidents {
@@ -165,13 +181,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
             )?;
-            let store = Store::open(&s.data_dir)?;
-            let filter = (state != "all").then_some(state.as_str());
+            let store = Store::open_read_only(&s.data_dir)?;
+            let filter = match state.as_str() {
+                "all" => None,
+                other => Some(other.parse::<crate::domain::IncidentState>()?),
+            };
             println!(
                 "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  STARTS",
                 "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV"
             );
-            for i in store.list_incidents(filter, limit)? {
+            for i in store.list_incidents(filter, None, limit)?.incidents {
                 println!(
                     "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
                     i.id,
@@ -180,7 +199,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     i.alertname,
                     i.rule.unwrap_or_else(|| "-".into()),
                     i.deliveries,
-                    i.starts_at
+                    crate::store::ts(i.starts_at)
                 );
             }
             Ok(0)
@@ -233,61 +252,162 @@ fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
     Ok(vec![firing_now(one.labels)])
 }
 
-/// The plan for each alert, with every guard evaluated against the local store's history.
-/// Opens the store only if it exists; the limiters are throwaway copies.
+/// What `simulate` knows of the past: the store's runs, or nothing when there is no store.
+enum History {
+    Store(Box<Store>),
+    None,
+}
+
+impl GuardState for History {
+    type Error = crate::store::StoreError;
+
+    fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, Self::Error> {
+        match self {
+            History::Store(store) => Recorded(store).facts(q),
+            History::None => Ok(GuardFacts::default()),
+        }
+    }
+}
+
+/// The plan for each alert, with every guard evaluated against the local store's history,
+/// through the engine's own [`plan()`]. The store is opened read-only, if it exists.
 pub fn simulate(s: &Settings, alerts: &[Alert]) -> anyhow::Result<serde_json::Value> {
     let rules = load_rules(&s.rules_dir)?;
-    let store_dir;
-    let store_path = if s.data_dir.join(crate::store::DB_FILE).exists() {
-        s.data_dir.clone()
+    let history = if s.data_dir.join(crate::store::DB_FILE).exists() {
+        History::Store(Box::new(Store::open_read_only(&s.data_dir)?))
     } else {
-        store_dir = tempfile::tempdir().context("cannot create a scratch directory")?;
-        store_dir.path().to_path_buf()
+        History::None
     };
-    let store = Store::open(&store_path)?;
-    let mut guards = Guards::new(s.engine.clone(), Arc::new(SystemClock));
+    let now = chrono::Utc::now();
     let mut out = Vec::new();
     for alert in alerts {
-        let Some(rule) = rules.find(&alert.labels) else {
+        let p = plan(
+            &alert.labels,
+            alert.fingerprint.as_str(),
+            0,
+            &rules,
+            &s.engine,
+            &history,
+            now,
+            Mode::Simulate,
+        )?;
+        let Some(m) = &p.matched else {
             out.push(json!({ "alert": alert.labels, "rule": null, "plan": "no rule matches: nothing would happen" }));
             continue;
         };
-        let priority = rule.priority_for(&alert.labels);
-        let (target, decisions) = match rule.resolve_target(&alert.labels) {
-            Ok(t) => {
-                let d = guards.evaluate(
-                    &store,
-                    &Subject {
-                        incident_id: 0,
-                        fingerprint: alert.fingerprint.as_str(),
-                        rule,
-                        target: &t,
-                    },
-                    true,
-                )?;
-                (json!(t), json!(d))
+        let rule = m.rule;
+        let policy = rules.escalation.policy(m.priority);
+        let verdict = match &p.action {
+            Action::Run { target, .. } => {
+                format!("would run {} step(s) on {}", rule.steps.len(), target.key())
             }
-            Err(why) => (
-                json!(null),
-                json!([{ "guard": "target", "verdict": "skip", "reason": format!("refused: {why}") }]),
-            ),
+            Action::Skip {
+                pages: true,
+                reason,
+            } => format!("would not act, and would page: {reason}"),
+            Action::Skip {
+                pages: false,
+                reason,
+            } => format!("would not act: {reason}"),
+            Action::Nothing => "nothing would happen".into(),
         };
-        let policy = rules.escalation.policy(priority);
         out.push(json!({
             "alert": alert.labels,
             "fingerprint": alert.fingerprint,
             "rule": rule.name,
             "file": format!("{}:{}", rule.file.display(), rule.line),
-            "priority": priority,
+            "priority": m.priority,
             "rto": human(rule.rto),
             "owner": rule.owner,
-            "target": target,
-            "decisions": decisions,
+            "target": m.target.as_ref().ok(),
+            "match": p.decisions.first(),
+            "decisions": p.decisions.get(1..).unwrap_or_default(),
+            "plan": verdict,
             "steps": rule.steps,
             "on_failure": rule.on_failure,
-            "notify": policy.notify,
+            "notify": m.told.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
             "page_on_failure": policy.page,
         }));
     }
     Ok(json!({ "simulated": out }))
+}
+
+/// `simulate`'s output for people: per alert, the rule, each guard, and the steps.
+fn simulation_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    for (i, s) in v["simulated"].as_array().into_iter().flatten().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let labels: Vec<String> = s["alert"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", text(v)))
+            .collect();
+        let _ = writeln!(out, "Alert:     {{{}}}", labels.join(", "));
+        if s["rule"].is_null() {
+            let _ = writeln!(out, "Plan:      {}", text(&s["plan"]));
+            continue;
+        }
+        let target = match &s["target"] {
+            serde_json::Value::Object(t) => format!("{} {}", text(&t["kind"]), text(&t["name"])),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "Rule:      {} ({})",
+            text(&s["rule"]),
+            text(&s["file"])
+        );
+        let _ = writeln!(
+            out,
+            "Priority:  {}, RTO {}, owner {}",
+            text(&s["priority"]),
+            text(&s["rto"]),
+            text(&s["owner"])
+        );
+        let _ = writeln!(out, "Target:    {target}");
+        let told: Vec<String> = s["notify"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let _ = writeln!(out, "Told:      {}", told.join(", "));
+        let _ = writeln!(out, "Guards:");
+        let decisions = s["decisions"].as_array().cloned().unwrap_or_default();
+        let width = decisions
+            .iter()
+            .map(|d| text(&d["guard"]).len())
+            .max()
+            .unwrap_or(0);
+        for d in &decisions {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:<8}  {}",
+                text(&d["guard"]),
+                text(&d["verdict"]),
+                text(&d["reason"])
+            );
+        }
+        let _ = writeln!(out, "Plan:      {}", text(&s["plan"]));
+        for (title, key) in [("Steps:", "steps"), ("On failure:", "on_failure")] {
+            let steps = s[key].as_array().cloned().unwrap_or_default();
+            if steps.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{title}");
+            for (n, st) in steps.iter().enumerate() {
+                let _ = writeln!(out, "  {}. {}", n + 1, text(&st["name"]));
+            }
+        }
+    }
+    out
 }

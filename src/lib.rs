@@ -4,6 +4,8 @@
 //! runbooks against a docker-compose stack and narrates every step.
 //!
 //! # Layout
+//! - [`domain`]: pure shared types (phases, notices, sinks, contacts, priorities, durations,
+//!   the clock) that cross between modules; depends on nothing.
 //! - [`alert`]: webhook payloads → validated alerts (pure).
 //! - [`rules`]: rule files → a compiled rule set with every error at `file:line` (pure).
 //! - [`loader`]: reads a rule directory for `serve`, `check`, `simulate` and reload.
@@ -19,6 +21,7 @@
 pub mod actions;
 pub mod alert;
 pub mod cli;
+pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod loader;

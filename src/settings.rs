@@ -72,7 +72,7 @@ pub struct WebhookSettings {
     pub max_body_bytes: usize,
     /// Stored webhook bodies older than this are deleted once applied (incidents, decisions
     /// and steps are kept).
-    #[serde(with = "crate::settings::duration_serde")]
+    #[serde(with = "crate::domain::duration::serde_text")]
     pub retention: std::time::Duration,
 }
 
@@ -219,22 +219,6 @@ fn env_value(key: &str, v: String) -> figment::value::Value {
             .parse::<u64>()
             .map(Value::from)
             .unwrap_or_else(|_| Value::from(v)),
-    }
-}
-
-/// `30s`, `10m` in configuration files.
-pub mod duration_serde {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        crate::rules::duration_text::serialize(d, s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(de)?;
-        crate::rules::duration_text::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

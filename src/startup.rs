@@ -5,13 +5,13 @@ use std::net::TcpListener;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::actions::Executor;
-use crate::engine::{Clock, Engine, NoDocker, SharedRules, StepExecutor, SystemClock};
-use crate::http::{configure, AppState};
+use crate::domain::{Clock, SystemClock};
+use crate::engine::{Engine, NoDocker, SharedRules, StepExecutor};
+use crate::http::AppState;
 use crate::loader::load_rules;
 use crate::metrics::Metrics;
 use crate::notify::outbox::Deliverer;
@@ -20,7 +20,7 @@ use crate::store::{IntakeWriter, Store};
 
 pub struct Application {
     port: u16,
-    server: actix_web::dev::Server,
+    server: crate::http::Server,
     engine: Arc<Engine>,
     deliverer: Arc<Deliverer>,
     rules: SharedRules,
@@ -29,6 +29,7 @@ pub struct Application {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     retention: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl Application {
@@ -67,7 +68,7 @@ impl Application {
             store.clone(),
             rules.clone(),
             executor,
-            clock,
+            clock.clone(),
             settings.engine.clone(),
             metrics.clone(),
             wake,
@@ -76,8 +77,7 @@ impl Application {
         engine.give_way_to(intake.in_flight());
         let deliverer = Deliverer::new(
             store.clone(),
-            rules.clone(),
-            Arc::new(SystemClock),
+            clock.clone(),
             metrics.clone(),
             &settings.slack,
             &settings.pagerduty,
@@ -120,7 +120,7 @@ impl Application {
         })?;
         let port = listener.local_addr()?.port();
         let retention = settings.webhook.retention;
-        let state = web::Data::new(AppState {
+        let state = AppState {
             settings: settings.clone(),
             store: store.clone(),
             intake,
@@ -129,12 +129,9 @@ impl Application {
             engine: engine.clone(),
             deliverer: deliverer.clone(),
             reload: reload.clone(),
-        });
-        let server =
-            HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
-                .listen(listener)?
-                .shutdown_timeout(10)
-                .run();
+        };
+        let server = crate::http::serve(listener, state)
+            .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;
         tracing::info!(addr = %settings.listen, port, "listening");
         Ok(Application {
             port,
@@ -146,6 +143,7 @@ impl Application {
             store,
             metrics,
             retention,
+            clock,
         })
     }
 
@@ -173,6 +171,7 @@ impl Application {
             self.store.clone(),
             self.retention,
             self.metrics.clone(),
+            self.clock.clone(),
             stopped(stop_rx.clone()),
         ));
         let outbox_task = tokio::spawn(self.deliverer.clone().run(stopped(stop_rx)));
@@ -205,6 +204,7 @@ async fn prune_intake(
     store: Arc<Store>,
     retention: Duration,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     const BATCH: usize = 2000;
@@ -212,7 +212,7 @@ async fn prune_intake(
     loop {
         let cutoff = chrono::Duration::from_std(retention)
             .ok()
-            .and_then(|r| chrono::Utc::now().checked_sub_signed(r));
+            .and_then(|r| clock.now().checked_sub_signed(r));
         let mut wait = Duration::from_secs(60);
         if let Some(cutoff) = cutoff {
             let store = store.clone();

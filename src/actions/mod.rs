@@ -33,7 +33,7 @@ pub struct DockerSettings {
     /// The Docker socket (`unix:///var/run/docker.sock` when unset, or `DOCKER_HOST`).
     pub host: Option<String>,
     /// Per-request timeout for the Docker API.
-    #[serde(with = "crate::settings::duration_serde")]
+    #[serde(with = "crate::domain::duration::serde_text")]
     pub request_timeout: Duration,
 }
 

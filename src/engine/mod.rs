@@ -1,26 +1,31 @@
-//! Incident → rule match → guards → runbook → escalation.
+//! Incident → plan → one commit → runbook → escalation.
 //!
 //! The intake writer applies every delivery to the incidents in the transaction that stores
 //! it, and queues what needs acting on (see `store::apply`). The engine takes that queue in
-//! order: for every newly opened incident it matches a rule, runs the guards and, when they all
-//! pass, spawns its runbook; for every resolved one it records the time to recover and tells
-//! people. Each queue entry is removed once handled, and handling is idempotent (an incident
-//! no longer in phase `new`, a resolution already recorded, is passed over), so a crash between
-//! the two does not act twice. Runbooks for different targets run concurrently; one target
-//! runs one runbook at a time.
+//! order. For a newly opened incident it asks the pure [`plan()`] what to do and writes what
+//! was decided as one [`Commit`]: the match, every guard decision, the notices they produce,
+//! the phase, the start of the run (fsynced) and the removal of the queue entry, together or
+//! not at all. Only then does the runbook start. A crash before that commit leaves the entry
+//! queued and nothing written, so the next start decides once more from scratch; a crash
+//! after it finds the incident decided (not `new`) and the entry gone. Nothing is written
+//! twice and no runbook starts twice. For a resolved incident it records the time to recover
+//! against the RTO in the same way. Runbooks for different targets run concurrently; one
+//! target runs one runbook at a time.
 //!
-//! Crash recovery ([`Engine::recover`]): queued entries are simply still queued; incidents left
-//! `remediating` are marked `interrupted`, their running step recorded as such, and people are
-//! paged. A runbook is never started twice for one firing: an interrupted one is handed to a
-//! human instead.
+//! Crash recovery ([`Engine::recover`]): incidents left `remediating` are marked
+//! `interrupted`, their running step recorded as such, and people are paged. A runbook is
+//! never started twice for one firing: an interrupted one is handed to a human instead.
 //!
 //! The engine depends only on the [`Store`], a [`StepExecutor`] and a [`Clock`], so its tests
-//! use a recording executor and tokio's paused clock.
+//! use a recording executor and tokio's paused clock. It emits typed [`Notice`]s; `notify`
+//! renders them.
 
-pub mod clock;
 mod executor;
 pub mod guards;
+pub mod plan;
+mod runbook;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,15 +33,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::alert::Labels;
+use crate::domain::notice::{Page, RunOutcome, StateChange};
+use crate::domain::{Clock, Contact, DecisionKind, Notice, Phase, Priority, Sink, Verdict};
 use crate::metrics::Metrics;
-use crate::rules::duration_text::format as human;
-use crate::rules::{Priority, Rule, RuleSet, Step, StepKind, TargetRef};
-use crate::store::{IncidentEvent, IncidentRecord, Store, StoreError};
+use crate::rules::{RuleSet, TierAfter};
+use crate::store::{Commit, IncidentEvent, IncidentRecord, Store, StoreError};
 
-pub use clock::{Clock, SystemClock, TokioClock};
 pub use executor::{NoDocker, StepContext, StepError, StepExecutor, StepOutput};
-pub use guards::{Decision, GuardSettings, Guards, Subject, Verdict};
+pub use guards::{Decision, GuardFacts, GuardSettings, Mode};
+pub use plan::{plan, Action, FactsQuery, GuardState, Matched, Plan};
 
 /// The rule set in force; replaced whole by a successful reload.
 pub type SharedRules = Arc<RwLock<Arc<RuleSet>>>;
@@ -49,19 +54,54 @@ pub struct Engine {
     rules: SharedRules,
     executor: Arc<dyn StepExecutor>,
     clock: Arc<dyn Clock>,
-    guards: Mutex<Guards>,
+    settings: GuardSettings,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    /// Target key → the incident whose runbook holds it.
+    busy: Mutex<HashMap<String, i64>>,
     runbooks: Mutex<Vec<JoinHandle<()>>>,
     /// Webhook requests waiting for their commit (see [`Engine::give_way_to`]).
     ingress: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
 }
 
-/// How a runbook ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunOutcome {
-    Recovered,
-    Failed,
+/// The store and the running runbooks, as the guards see them.
+struct Live<'a> {
+    store: &'a Store,
+    busy: &'a HashMap<String, i64>,
+}
+
+impl GuardState for Live<'_> {
+    type Error = StoreError;
+
+    fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, StoreError> {
+        let key = q.target.key();
+        Ok(GuardFacts {
+            open_run: self.store.open_run_for(q.rule, &key, q.incident)?,
+            firings: self.store.count_firings(q.fingerprint, q.flapping_since)?,
+            rule_runs: starts(self.store.runs_since(q.rule_since, Some((q.rule, &key)))?),
+            all_runs: starts(self.store.runs_since(q.budget_since, None)?),
+            busy: self.busy.get(&key).copied(),
+        })
+    }
+}
+
+/// The guards' view of a store alone, with no runbook running (`simulate`).
+pub struct Recorded<'a>(pub &'a Store);
+
+impl GuardState for Recorded<'_> {
+    type Error = StoreError;
+
+    fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, StoreError> {
+        Live {
+            store: self.0,
+            busy: &HashMap::new(),
+        }
+        .facts(q)
+    }
+}
+
+fn starts(runs: Vec<crate::store::RunRecord>) -> Vec<DateTime<Utc>> {
+    runs.into_iter().map(|r| r.started_at).collect()
 }
 
 impl Engine {
@@ -70,18 +110,19 @@ impl Engine {
         rules: SharedRules,
         executor: Arc<dyn StepExecutor>,
         clock: Arc<dyn Clock>,
-        guard_settings: GuardSettings,
+        settings: GuardSettings,
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> Arc<Engine> {
         Arc::new(Engine {
-            guards: Mutex::new(Guards::new(guard_settings, clock.clone())),
             store,
             rules,
             executor,
             clock,
+            settings,
             metrics,
             wake,
+            busy: Mutex::new(HashMap::new()),
             runbooks: Mutex::new(Vec::new()),
             ingress: Mutex::new(None),
         })
@@ -104,6 +145,10 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    pub fn settings(&self) -> &GuardSettings {
+        &self.settings
     }
 
     fn rules(&self) -> Arc<RuleSet> {
@@ -142,34 +187,39 @@ impl Engine {
         self.wait_idle().await;
     }
 
-    /// Picks up after a crash (see the module documentation).
+    /// Picks up after a crash (see the module documentation): one commit per incident.
     pub fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.clock.now();
-        for id in self.store.incidents_in_phase("remediating")? {
-            self.store.interrupt_running_steps(id, now)?;
-            self.store.finish_run(id, "interrupted", now)?;
-            self.set_phase(id, "interrupted")?;
-            self.store.record_decision(
-                id,
-                "recovery",
-                "skip",
-                "the service restarted while this runbook ran; it is not run again, a human takes over",
-                now,
-            )?;
-            if let Some(inc) = self.store.incident(id)? {
-                self.escalate(
-                    &inc,
-                    "the runbook was interrupted by a restart of remediator",
-                    now,
-                )?;
-            }
+        let rules = self.rules();
+        for id in self.store.incidents_in_phase(Phase::Remediating)? {
+            let Some(inc) = self.store.incident(id)? else {
+                continue;
+            };
+            let mut c = Commit::new(id, now);
+            c.interrupt_running_steps()
+                .finish_run(RunOutcome::Interrupted)
+                .phase(Phase::Interrupted)
+                .decision(
+                    DecisionKind::Recovery,
+                    Verdict::Skip,
+                    "the service restarted while this runbook ran; it is not run again, a human takes over",
+                );
+            let who = paged(&rules, &inc);
+            self.page(
+                &mut c,
+                &inc,
+                who,
+                "the runbook was interrupted by a restart of remediator",
+            );
+            self.store.commit(&c)?;
+            self.metrics.pages.inc();
         }
         Ok(())
     }
 
     /// Acts on everything the intake queued (incidents opened, incidents resolved), oldest
-    /// first; each entry leaves the queue once handled, so a crash resumes with the entry it
-    /// was on. Returns how many it handled.
+    /// first; each entry leaves the queue in the commit that handles it, so a crash resumes
+    /// with the entry it was on. Returns how many it handled.
     pub fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut handled = 0;
         loop {
@@ -179,10 +229,9 @@ impl Engine {
             }
             for (queue_id, event) in batch {
                 match event {
-                    IncidentEvent::Opened(id) => self.handle_opened(id)?,
-                    IncidentEvent::Resolved(id) => self.handle_resolved(id)?,
+                    IncidentEvent::Opened(id) => self.handle_opened(queue_id, id)?,
+                    IncidentEvent::Resolved(id) => self.handle_resolved(queue_id, id)?,
                 }
-                self.store.dequeue_event(queue_id)?;
                 handled += 1;
             }
         }
@@ -202,265 +251,211 @@ impl Engine {
         }
     }
 
-    fn decide(&self, id: i64, d: &Decision, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.metrics.guard_decision(d.guard, d.verdict.as_str());
-        self.store
-            .record_decision(id, d.guard, d.verdict.as_str(), &d.reason, now)
-    }
-
-    #[tracing::instrument(skip(self), fields(incident = id))]
-    fn handle_opened(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
+    #[tracing::instrument(name = "incident", skip(self), fields(incident.id = id, fingerprint, rule, outcome))]
+    fn handle_opened(self: &Arc<Self>, queue_id: i64, id: i64) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let Some(inc) = self.store.incident(id)? else {
+        let mut c = Commit::new(id, now);
+        c.dequeue(queue_id);
+        let inc = match self.store.incident(id)? {
+            Some(inc) if inc.phase == Phase::New => inc,
+            // Handled already (or gone): only the queue entry is left to remove.
+            _ => return self.store.commit(&c),
+        };
+        let span = tracing::Span::current();
+        span.record("fingerprint", inc.fingerprint.as_str());
+        let rules = self.rules();
+        let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let plan = plan(
+            &inc.labels,
+            &inc.fingerprint,
+            id,
+            &rules,
+            &self.settings,
+            &Live {
+                store: &self.store,
+                busy: &busy,
+            },
+            now,
+            Mode::Act,
+        )?;
+        let Some(m) = &plan.matched else {
+            for d in &plan.decisions {
+                c.decision(d.guard, d.verdict, &d.reason);
+            }
+            c.phase_silently(Phase::NoRule);
+            self.store.commit(&c)?;
+            self.counted(&plan.decisions);
+            span.record("outcome", "no_rule");
             return Ok(());
         };
-        if inc.phase != "new" {
-            // Handled already: the engine stopped after acting but before dequeuing.
-            return Ok(());
+        let rule = m.rule;
+        span.record("rule", rule.name.as_str());
+        let target_key = m.target.as_ref().ok().map(|t| t.key());
+        c.matched(
+            &rule.name,
+            m.priority,
+            target_key.clone(),
+            rule.rto,
+            m.told.clone(),
+        );
+        // The match first: the opened notice is the thread's root.
+        let (first, guards) = plan
+            .decisions
+            .split_first()
+            .expect("a matched plan has its match decision");
+        c.decision(first.guard, first.verdict, &first.reason);
+        c.notice(
+            Sink::Slack,
+            Notice::Opened {
+                alertname: inc.alertname.clone(),
+                priority: m.priority,
+                rule: rule.name.clone(),
+                rto: rule.rto,
+                owner: rule.owner.clone(),
+                told: m.told.clone(),
+            },
+        );
+        for d in guards {
+            c.decision(d.guard, d.verdict, &d.reason);
+            if d.guard != DecisionKind::Target {
+                c.notice(
+                    Sink::Slack,
+                    Notice::Decision {
+                        guard: d.guard,
+                        verdict: d.verdict,
+                        reason: d.reason.clone(),
+                    },
+                );
+            }
+        }
+        let matched = IncidentRecord {
+            rule: Some(rule.name.clone()),
+            priority: Some(m.priority),
+            target: target_key,
+            ..inc
+        };
+        let outcome;
+        match &plan.action {
+            Action::Nothing => unreachable!("a matched plan acts or skips"),
+            Action::Skip { pages, reason } => {
+                c.phase(if *pages {
+                    Phase::Escalated
+                } else {
+                    Phase::Skipped
+                });
+                if *pages {
+                    let who = plan::paged(&rules, m.priority, Some(&rule.owner));
+                    self.page(&mut c, &matched, who, reason);
+                }
+                self.store.commit(&c)?;
+                if *pages {
+                    self.metrics.pages.inc();
+                }
+                outcome = if *pages { "escalated" } else { "skipped" };
+            }
+            Action::Run { target, .. } => {
+                c.start_run(&rule.name, &target.key());
+                self.store.commit(&c)?;
+                if !matches!(target, crate::rules::TargetRef::None) {
+                    self.busy
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(target.key(), id);
+                }
+                let ctx = StepContext {
+                    incident_id: id,
+                    rule: rule.name.clone(),
+                    target: target.clone(),
+                    labels: matched.labels.clone(),
+                };
+                let engine = self.clone();
+                let rule = rule.clone();
+                let priority = m.priority;
+                let handle = tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        engine.run_runbook(&matched, &rule, priority, ctx).await;
+                    },
+                    tracing::info_span!("runbook", incident.id = id),
+                ));
+                self.runbooks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(handle);
+                outcome = "run";
+            }
         }
         self.metrics.incidents_opened.inc();
-        let labels = labels_of(&inc);
-        let rules = self.rules();
-        let Some(rule) = rules.find(&labels) else {
-            self.store.record_decision(
-                id,
-                "match",
-                "skip",
-                "no rule matches this alert's labels; nothing to do",
-                now,
-            )?;
-            self.store.set_phase(id, "no_rule")?;
-            return Ok(());
-        };
-        let priority = rule.priority_for(&labels);
-        let target = rule.resolve_target(&labels);
-        let target_text = target.as_ref().ok().map(TargetRef::key);
-        self.store
-            .set_match(id, &rule.name, priority.as_str(), target_text.as_deref())?;
-        // Escalation reads the rule and priority from the record: take the updated one.
-        let inc = self.store.incident(id)?.unwrap_or(inc);
-        self.store.record_decision(
-            id,
-            "match",
-            "continue",
-            &format!(
-                "rule {} ({}:{}), {priority}, RTO {}",
-                rule.name,
-                rule.file.display(),
-                rule.line,
-                human(rule.rto)
-            ),
-            now,
-        )?;
-        self.announce_open(&inc, rule, priority, now)?;
-
-        let target = match target {
-            Ok(t) => t,
-            Err(reason) => {
-                let d = Decision {
-                    guard: "target",
-                    verdict: Verdict::Skip,
-                    reason: format!("refused: {reason}"),
-                    pages: true,
-                };
-                self.decide(id, &d, now)?;
-                self.set_phase(id, "escalated")?;
-                return self.escalate(&inc, &d.reason, now);
-            }
-        };
-
-        let decisions = {
-            let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-            guards.evaluate(
-                &self.store,
-                &Subject {
-                    incident_id: id,
-                    fingerprint: &inc.fingerprint,
-                    rule,
-                    target: &target,
-                },
-                false,
-            )?
-        };
-        for d in &decisions {
-            self.decide(id, d, now)?;
-            self.store.enqueue_message(
-                id,
-                "decision",
-                &format!("{}: {}", d.guard, d.reason),
-                now,
-            )?;
-        }
-        if let Some(skip) = decisions.iter().find(|d| d.verdict == Verdict::Skip) {
-            let phase = if skip.pages { "escalated" } else { "skipped" };
-            self.set_phase(id, phase)?;
-            if skip.pages {
-                self.escalate(&inc, &skip.reason, now)?;
-            }
-            return Ok(());
-        }
-
-        self.store.start_run(id, &rule.name, &target.key(), now)?;
-        self.set_phase(id, "remediating")?;
-        let ctx = StepContext {
-            incident_id: id,
-            rule: rule.name.clone(),
-            target,
-            labels,
-        };
-        let engine = self.clone();
-        let rule = rule.clone();
-        let span = tracing::info_span!("runbook", incident = id, rule = %rule.name);
-        let handle = tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                engine.run_runbook(&inc, &rule, priority, ctx).await;
-            },
-            span,
-        ));
-        self.runbooks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(handle);
+        self.counted(&plan.decisions);
+        span.record("outcome", outcome);
         Ok(())
     }
 
-    fn handle_resolved(&self, id: i64) -> Result<(), StoreError> {
+    /// Counts committed decisions in the metrics.
+    fn counted(&self, decisions: &[Decision]) {
+        for d in decisions {
+            self.metrics
+                .guard_decision(d.guard.as_str(), d.verdict.as_str());
+        }
+    }
+
+    fn handle_resolved(&self, queue_id: i64, id: i64) -> Result<(), StoreError> {
         let now = self.clock.now();
+        let mut c = Commit::new(id, now);
+        c.dequeue(queue_id);
         let Some(inc) = self.store.incident(id)? else {
-            return Ok(());
+            return self.store.commit(&c);
         };
-        if self.store.has_decision(id, "resolved")? {
-            // Handled already: the engine stopped after acting but before dequeuing.
-            return Ok(());
+        if self.store.has_decision(id, DecisionKind::Resolved)? {
+            // Handled already.
+            return self.store.commit(&c);
         }
-        let ttr = inc.time_to_recover_seconds.unwrap_or_default();
-        let rto = inc
-            .rule
-            .as_deref()
-            .and_then(|r| self.rules().get(r).map(|r| r.rto));
-        let vs_rto = match rto {
-            Some(rto) if ttr <= rto.as_secs_f64() => format!(" (within the RTO of {})", human(rto)),
-            Some(rto) => format!(" (RTO of {} missed)", human(rto)),
-            None => String::new(),
+        let after = inc.time_to_recover().unwrap_or_default();
+        let notice = Notice::Resolved {
+            after,
+            rto: inc.rto,
         };
-        if let Some(rto) = rto {
-            self.metrics.recovered(ttr, rto.as_secs_f64());
-        }
-        let text = format!(
-            "resolved after {}{vs_rto}",
-            human(Duration::from_secs(ttr.max(0.0) as u64))
+        c.decision(DecisionKind::Resolved, Verdict::Continue, &notice.summary());
+        c.notice(Sink::Slack, notice.clone());
+        c.notice(
+            Sink::Slack,
+            Notice::State {
+                change: StateChange::Resolved,
+            },
         );
-        self.store
-            .record_decision(id, "resolved", "continue", &text, now)?;
-        self.store.enqueue_message(id, "resolved", &text, now)?;
-        self.store.enqueue_message(id, "state", "resolved", now)?;
-        if self.store.has_message(id, "pagerduty", "trigger")? {
-            self.store.enqueue(
-                id,
-                "pagerduty",
-                "resolve",
-                &text,
-                &serde_json::Value::Null,
-                now,
-            )?;
+        if self.store.has_message(id, Sink::PagerDuty, "trigger")? {
+            c.notice(Sink::PagerDuty, notice);
+        }
+        self.store.commit(&c)?;
+        if let Some(rto) = inc.rto {
+            self.metrics
+                .recovered(after.as_secs_f64(), rto.as_secs_f64());
         }
         Ok(())
     }
 
-    fn announce_open(
-        &self,
-        inc: &IncidentRecord,
-        rule: &Rule,
-        priority: Priority,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let rules = self.rules();
-        let mut told: Vec<String> = rules.escalation.policy(priority).notify.clone();
-        if !told.contains(&rule.owner) {
-            told.push(rule.owner.clone());
-        }
-        let text = format!(
-            "[{priority}] {} firing: rule {}, RTO {}, owner {}; telling {}",
-            inc.alertname,
-            rule.name,
-            human(rule.rto),
-            rule.owner,
-            told.join(", ")
-        );
-        self.store
-            .enqueue_message(inc.id, "opened", &text, now)
-            .map(|_| ())
-    }
-
-    /// Pages the priority's `page` list and the rule's owner.
-    fn escalate(
-        &self,
-        inc: &IncidentRecord,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let rules = self.rules();
-        let priority = inc
-            .priority
-            .as_deref()
-            .and_then(Priority::parse)
-            .unwrap_or(Priority::P2);
-        let mut who = rules.escalation.policy(priority).page.clone();
-        if let Some(owner) = inc
-            .rule
-            .as_deref()
-            .and_then(|r| rules.get(r))
-            .map(|r| r.owner.clone())
-        {
-            if !who.contains(&owner) {
-                who.push(owner);
-            }
-        }
-        self.page(inc.id, &who, why, now)
-    }
-
-    fn page(
-        &self,
-        id: i64,
-        who: &[String],
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    /// Adds a page to `c`: the decision, the Slack reply and the PagerDuty trigger.
+    fn page(&self, c: &mut Commit, inc: &IncidentRecord, who: Vec<Contact>, why: &str) {
         let text = format!(
             "paging {}: {why}",
             if who.is_empty() {
                 "nobody (no page list for this priority)".to_string()
             } else {
-                who.join(", ")
+                crate::domain::notice::keys(&who)
             }
         );
-        tracing::warn!(incident = id, "{text}");
-        self.metrics.pages.inc();
-        self.store
-            .record_decision(id, "page", "continue", &text, now)?;
-        let Some(inc) = self.store.incident(id)? else {
-            return Ok(());
-        };
-        let data = crate::notify::outbox::page_data(who, &inc);
-        self.store
-            .enqueue(id, "slack", "page", &format!("paged: {why}"), &data, now)?;
-        let summary = format!(
-            "[{}] {} on {}: {why}",
-            inc.priority.as_deref().unwrap_or("P?"),
-            inc.alertname,
-            inc.target.as_deref().unwrap_or("-")
-        );
-        self.store
-            .enqueue(id, "pagerduty", "trigger", &summary, &data, now)
-            .map(|_| ())
-    }
-
-    /// Sets the phase and tells the thread (its root is updated in place).
-    fn set_phase(&self, id: i64, phase: &str) -> Result<(), StoreError> {
-        self.store.set_phase(id, phase)?;
-        self.store
-            .enqueue_message(id, "state", phase, self.clock.now())
-            .map(|_| ())
+        tracing::warn!(incident = inc.id, "{text}");
+        c.decision(DecisionKind::Page, Verdict::Continue, &text);
+        let page = Notice::Page(Page {
+            who,
+            why: why.to_owned(),
+            priority: inc.priority,
+            alertname: inc.alertname.clone(),
+            rule: inc.rule.clone(),
+            target: inc.target.clone(),
+            labels: inc.labels.clone(),
+        });
+        c.notice(Sink::Slack, page.clone());
+        c.notice(Sink::PagerDuty, page);
     }
 
     /// Records who acknowledged; stops the escalation tiers. `None` when there is no such
@@ -475,32 +470,34 @@ impl Engine {
         if self.store.incident(id)?.is_none() {
             return Ok(None);
         }
-        if !self.store.acknowledge(id, by, now)? {
-            return Ok(Some(false));
+        let notice = Notice::Acknowledged {
+            by: by.to_owned(),
+            slack_user: slack_user.map(str::to_owned),
+        };
+        let mut c = Commit::new(id, now);
+        c.acknowledge(by)
+            .decision(DecisionKind::Ack, Verdict::Continue, &notice.summary())
+            .notice(Sink::Slack, notice.clone())
+            .notice(
+                Sink::Slack,
+                Notice::State {
+                    change: StateChange::Acknowledged,
+                },
+            );
+        if self.store.has_message(id, Sink::PagerDuty, "trigger")? {
+            c.notice(Sink::PagerDuty, notice);
         }
-        let text = format!("acknowledged by {by}; escalation tiers stopped");
-        self.store
-            .record_decision(id, "ack", "continue", &text, now)?;
-        let data = serde_json::json!({ "by": by, "slack_user": slack_user });
-        self.store.enqueue(id, "slack", "ack", &text, &data, now)?;
-        self.store
-            .enqueue_message(id, "state", "acknowledged", now)?;
-        if self.store.has_message(id, "pagerduty", "trigger")? {
-            self.store.enqueue(
-                id,
-                "pagerduty",
-                "acknowledge",
-                &text,
-                &serde_json::Value::Null,
-                now,
-            )?;
+        match self.store.commit(&c) {
+            Ok(()) => Ok(Some(true)),
+            Err(StoreError::AlreadyAcknowledged(_)) => Ok(Some(false)),
+            Err(e) => Err(e),
         }
-        Ok(Some(true))
     }
 
     /// Fires the escalation tiers that are due: open, unacknowledged incidents, timed from
     /// when the incident opened as a share of the rule's RTO (or a delay). Fired tiers are
-    /// stored, so a restart neither loses a timer nor fires one twice.
+    /// stored with their decision and notice, so a restart neither loses a timer nor fires
+    /// one twice.
     pub fn escalation_tick(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let rules = self.rules();
@@ -509,221 +506,60 @@ impl Engine {
             let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
                 continue;
             };
-            let Some(opened) = chrono::DateTime::parse_from_rfc3339(&inc.first_seen).ok() else {
-                continue;
-            };
-            let priority = inc
-                .priority
-                .as_deref()
-                .and_then(Priority::parse)
-                .unwrap_or(rule.priority);
+            let priority = inc.priority.unwrap_or(rule.priority);
+            let done = self.store.fired_tiers(inc.id)?;
+            let mut c = Commit::new(inc.id, now);
+            let mut n = 0;
             for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {
                 if tier.customer_impacting_only && !rule.customer_impacting {
                     continue;
                 }
                 let delay = tier.after.delay(rule.rto);
-                let due = opened.with_timezone(&Utc)
-                    + chrono::Duration::from_std(delay).unwrap_or_default();
-                if now < due || !self.store.fire_tier(inc.id, i, now)? {
+                let due = inc.first_seen + chrono::Duration::from_std(delay).unwrap_or_default();
+                if now < due || done.contains(&i) {
                     continue;
                 }
-                let share = match tier.after {
-                    crate::rules::TierAfter::RtoShare(f) => {
-                        format!(" ({:.0}% of the RTO of {})", f * 100.0, human(rule.rto))
-                    }
-                    crate::rules::TierAfter::Delay(_) => String::new(),
+                let notice = Notice::Tier {
+                    tier: i,
+                    who: plan::contacts(&rules, &tier.notify),
+                    after: delay,
+                    share: match tier.after {
+                        TierAfter::RtoShare(f) => Some(f),
+                        TierAfter::Delay(_) => None,
+                    },
+                    rto: rule.rto,
                 };
-                let text = format!(
-                    "escalation: still unacknowledged and unresolved after {}{share}; telling {}",
-                    human(delay),
-                    tier.notify.join(", ")
-                );
-                self.store
-                    .record_decision(inc.id, "tier", "continue", &text, now)?;
-                let data = serde_json::json!({ "who": tier.notify, "tier": i });
-                self.store
-                    .enqueue(inc.id, "slack", "tier", &text, &data, now)?;
-                fired += 1;
+                c.fire_tier(i)
+                    .decision(DecisionKind::Tier, Verdict::Continue, &notice.summary())
+                    .notice(Sink::Slack, notice);
+                n += 1;
+            }
+            if n > 0 {
+                self.store.commit(&c)?;
+                fired += n;
             }
         }
         Ok(fired)
     }
 
-    async fn run_runbook(
-        &self,
-        inc: &IncidentRecord,
-        rule: &Rule,
-        priority: Priority,
-        ctx: StepContext,
-    ) {
-        let outcome = match self.run_steps(inc, rule, priority, &ctx).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(error = %e, "the store failed during the runbook; recording it as failed");
-                RunOutcome::Failed
-            }
-        };
-        self.metrics.runbook(match outcome {
-            RunOutcome::Recovered => "recovered",
-            RunOutcome::Failed => "failed",
-        });
-        self.guards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(&ctx.target, inc.id);
-    }
-
-    async fn run_steps(
-        &self,
-        inc: &IncidentRecord,
-        rule: &Rule,
-        priority: Priority,
-        ctx: &StepContext,
-    ) -> Result<RunOutcome, StoreError> {
-        let id = inc.id;
-        let mut failure = None;
-        for (seq, step) in rule.steps.iter().enumerate() {
-            if let Err(why) = self.run_step(ctx, "main", seq, step, priority).await? {
-                failure = Some(format!("step {} ({}) {why}", seq + 1, step.name));
-                break;
-            }
-        }
-        let now = self.clock.now();
-        let Some(failure) = failure else {
-            self.store.finish_run(id, "recovered", now)?;
-            self.set_phase(id, "recovered")?;
-            self.store.enqueue_message(
-                id,
-                "recovered",
-                "runbook finished: every step succeeded",
-                now,
-            )?;
-            return Ok(RunOutcome::Recovered);
-        };
-        self.store.record_decision(
-            id,
-            "runbook",
-            "skip",
-            &format!("failed at {failure}; running on_failure"),
-            now,
-        )?;
-        for (seq, step) in rule.on_failure.iter().enumerate() {
-            // on_failure runs to the end; a failing step there is recorded and passed over.
-            let _ = self
-                .run_step(ctx, "on_failure", seq, step, priority)
-                .await?;
-        }
-        let now = self.clock.now();
-        if !rule
-            .on_failure
-            .iter()
-            .any(|s| matches!(s.kind, StepKind::Page { .. }))
-        {
-            if let Some(inc) = self.store.incident(id)? {
-                self.escalate(&inc, &format!("automation failed: {failure}"), now)?;
-            }
-        }
-        self.store.finish_run(id, "failed", now)?;
-        self.set_phase(id, "failed")?;
-        Ok(RunOutcome::Failed)
-    }
-
-    /// Runs one step with its deadline; the outer error is the store's, the inner the step's.
-    async fn run_step(
-        &self,
-        ctx: &StepContext,
-        phase: &str,
-        seq: usize,
-        step: &Step,
-        priority: Priority,
-    ) -> Result<Result<(), String>, StoreError> {
-        let id = ctx.incident_id;
-        let step_id = self
-            .store
-            .start_step(id, phase, seq, step.name, self.clock.now())?;
-        let started = tokio::time::Instant::now();
-        let result =
-            tokio::time::timeout(step.timeout, self.execute(ctx, &step.kind, priority)).await;
-        let took = started.elapsed();
-        let (outcome, detail) = match result {
-            Ok(Ok(out)) => ("ok", join_detail(&out.summary, &out.excerpt)),
-            Ok(Err(e)) => ("failed", e.to_string()),
-            Err(_) => (
-                "timed_out",
-                format!("did not finish within {}", human(step.timeout)),
-            ),
-        };
-        let now = self.clock.now();
-        self.store.finish_step(step_id, outcome, &detail, now)?;
-        self.metrics.step(step.name, outcome, took.as_secs_f64());
-        self.store.enqueue_message(
-            id,
-            "step",
-            &format!(
-                "{} {}: {outcome} ({})",
-                phase,
-                step.name,
-                first_line(&detail)
-            ),
-            now,
-        )?;
-        Ok(if outcome == "ok" {
-            Ok(())
-        } else {
-            Err(format!("{outcome}: {}", first_line(&detail)))
-        })
-    }
-
-    async fn execute(
-        &self,
-        ctx: &StepContext,
-        kind: &StepKind,
-        priority: Priority,
-    ) -> Result<StepOutput, StepError> {
-        let store_err = |e: StoreError| StepError::Unavailable(e.to_string());
-        match kind {
-            StepKind::Wait { duration } => {
-                tokio::time::sleep(duration.0).await;
-                Ok(StepOutput::new(format!("waited {}", human(duration.0))))
-            }
-            StepKind::Notify { message } => {
-                self.store
-                    .enqueue_message(ctx.incident_id, "notify", message, self.clock.now())
-                    .map_err(store_err)?;
-                Ok(StepOutput::new("message queued"))
-            }
-            StepKind::Page { to, message } => {
-                let who = if to.is_empty() {
-                    self.rules().escalation.policy(priority).page.clone()
-                } else {
-                    to.clone()
-                };
-                let why = message
-                    .clone()
-                    .unwrap_or_else(|| "the runbook asks for a human".into());
-                self.page(ctx.incident_id, &who, &why, self.clock.now())
-                    .map_err(store_err)?;
-                Ok(StepOutput::new(format!("paged {}", who.join(", "))))
-            }
-            other => self.executor.run(ctx, other).await,
+    /// Frees the target when a runbook ends.
+    fn release(&self, target: &crate::rules::TargetRef, incident_id: i64) {
+        let key = target.key();
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy.get(&key) == Some(&incident_id) {
+            busy.remove(&key);
         }
     }
 }
 
-fn labels_of(inc: &IncidentRecord) -> Labels {
-    serde_json::from_value(inc.labels.clone()).unwrap_or_default()
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
-}
-
-fn join_detail(summary: &str, excerpt: &str) -> String {
-    if excerpt.is_empty() {
-        summary.to_string()
-    } else {
-        format!("{summary}\n{excerpt}")
-    }
+/// Who is paged for an incident: the priority's page list and the rule's owner.
+fn paged(rules: &RuleSet, inc: &IncidentRecord) -> Vec<Contact> {
+    let owner = inc
+        .rule
+        .as_deref()
+        .and_then(|r| rules.get(r))
+        .map(|r| r.owner.as_str());
+    plan::paged(rules, inc.priority.unwrap_or(Priority::P2), owner)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::json;
 
 use super::*;
-use crate::rules::{compile, Source};
+use crate::domain::{RunPhase, TokioClock};
+use crate::rules::{compile, Source, StepKind};
 
 const RULES: &str = r#"
 rules:
@@ -200,7 +201,11 @@ impl Harness {
     }
 
     fn only_incident(&self) -> IncidentRecord {
-        let all = self.store().list_incidents(None, 100).unwrap();
+        let all = self
+            .store()
+            .list_incidents(None, None, 100)
+            .unwrap()
+            .incidents;
         assert_eq!(all.len(), 1, "{all:#?}");
         all.into_iter().next().unwrap()
     }
@@ -210,7 +215,7 @@ impl Harness {
             .decisions(id)
             .unwrap()
             .into_iter()
-            .map(|d| (d.guard, d.verdict, d.reason))
+            .map(|d| (d.guard.to_string(), d.verdict.to_string(), d.reason))
             .collect()
     }
 
@@ -261,7 +266,7 @@ async fn resolved_closes_the_incident_and_a_refire_opens_a_new_one() {
     h.deliver(&[(pg(), 0, "resolved")]).await;
     let inc = h.only_incident();
     assert_eq!(inc.state, "resolved");
-    assert_eq!(inc.time_to_recover_seconds, Some(180.0));
+    assert_eq!(inc.time_to_recover(), Some(Duration::from_secs(180)));
     let resolved = h
         .decisions(inc.id)
         .into_iter()
@@ -270,7 +275,11 @@ async fn resolved_closes_the_incident_and_a_refire_opens_a_new_one() {
     assert_eq!(resolved.2, "resolved after 3m (within the RTO of 30m)");
 
     h.deliver(&[(pg(), 60, "firing")]).await;
-    let open = h.store().list_incidents(Some("open"), 10).unwrap();
+    let open = h
+        .store()
+        .list_incidents(Some(crate::domain::IncidentState::Open), None, 10)
+        .unwrap()
+        .incidents;
     assert_eq!(open.len(), 1);
     assert_ne!(open[0].id, inc.id);
     assert_eq!(
@@ -292,8 +301,9 @@ async fn rate_limit_allows_exactly_runs_per_window_and_survives_a_restart() {
     assert_eq!(h.exec.count("restart"), 2);
     let limited: Vec<_> = h
         .store()
-        .list_incidents(None, 10)
+        .list_incidents(None, None, 10)
         .unwrap()
+        .incidents
         .into_iter()
         .filter_map(|i| h.skipped_by(i.id))
         .collect();
@@ -326,7 +336,12 @@ async fn flapping_alerts_page_instead_of_acting() {
         h.deliver(&[(svc.clone(), i, "resolved")]).await;
     }
     assert_eq!(h.exec.count("restart"), 2);
-    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let last = h
+        .store()
+        .list_incidents(None, None, 1)
+        .unwrap()
+        .incidents
+        .remove(0);
     assert_eq!(last.phase, "escalated");
     let (guard, reason) = h.skipped_by(last.id).unwrap();
     assert_eq!(guard, "flapping");
@@ -376,7 +391,7 @@ async fn a_failing_step_runs_on_failure_and_pages() {
         .steps(inc.id)
         .unwrap()
         .into_iter()
-        .map(|s| (s.phase, s.kind, s.outcome))
+        .map(|s| (s.phase.to_string(), s.kind, s.outcome.to_string()))
         .collect();
     assert_eq!(
         steps,
@@ -424,7 +439,12 @@ async fn two_alerts_of_one_rule_and_target_run_once() {
     let b = json!({"alertname": "DiskSpaceLow", "mountpoint": "/var/lib/docker"});
     h.deliver(&[(a, 0, "firing"), (b, 0, "firing")]).await;
     assert_eq!(h.exec.count("diagnose"), 1);
-    let second = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let second = h
+        .store()
+        .list_incidents(None, None, 1)
+        .unwrap()
+        .incidents
+        .remove(0);
     let (guard, reason) = h.skipped_by(second.id).unwrap();
     assert_eq!(guard, "dedup");
     assert!(
@@ -468,8 +488,9 @@ async fn one_runbook_per_container_at_a_time_and_others_run_concurrently() {
     );
     let busy = h
         .store()
-        .list_incidents(None, 10)
+        .list_incidents(None, None, 10)
         .unwrap()
+        .incidents
         .into_iter()
         .filter_map(|i| h.skipped_by(i.id))
         .collect::<Vec<_>>();
@@ -496,7 +517,12 @@ async fn the_global_budget_opens_the_breaker() {
         .await;
     }
     h.deliver(&[(pg(), 0, "firing")]).await;
-    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let last = h
+        .store()
+        .list_incidents(None, None, 1)
+        .unwrap()
+        .incidents
+        .remove(0);
     let (guard, reason) = h.skipped_by(last.id).unwrap();
     assert_eq!(guard, "budget");
     assert!(
@@ -555,9 +581,15 @@ async fn after_a_crash_new_incidents_are_handled_and_interrupted_runbooks_are_no
 
     // Crash 2: a runbook was mid-step.
     let inc = h.only_incident();
-    h.store().set_phase(inc.id, "remediating").unwrap();
     h.store()
-        .start_step(inc.id, "main", 1, "restart", Utc::now())
+        .commit(&{
+            let mut c = crate::store::Commit::new(inc.id, Utc::now());
+            c.phase_silently(Phase::Remediating);
+            c
+        })
+        .unwrap();
+    h.store()
+        .start_step(inc.id, RunPhase::Main, 1, "restart", Utc::now())
         .unwrap();
     h.restart();
     h.engine.recover().unwrap();
@@ -611,7 +643,13 @@ async fn tiers_fire_at_their_share_of_the_rto_once_across_restarts_and_not_after
         "firing",
     )])
     .await;
-    let second = h.store().list_incidents(None, 1).unwrap().remove(0).id;
+    let second = h
+        .store()
+        .list_incidents(None, None, 1)
+        .unwrap()
+        .incidents
+        .remove(0)
+        .id;
     assert_eq!(
         h.engine.acknowledge(second, "alice", None).unwrap(),
         Some(true)
@@ -623,4 +661,136 @@ async fn tiers_fire_at_their_share_of_the_rto_once_across_restarts_and_not_after
     tokio::time::advance(Duration::from_secs(40 * 60)).await;
     assert_eq!(h.engine.escalation_tick().unwrap(), 0);
     assert_eq!(h.engine.acknowledge(999, "x", None).unwrap(), None);
+}
+
+/// Every decision, notice and step of an incident, as counts by what they say: a commit
+/// retried after a failure must not leave any of them twice.
+fn journal(h: &Harness, id: i64) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut decisions: Vec<String> = h
+        .decisions(id)
+        .into_iter()
+        .map(|(g, v, _)| format!("{g}:{v}"))
+        .collect();
+    let mut messages: Vec<String> = h
+        .store()
+        .messages(id)
+        .unwrap()
+        .into_iter()
+        .map(|m| format!("{}:{}:{}", m.sink, m.kind, m.text))
+        .collect();
+    let mut steps: Vec<String> = h
+        .store()
+        .steps(id)
+        .unwrap()
+        .into_iter()
+        .map(|s| format!("{}:{}:{}", s.phase, s.seq, s.kind))
+        .collect();
+    decisions.sort();
+    messages.sort();
+    steps.sort();
+    (decisions, messages, steps)
+}
+
+/// Handles the queue until it is empty, as the engine's loop does after a failed pass.
+async fn settle(h: &Harness) {
+    for _ in 0..10 {
+        let done = h.engine.process_pending().is_ok();
+        h.engine.wait_idle().await;
+        if done && h.store().backlog().unwrap().engine == 0 {
+            return;
+        }
+    }
+    panic!("the queue never emptied");
+}
+
+async fn deliver_only(h: &Harness, alerts: &[(serde_json::Value, i64, &str)]) {
+    let alerts: Vec<_> = alerts
+        .iter()
+        .map(|(labels, starts, status)| {
+            let starts_at = base_time() + chrono::Duration::minutes(*starts);
+            let ends_at = if *status == "resolved" {
+                starts_at + chrono::Duration::minutes(3)
+            } else {
+                Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()
+            };
+            json!({
+                "status": status, "labels": labels, "annotations": {},
+                "startsAt": starts_at.to_rfc3339(), "endsAt": ends_at.to_rfc3339(),
+            })
+        })
+        .collect();
+    let body = json!({"version": "4", "status": "firing", "alerts": alerts, "groupKey": "{}:{}"})
+        .to_string()
+        .into_bytes();
+    let n = crate::alert::parse_webhook(&body).unwrap();
+    h.store().ingest(&body, &n, h.engine.clock.now()).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_at_any_commit_of_the_opened_path_leaves_everything_once() {
+    // Three paths: a runbook that recovers, one that fails into on_failure and pages, and a
+    // dry-run skip; then the resolution. First a clean run, to count its commits and keep
+    // its journal; then one run per commit, that commit failing once.
+    let run = |fail: Option<usize>| async move {
+        let h = Harness::new(GuardSettings::default());
+        let before = h.store().commits();
+        if let Some(k) = fail {
+            h.store().fail_commits([k]);
+        }
+        deliver_only(&h, &[(pg(), 0, "firing")]).await;
+        settle(&h).await;
+        h.exec.fail.lock().unwrap().insert("restart");
+        deliver_only(
+            &h,
+            &[(
+                json!({"alertname": "ServiceDown", "service": "redis"}),
+                1,
+                "firing",
+            )],
+        )
+        .await;
+        settle(&h).await;
+        deliver_only(&h, &[(json!({"alertname": "Dry"}), 2, "firing")]).await;
+        settle(&h).await;
+        deliver_only(&h, &[(pg(), 0, "resolved")]).await;
+        settle(&h).await;
+        let commits = h.store().commits() - before;
+        assert_eq!(h.store().faults_left(), 0, "the injected failure happened");
+        let ids: Vec<i64> = h
+            .store()
+            .list_incidents(None, None, 10)
+            .unwrap()
+            .incidents
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        let journals: Vec<_> = ids.iter().map(|id| journal(&h, *id)).collect();
+        let phases: Vec<String> = ids
+            .iter()
+            .map(|id| h.store().incident(*id).unwrap().unwrap().phase.to_string())
+            .collect();
+        (commits, journals, phases, h.exec.calls())
+    };
+    let (commits, clean, phases, calls) = run(None).await;
+    assert_eq!(phases, ["skipped", "failed", "recovered"]);
+    assert!(commits >= 10, "{commits} commits");
+    for k in 0..commits {
+        let (_, journals, p, c) = run(Some(k)).await;
+        assert_eq!(p, phases, "failing commit {k}");
+        assert_eq!(
+            c, calls,
+            "failing commit {k}: every runbook ran once, no step twice"
+        );
+        for (got, want) in journals.iter().zip(&clean) {
+            assert_eq!(got.0, want.0, "failing commit {k}: decisions");
+            assert_eq!(got.2, want.2, "failing commit {k}: steps");
+            // Texts carry times that move with the retry's backoff; kinds must match exactly.
+            let kinds = |m: &Vec<String>| -> Vec<String> {
+                m.iter()
+                    .map(|s| s.splitn(3, ':').take(2).collect::<Vec<_>>().join(":"))
+                    .collect()
+            };
+            assert_eq!(kinds(&got.1), kinds(&want.1), "failing commit {k}: notices");
+        }
+    }
 }

@@ -35,6 +35,22 @@ pub struct AppState {
     pub reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
 }
 
+/// The running HTTP server: await it to serve until SIGINT/SIGTERM.
+pub type Server = actix_web::dev::Server;
+
+/// Serves the API on a bound listener (port 0 in tests) until stopped.
+pub fn serve(listener: std::net::TcpListener, state: AppState) -> std::io::Result<Server> {
+    let state = web::Data::new(state);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(state.clone())
+            .configure(configure)
+    })
+    .listen(listener)?
+    .shutdown_timeout(10)
+    .run())
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/hooks/alertmanager", web::post().to(alertmanager_hook))
         .route("/api/v1/incidents", web::get().to(list_incidents))
@@ -132,6 +148,7 @@ async fn alertmanager_hook(
 struct ListQuery {
     state: Option<String>,
     limit: Option<usize>,
+    before: Option<i64>,
 }
 
 async fn list_incidents(
@@ -142,22 +159,21 @@ async fn list_incidents(
     auth::check_api(&req, &state.settings.api)?;
     let filter = match q.state.as_deref() {
         None | Some("") | Some("all") => None,
-        Some(s @ ("open" | "resolved")) => Some(s),
-        Some(other) => {
-            return Err(ApiError::BadRequest(
+        Some(s) => Some(s.parse::<crate::domain::IncidentState>().map_err(|_| {
+            ApiError::BadRequest(
                 "invalid state filter".into(),
-                format!("state={other:?}; use open, resolved or all"),
-            ))
-        }
+                format!("state={s:?}; use open, resolved or all"),
+            )
+        })?),
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    let before = q.before;
     let store = state.store.clone();
-    let filter = filter.map(str::to_string);
-    let incidents = web::block(move || store.list_incidents(filter.as_deref(), limit))
+    let page = web::block(move || store.list_incidents(filter, before, limit))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    Ok(HttpResponse::Ok().json(json!({ "incidents": incidents })))
+    Ok(HttpResponse::Ok().json(page))
 }
 
 async fn get_incident(

@@ -22,7 +22,7 @@ pub struct SlackSettings {
     pub channel: String,
     /// Verifies `/hooks/slack/interactions` (`REMEDIATOR_SLACK__SIGNING_SECRET`).
     pub signing_secret: Option<SecretString>,
-    #[serde(with = "crate::settings::duration_serde")]
+    #[serde(with = "crate::domain::duration::serde_text")]
     pub timeout: Duration,
 }
 
@@ -47,7 +47,7 @@ pub struct PagerDutySettings {
     /// The integration's routing key (`REMEDIATOR_PAGERDUTY__ROUTING_KEY`). Without it pages
     /// go to Slack only.
     pub routing_key: Option<SecretString>,
-    #[serde(with = "crate::settings::duration_serde")]
+    #[serde(with = "crate::domain::duration::serde_text")]
     pub timeout: Duration,
 }
 

@@ -22,14 +22,15 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::pagerduty::{PagerDutyClient, PagerDutyError, Severity};
 use super::slack::{self, IncidentView, SlackClient, SlackError};
 use super::{PagerDutySettings, SlackSettings};
-use crate::engine::{Clock, SharedRules};
+use crate::domain::duration::format as human;
+use crate::domain::notice::{recovery_text, Page};
+use crate::domain::{Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Sink};
 use crate::metrics::Metrics;
-use crate::rules::duration_text::format as human;
 use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
 
 /// How each sink is doing, for `/-/ready`.
@@ -48,7 +49,6 @@ enum Outcome {
 
 pub struct Deliverer {
     store: Arc<Store>,
-    rules: SharedRules,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     slack: Option<SlackClient>,
@@ -62,7 +62,6 @@ pub struct Deliverer {
 impl Deliverer {
     pub fn new(
         store: Arc<Store>,
-        rules: SharedRules,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
         slack: &SlackSettings,
@@ -98,7 +97,6 @@ impl Deliverer {
         };
         Ok(Arc::new(Deliverer {
             store,
-            rules,
             clock,
             metrics,
             slack: slack_client,
@@ -142,11 +140,11 @@ impl Deliverer {
     /// One pass over both sinks; returns how many messages were delivered.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let mut delivered = 0;
-        for sink in ["slack", "pagerduty"] {
+        for sink in Sink::ALL.iter().copied() {
             for row in self.store.due_outbox(sink, self.clock.now(), 64)? {
                 let outcome = match sink {
-                    "slack" => self.to_slack(&row).await?,
-                    _ => self.to_pagerduty(&row).await?,
+                    Sink::Slack => self.to_slack(&row).await?,
+                    Sink::PagerDuty => self.to_pagerduty(&row).await?,
                 };
                 let now = self.clock.now();
                 match outcome {
@@ -158,13 +156,13 @@ impl Deliverer {
                     }
                     Outcome::Retry(error, after) => {
                         let wait = after.unwrap_or_else(|| backoff(row.attempts));
-                        tracing::warn!(sink, message = row.id, incident = row.incident_id, %error, retry_in = ?wait, "delivery failed; will retry");
+                        tracing::warn!(sink = %sink, message = row.id, incident = row.incident_id, %error, retry_in = ?wait, "delivery failed; will retry");
                         self.store.outbox_retry(row.id, later(now, wait), &error)?;
                         self.count(sink, "retry");
                         self.set_status(sink, format!("retrying: {error}"));
                     }
                     Outcome::Refused(error) => {
-                        tracing::error!(sink, message = row.id, incident = row.incident_id, %error, "delivery refused; holding the incident's messages until a reload");
+                        tracing::error!(sink = %sink, message = row.id, incident = row.incident_id, %error, "delivery refused; holding the incident's messages until a reload");
                         self.store.outbox_block(row.id, &error)?;
                         self.count(sink, "refused");
                         self.set_status(
@@ -178,22 +176,16 @@ impl Deliverer {
         Ok(delivered)
     }
 
-    fn count(&self, sink: &str, result: &str) {
-        self.metrics.outbox(sink, result);
+    fn count(&self, sink: Sink, result: &str) {
+        self.metrics.outbox(sink.as_str(), result);
     }
 
-    fn set_status(&self, sink: &str, text: String) {
+    fn set_status(&self, sink: Sink, text: String) {
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let configured = match sink {
-            "slack" => self.slack.is_some(),
-            _ => self.pagerduty.is_some(),
-        };
-        if !configured {
-            return;
-        }
         match sink {
-            "slack" => s.slack = text,
-            _ => s.pagerduty = text,
+            Sink::Slack if self.slack.is_some() => s.slack = text,
+            Sink::PagerDuty if self.pagerduty.is_some() => s.pagerduty = text,
+            _ => {}
         }
     }
 
@@ -202,7 +194,7 @@ impl Deliverer {
             return Ok(Outcome::Done("incident gone".into()));
         };
         let Some(client) = &self.slack else {
-            tracing::info!(incident = row.incident_id, kind = %row.kind, text = %row.text, "notification (no Slack token: logged only)");
+            tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), text = %row.notice.summary(), "notification (no Slack token: logged only)");
             return Ok(Outcome::Done("logged".into()));
         };
         let view = self.view(&inc).await;
@@ -229,7 +221,8 @@ impl Deliverer {
                 }
             }
         };
-        let result = match (row.kind.as_str(), &root) {
+        let kind = row.notice.kind();
+        let result = match (kind, &root) {
             // The root: posted once, its ts kept so a restart keeps the same thread.
             (_, None) => {
                 let posted = match already(None, self.channel.clone()).await {
@@ -248,7 +241,7 @@ impl Deliverer {
                     Ok(posted) => {
                         self.store
                             .set_slack_root(inc.id, &posted.channel, &posted.ts)?;
-                        if row.kind == "opened" || row.kind == "state" {
+                        if matches!(kind, NoticeKind::Opened | NoticeKind::State) {
                             return Ok(Outcome::Done(posted.ts));
                         }
                         // A reply whose root was missing: the root now exists; send the reply next pass.
@@ -260,8 +253,10 @@ impl Deliverer {
                     Err(e) => Err(e),
                 }
             }
-            ("opened", Some(_)) => return Ok(Outcome::Done("root already posted".into())),
-            ("state", Some((channel, ts))) => client
+            (NoticeKind::Opened, Some(_)) => {
+                return Ok(Outcome::Done("root already posted".into()))
+            }
+            (NoticeKind::State, Some((channel, ts))) => client
                 .update_message(channel, ts, &fallback, Some(&blocks))
                 .await
                 .map(|()| ts.clone()),
@@ -269,7 +264,7 @@ impl Deliverer {
                 Err(e) => Err(e),
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => {
-                    let text = self.reply_text(row).await;
+                    let text = self.reply_text(&row.notice).await;
                     client
                         .post_tagged(channel, &text, None, Some(ts), &tag)
                         .await
@@ -301,23 +296,43 @@ impl Deliverer {
 
     async fn to_pagerduty(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
         let Some(client) = &self.pagerduty else {
-            tracing::info!(incident = row.incident_id, kind = %row.kind, "PagerDuty not configured; page logged");
+            tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), "PagerDuty not configured; page logged");
             return Ok(Outcome::Done("logged".into()));
         };
         let dedup_key = format!("remediator-incident-{}", row.incident_id);
-        let result = match row.kind.as_str() {
-            "trigger" => {
-                let severity = row.data["priority"]
-                    .as_str()
-                    .and_then(Severity::from_priority)
-                    .unwrap_or(Severity::Error);
-                let source = row.data["source"].as_str().unwrap_or("remediator");
+        let result = match row.notice.pagerduty_event() {
+            Some(PagerDutyEvent::Trigger) => {
+                let (severity, source, details) = match &row.notice {
+                    Notice::Page(p) => (
+                        p.priority.and_then(|p| Severity::from_priority(p.as_str())),
+                        p.target.clone().unwrap_or_else(|| "remediator".into()),
+                        page_details(p, row.incident_id),
+                    ),
+                    Notice::Recorded { priority, .. } => (
+                        priority.and_then(|p| Severity::from_priority(p.as_str())),
+                        "remediator".into(),
+                        json!({ "incident": row.incident_id }),
+                    ),
+                    _ => (None, "remediator".into(), json!({})),
+                };
                 client
-                    .trigger(&dedup_key, &row.text, source, severity, row.data.clone())
+                    .trigger(
+                        &dedup_key,
+                        &row.notice.pagerduty_summary(),
+                        &source,
+                        severity.unwrap_or(Severity::Error),
+                        details,
+                    )
                     .await
             }
-            "acknowledge" => client.acknowledge(&dedup_key).await,
-            _ => client.resolve(&dedup_key).await,
+            Some(PagerDutyEvent::Acknowledge) => client.acknowledge(&dedup_key).await,
+            Some(PagerDutyEvent::Resolve) => client.resolve(&dedup_key).await,
+            None => {
+                return Ok(Outcome::Refused(format!(
+                    "a {} notice has no PagerDuty event",
+                    row.notice.kind()
+                )))
+            }
         };
         Ok(match result {
             Ok(()) => Outcome::Done(dedup_key),
@@ -337,14 +352,14 @@ impl Deliverer {
         })
     }
 
-    /// `<@U…>` for a contact, looked up by e-mail once and cached; the e-mail when unknown.
-    async fn mention(&self, contact: &str) -> String {
-        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(c) = rules.escalation.contacts.get(contact) else {
-            return slack::escape(contact);
-        };
+    /// `<@U…>` for a contact: its Slack user id, or one looked up by e-mail once and
+    /// cached; the e-mail when unknown, the key when it has none.
+    async fn mention(&self, c: &Contact) -> String {
         if let Some(id) = &c.slack_user {
             return slack::mention(Some(id), &c.email);
+        }
+        if c.email.is_empty() {
+            return slack::escape(&c.key);
         }
         let mut cache = self.users.lock().await;
         if !cache.contains_key(&c.email) {
@@ -364,84 +379,62 @@ impl Deliverer {
         slack::mention(cache.get(&c.email).cloned().flatten().as_deref(), &c.email)
     }
 
-    async fn mentions(&self, who: &Value) -> String {
+    async fn mentions(&self, who: &[Contact]) -> String {
         let mut out = Vec::new();
-        for w in who
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        for w in who {
             out.push(self.mention(w).await);
         }
         out.join(" ")
     }
 
-    async fn reply_text(&self, row: &OutboxRow) -> String {
-        let text = slack::escape(&row.text);
-        match row.kind.as_str() {
-            "page" | "tier" => format!("{} {text}", self.mentions(&row.data["who"]).await),
-            "ack" => match row.data["slack_user"].as_str() {
-                Some(u) => format!("acknowledged by <@{u}>; escalation tiers stopped"),
-                None => text,
-            },
+    /// A thread reply: the notice's text, with mentions for the people it calls.
+    async fn reply_text(&self, notice: &Notice) -> String {
+        let text = slack::escape(&notice.summary());
+        match notice {
+            Notice::Page(Page { who, .. }) | Notice::Tier { who, .. } => {
+                format!("{} {text}", self.mentions(who).await)
+            }
+            Notice::Acknowledged {
+                slack_user: Some(u),
+                ..
+            } => format!("acknowledged by <@{u}>; escalation tiers stopped"),
+            Notice::Recorded { who, .. } if !who.is_empty() => {
+                let names: Vec<String> = who.iter().map(|w| slack::escape(w)).collect();
+                format!("{} {text}", names.join(" "))
+            }
             _ => text,
         }
     }
 
     async fn view(&self, inc: &IncidentRecord) -> IncidentView {
-        let rules = self.rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let rule = inc.rule.as_deref().and_then(|r| rules.get(r));
         let mut owners = Vec::new();
-        if let Some(r) = rule {
-            let priority = inc
-                .priority
-                .as_deref()
-                .and_then(crate::rules::Priority::parse);
-            let mut who: Vec<String> = priority
-                .map(|p| rules.escalation.policy(p).notify.clone())
-                .unwrap_or_default();
-            if !who.contains(&r.owner) {
-                who.push(r.owner.clone());
-            }
-            for w in who {
-                owners.push(self.mention(&w).await);
-            }
+        for w in &inc.told {
+            owners.push(self.mention(w).await);
         }
-        let state = match (inc.state.as_str(), inc.phase.as_str()) {
-            ("resolved", _) => "resolved",
-            (_, "remediating") => "remediating",
-            (_, "recovered") => "recovered",
-            (_, "failed" | "escalated" | "interrupted") => "escalated",
-            _ => "firing",
+        let state = match inc.state {
+            IncidentState::Resolved => crate::domain::RootState::Resolved,
+            IncidentState::Open => inc.phase.root_state(),
         };
-        let labels = &inc.labels;
         IncidentView {
             id: inc.id,
-            priority: inc.priority.clone().unwrap_or_else(|| "P?".into()),
+            priority: inc
+                .priority
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "P?".into()),
             alertname: inc.alertname.clone(),
-            service: labels["service"]
-                .as_str()
-                .map(str::to_string)
+            service: inc
+                .labels
+                .get("service")
+                .cloned()
                 .or_else(|| inc.target.clone())
                 .unwrap_or_else(|| "-".into()),
-            rto: rule.map(|r| human(r.rto)).unwrap_or_else(|| "-".into()),
-            state: state.into(),
+            rto: inc.rto.map(human).unwrap_or_else(|| "-".into()),
+            state: state.as_str().into(),
             owner_mentions: owners,
-            summary: inc.annotations["summary"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            time_to_recover: inc.time_to_recover_seconds.map(|s| {
-                let ttr = human(Duration::from_secs(s.max(0.0) as u64));
-                match rule {
-                    Some(r) if s <= r.rto.as_secs_f64() => {
-                        format!("{ttr} (within the RTO of {})", human(r.rto))
-                    }
-                    Some(r) => format!("{ttr} (RTO of {} missed)", human(r.rto)),
-                    None => ttr,
-                }
-            }),
+            summary: inc.annotations.get("summary").cloned().unwrap_or_default(),
+            time_to_recover: inc
+                .time_to_recover()
+                .map(|after| recovery_text(after, inc.rto)),
             acknowledged_by: inc.acked_by.clone(),
         }
     }
@@ -463,15 +456,15 @@ fn later(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(d).unwrap_or_default()
 }
 
-/// The structured data of a page, for Slack mentions and the PagerDuty event.
-pub fn page_data(who: &[String], inc: &IncidentRecord) -> Value {
+/// A page's custom details for PagerDuty.
+fn page_details(p: &Page, incident: i64) -> serde_json::Value {
     json!({
-        "who": who,
-        "priority": inc.priority,
-        "incident": inc.id,
-        "rule": inc.rule,
-        "alertname": inc.alertname,
-        "source": inc.target.clone().unwrap_or_else(|| "remediator".into()),
-        "labels": inc.labels,
+        "who": p.who.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+        "priority": p.priority,
+        "incident": incident,
+        "rule": p.rule,
+        "alertname": p.alertname,
+        "source": p.target.clone().unwrap_or_else(|| "remediator".into()),
+        "labels": p.labels,
     })
 }

@@ -65,43 +65,7 @@ impl fmt::Display for RuleErrors {
     }
 }
 
-/// Incident priority, P1 (most urgent) to P4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Priority {
-    P1,
-    P2,
-    P3,
-    P4,
-}
-
-impl Priority {
-    pub const ALL: [Priority; 4] = [Priority::P1, Priority::P2, Priority::P3, Priority::P4];
-
-    pub fn parse(s: &str) -> Option<Priority> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "P1" => Some(Priority::P1),
-            "P2" => Some(Priority::P2),
-            "P3" => Some(Priority::P3),
-            "P4" => Some(Priority::P4),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::P1 => "P1",
-            Priority::P2 => "P2",
-            Priority::P3 => "P3",
-            Priority::P4 => "P4",
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::domain::Priority;
 
 /// What a rule acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,28 +297,7 @@ impl<'de> Deserialize<'de> for Dur {
 }
 
 /// Durations as humans write them in rule files and read them in output.
-pub mod duration_text {
-    use std::time::Duration;
-
-    use serde::Serializer;
-
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("{s:?} is not a duration such as 30s, 2m or 1h: {e}"))?;
-        if d.is_zero() {
-            return Err(format!("{s:?}: a duration must be longer than zero"));
-        }
-        Ok(d)
-    }
-
-    pub fn format(d: Duration) -> String {
-        humantime::format_duration(d).to_string()
-    }
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
-}
+pub use crate::domain::duration as duration_text;
 
 // ---------------------------------------------------------------------------------------
 // Compilation.

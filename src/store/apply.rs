@@ -26,6 +26,7 @@ use super::{body, json, ts, Ctx, IncidentEvent, Store, StoreError};
 use crate::alert::{
     parse_stored, Alert, AlertStatus, Labels, Notification, StoredAlert, StoredDelivery,
 };
+use crate::domain::{IncidentState, Phase};
 
 /// One alert of a delivery, as applying it needs it: the parsed alert on the intake path, the
 /// stored view when an old backlog is applied.
@@ -309,9 +310,9 @@ fn apply_alerts<A: DeliveredAlert>(
             }
             None => {
                 let (state, phase) = match status {
-                    AlertStatus::Firing => ("open", "new"),
+                    AlertStatus::Firing => (IncidentState::Open, Phase::New),
                     // Resolved before we ever saw it firing: record it, act on nothing.
-                    AlertStatus::Resolved => ("resolved", "missed"),
+                    AlertStatus::Resolved => (IncidentState::Resolved, Phase::Missed),
                 };
                 let labels = alert.labels();
                 let alertname = labels.get("alertname").map(String::as_str).unwrap_or("");
@@ -395,29 +396,37 @@ impl Store {
         self.identities.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The oldest entries of the engine's queue: (queue id, event).
+    /// The oldest entries of the engine's queue: (queue id, event). The entry leaves the
+    /// queue in the [`super::Commit`] of the decision point that handles it.
     pub fn queued_events(&self, limit: usize) -> Result<Vec<(i64, IncidentEvent)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached("SELECT id, incident_id, kind FROM engine_queue ORDER BY id LIMIT ?1")
             .ctx("engine queue")?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                let incident: i64 = r.get(1)?;
-                let kind: String = r.get(2)?;
-                let event = if kind == "resolved" {
-                    IncidentEvent::Resolved(incident)
-                } else {
-                    IncidentEvent::Opened(incident)
-                };
-                Ok((r.get(0)?, event))
-            })
-            .ctx("engine queue")?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("engine queue")
+        let rows = stmt.query([limit as i64]).ctx("engine queue")?;
+        super::codec::collect(rows, "engine queue", |r| {
+            let id: i64 = r.get(0).ctx("queue id")?;
+            let incident: i64 = super::codec::field(r, 1, "engine_queue", "incident_id", id)?;
+            let kind: String = super::codec::field(r, 2, "engine_queue", "kind", id)?;
+            let event = match kind.as_str() {
+                "opened" => IncidentEvent::Opened(incident),
+                "resolved" => IncidentEvent::Resolved(incident),
+                other => {
+                    return Err(StoreError::Corrupt {
+                        table: "engine_queue",
+                        id,
+                        column: "kind",
+                        detail: format!("{other:?} is neither opened nor resolved"),
+                    })
+                }
+            };
+            Ok((id, event))
+        })
     }
 
-    /// Removes a handled entry from the engine's queue.
+    /// Removes a handled entry from the engine's queue (tests; the engine dequeues in its
+    /// commits).
+    #[cfg(test)]
     pub fn dequeue_event(&self, queue_id: i64) -> Result<(), StoreError> {
         self.conn()
             .prepare_cached("DELETE FROM engine_queue WHERE id = ?1")
@@ -425,6 +434,37 @@ impl Store {
             .execute([queue_id])
             .ctx("dequeue")
             .map(|_| ())
+    }
+
+    /// Stores a body without applying it, as versions before the engine queue did (tests of
+    /// the backlog path; everything else uses [`Store::ingest`] or the intake writer).
+    #[cfg(test)]
+    pub(crate) fn insert_intake(&self, body: &[u8], now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO intake (received_at, body) VALUES (?1, ?2)",
+            params![ts(now), body],
+        )
+        .ctx("insert intake")?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Deletes stored webhook bodies received before `cutoff`, oldest first, at most `limit`
+    /// (so the intake writer never waits long). Only deliveries already applied go, and never
+    /// the newest row: SQLite would hand its id out again. An open incident whose latest
+    /// delivery is gone shows the annotations it opened with. Returns how many were deleted.
+    pub fn prune_intake(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<usize, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "DELETE FROM intake WHERE id IN (
+                    SELECT id FROM (SELECT id, received_at FROM intake ORDER BY id LIMIT ?2)
+                    WHERE received_at < ?1
+                      AND id <= (SELECT position FROM cursors WHERE name = 'engine')
+                      AND id < (SELECT max(id) FROM intake))",
+            )
+            .ctx("prune intake")?
+            .execute(params![ts(cutoff), limit as i64])
+            .ctx("prune intake")
     }
 }
 

@@ -143,10 +143,33 @@ ALTER TABLE incidents DROP COLUMN last_seen;
 -- NULL: the JSON as received; 'lz4': compressed (see store/body.rs).
 ALTER TABLE intake ADD COLUMN encoding TEXT;
 "#,
+    r#"
+-- Typed notices: each outbox row carries its notice as JSON (see domain/notice.rs); rows an
+-- older version stored keep their text and become `recorded` notices.
+ALTER TABLE outbox ADD COLUMN notice TEXT;
+UPDATE outbox SET notice = json_object(
+    'kind', 'recorded', 'was', kind, 'text', text,
+    'who', json(coalesce(json_extract(data, '$.who'), '[]')),
+    'priority', json_extract(data, '$.priority'));
+-- The trace context a decision carries to the spans of its notices and of the engine.
+ALTER TABLE outbox ADD COLUMN trace TEXT;
+ALTER TABLE engine_queue ADD COLUMN trace TEXT;
+-- What the root message shows for a matched incident: its RTO and who was told.
+ALTER TABLE incidents ADD COLUMN rto_ms INTEGER;
+ALTER TABLE incidents ADD COLUMN told TEXT;
+"#,
 ];
 
+/// The schema version this build writes.
+pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema version a store has.
+pub(super) fn version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
 pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let current = version(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         conn.execute_batch(&format!(
             "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",

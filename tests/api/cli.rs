@@ -66,6 +66,8 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
     let out = bin()
         .args([
             "simulate",
+            "-o",
+            "json",
             "--labels",
             "alertname=ServiceDown,service=redis",
             "--data-dir",
@@ -117,6 +119,8 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
     let out = bin()
         .args([
             "simulate",
+            "-o",
+            "json",
             "--labels",
             "alertname=ServiceDown,service=../postgres",
         ])
@@ -128,6 +132,7 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
     let out = bin()
         .args([
             "simulate",
+            "--output=json",
             "--alert",
             "tests/fixtures/alertmanager-0.25/disk-space-low-two-alerts-firing.json",
         ])

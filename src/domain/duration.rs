@@ -1,0 +1,73 @@
+//! Durations as people write them in rule files (`30s`, `2m`, `1h30m`) and read them in
+//! output, and the serde adapters for configuration files.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Parses `30s`, `2m`, `1h30m`; zero is refused.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration such as 30s, 2m or 1h: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: a duration must be longer than zero"));
+    }
+    Ok(d)
+}
+
+/// `1h 30m`, as humantime writes it.
+pub fn format(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Whole seconds, rounded up (a wait of 0.2 s reads as 1s, never as 0s).
+pub fn round_up_secs(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
+pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format(*d))
+}
+
+/// Durations in configuration files: `30s`, `5m`, as [`parse`] reads them.
+pub mod serde_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        super::serialize(d, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(de)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Durations stored as whole milliseconds (notices, records).
+pub mod serde_millis {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        u64::deserialize(de).map(Duration::from_millis)
+    }
+}
+
+/// `Option<Duration>` as whole milliseconds.
+pub mod serde_millis_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(de).map(|v| v.map(Duration::from_millis))
+    }
+}

@@ -1,0 +1,21 @@
+//! Pure shared types: what an incident is in (its [`Phase`]), what is said about it (a
+//! [`Notice`], for a [`Sink`]), who is told (a [`Contact`]), priorities, durations as people
+//! write them, and the [`Clock`].
+//!
+//! This module depends on no other module of the crate and does no I/O: every other module
+//! may use it, and it is what crosses between them (the engine emits notices, `notify` renders
+//! them, `store` reads and writes them).
+
+pub mod clock;
+pub mod duration;
+pub mod notice;
+pub mod phase;
+pub mod priority;
+
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use notice::{
+    Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
+    StepOutcome, Verdict,
+};
+pub use phase::{IncidentState, Phase, UnknownValue};
+pub use priority::Priority;

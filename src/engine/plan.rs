@@ -1,0 +1,308 @@
+//! The plan: labels + rules + guard state → the decisions and the steps. Pure: the engine
+//! and `simulate` both call [`plan`], handing it what they know of the past through
+//! [`GuardState`] (the engine's store and running runbooks; `simulate`'s read-only store).
+
+use chrono::{DateTime, Utc};
+
+use super::guards::{self, ago, Decision, GuardFacts, GuardSettings, Mode};
+use crate::alert::Labels;
+use crate::domain::duration::format as human;
+use crate::domain::{Contact, DecisionKind, Priority};
+use crate::rules::{Rule, RuleSet, Step, TargetRef};
+
+/// What the guards need to know of the past for one rule on one target.
+pub trait GuardState {
+    type Error;
+
+    /// Facts for an incident (`incident`, of `fingerprint`) of `rule` on `target` at `now`.
+    /// `rule_since` and `budget_since` bound the runs the limiters look at.
+    fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, Self::Error>;
+}
+
+/// What [`GuardState::facts`] is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct FactsQuery<'a> {
+    pub incident: i64,
+    pub fingerprint: &'a str,
+    pub rule: &'a str,
+    pub target: &'a TargetRef,
+    pub flapping_since: DateTime<Utc>,
+    pub rule_since: DateTime<Utc>,
+    pub budget_since: DateTime<Utc>,
+}
+
+/// The rule an alert matched, and what follows from it alone.
+#[derive(Debug, Clone)]
+pub struct Matched<'a> {
+    pub rule: &'a Rule,
+    pub priority: Priority,
+    /// The target, or why the alert's labels cannot choose one.
+    pub target: Result<TargetRef, String>,
+    /// Who hears of the incident when it opens: the priority's `notify` list and the owner.
+    pub told: Vec<Contact>,
+}
+
+/// What the engine is to do.
+#[derive(Debug, Clone)]
+pub enum Action<'a> {
+    /// No rule matches: nothing.
+    Nothing,
+    /// A guard (or the target) refused; `pages` when people must be paged.
+    Skip { pages: bool, reason: String },
+    /// Run the rule's steps on the target.
+    Run {
+        target: TargetRef,
+        steps: &'a [Step],
+        on_failure: &'a [Step],
+    },
+}
+
+/// The plan for one alert.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub matched: Option<Matched<'a>>,
+    /// In order: the match, then the target's refusal or each guard.
+    pub decisions: Vec<Decision>,
+    pub action: Action<'a>,
+}
+
+/// The contacts named, in order, each once; a name not in `escalation.yaml` is kept as is.
+pub fn contacts<'n>(rules: &RuleSet, names: impl IntoIterator<Item = &'n String>) -> Vec<Contact> {
+    let mut out: Vec<Contact> = Vec::new();
+    for name in names {
+        if out.iter().any(|c| &c.key == name) {
+            continue;
+        }
+        out.push(match rules.escalation.contacts.get(name) {
+            Some(c) => Contact {
+                key: name.clone(),
+                name: c.name.clone(),
+                email: c.email.clone(),
+                slack_user: c.slack_user.clone(),
+            },
+            None => Contact::unknown(name),
+        });
+    }
+    out
+}
+
+/// Who is paged for an incident of `priority` whose rule is owned by `owner`.
+pub fn paged(rules: &RuleSet, priority: Priority, owner: Option<&str>) -> Vec<Contact> {
+    let policy = rules.escalation.policy(priority);
+    let owner = owner.map(str::to_owned);
+    contacts(rules, policy.page.iter().chain(owner.as_ref()))
+}
+
+/// The rule an alert's labels match, with its priority, target and who is told.
+pub fn matching<'a>(labels: &Labels, rules: &'a RuleSet) -> Option<Matched<'a>> {
+    let rule = rules.find(labels)?;
+    let priority = rule.priority_for(labels);
+    let policy = rules.escalation.policy(priority);
+    Some(Matched {
+        rule,
+        priority,
+        target: rule.resolve_target(labels),
+        told: contacts(rules, policy.notify.iter().chain([&rule.owner])),
+    })
+}
+
+/// Plans what to do for an alert (see the module docs). `incident` is 0 when simulating.
+#[allow(clippy::too_many_arguments)]
+pub fn plan<'a, S: GuardState>(
+    labels: &Labels,
+    fingerprint: &str,
+    incident: i64,
+    rules: &'a RuleSet,
+    settings: &GuardSettings,
+    state: &S,
+    now: DateTime<Utc>,
+    mode: Mode,
+) -> Result<Plan<'a>, S::Error> {
+    let Some(matched) = matching(labels, rules) else {
+        return Ok(Plan {
+            matched: None,
+            decisions: vec![Decision::skip(
+                DecisionKind::Match,
+                "no rule matches this alert's labels; nothing to do",
+                false,
+            )],
+            action: Action::Nothing,
+        });
+    };
+    let rule = matched.rule;
+    let mut decisions = vec![Decision::go(
+        DecisionKind::Match,
+        format!(
+            "rule {} ({}:{}), {}, RTO {}",
+            rule.name,
+            rule.file.display(),
+            rule.line,
+            matched.priority,
+            human(rule.rto)
+        ),
+    )];
+    let target = match &matched.target {
+        Ok(t) => t.clone(),
+        Err(why) => {
+            let d = Decision::skip(DecisionKind::Target, format!("refused: {why}"), true);
+            let reason = d.reason.clone();
+            decisions.push(d);
+            return Ok(Plan {
+                matched: Some(matched),
+                decisions,
+                action: Action::Skip {
+                    pages: true,
+                    reason,
+                },
+            });
+        }
+    };
+    let facts = state.facts(&FactsQuery {
+        incident,
+        fingerprint,
+        rule: &rule.name,
+        target: &target,
+        flapping_since: ago(now, settings.flapping_window),
+        rule_since: ago(now, rule.limit.per),
+        budget_since: ago(now, settings.budget_per),
+    })?;
+    let verdicts = guards::evaluate(settings, rule, &target, &facts, now, mode);
+    let action = match verdicts
+        .iter()
+        .find(|d| d.verdict == crate::domain::Verdict::Skip)
+    {
+        Some(skip) => Action::Skip {
+            pages: skip.pages,
+            reason: skip.reason.clone(),
+        },
+        None => Action::Run {
+            target,
+            steps: &rule.steps,
+            on_failure: &rule.on_failure,
+        },
+    };
+    decisions.extend(verdicts);
+    Ok(Plan {
+        matched: Some(matched),
+        decisions,
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{compile, Source};
+    use chrono::TimeZone;
+
+    struct Facts(GuardFacts);
+
+    impl GuardState for Facts {
+        type Error = std::convert::Infallible;
+        fn facts(&self, _: &FactsQuery<'_>) -> Result<GuardFacts, Self::Error> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn rules() -> RuleSet {
+        let esc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules/escalation.yaml"
+        ))
+        .unwrap();
+        let pg = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules/10-postgres.yaml"
+        ))
+        .unwrap();
+        compile(&[
+            Source {
+                path: "escalation.yaml".into(),
+                text: esc,
+            },
+            Source {
+                path: "10-postgres.yaml".into(),
+                text: pg,
+            },
+        ])
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_matching_alert_with_no_history_runs_its_steps() {
+        let rules = rules();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
+        let p = plan(
+            &labels(&[("alertname", "PostgresDown")]),
+            "0123abcd",
+            1,
+            &rules,
+            &GuardSettings::default(),
+            &Facts(GuardFacts::default()),
+            now,
+            Mode::Act,
+        )
+        .unwrap();
+        let kinds: Vec<_> = p.decisions.iter().map(|d| d.guard.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "match",
+                "dedup",
+                "flapping",
+                "dry_run",
+                "rate_limit",
+                "budget",
+                "busy"
+            ]
+        );
+        assert!(matches!(p.action, Action::Run { .. }), "{:?}", p.action);
+        let m = p.matched.unwrap();
+        assert!(m.told.iter().any(|c| c.key == m.rule.owner));
+    }
+
+    #[test]
+    fn acting_stops_at_the_first_skip_and_simulating_does_not() {
+        let rules = rules();
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
+        let busy = Facts(GuardFacts {
+            open_run: Some(7),
+            busy: Some(7),
+            ..GuardFacts::default()
+        });
+        let l = labels(&[("alertname", "PostgresDown")]);
+        let s = GuardSettings::default();
+        let act = plan(&l, "ab", 1, &rules, &s, &busy, now, Mode::Act).unwrap();
+        assert_eq!(act.decisions.len(), 2, "{:?}", act.decisions);
+        assert!(matches!(act.action, Action::Skip { pages: false, .. }));
+        let sim = plan(&l, "ab", 0, &rules, &s, &busy, now, Mode::Simulate).unwrap();
+        assert_eq!(sim.decisions.len(), 7);
+        assert!(matches!(sim.action, Action::Skip { pages: false, .. }));
+    }
+
+    #[test]
+    fn no_rule_is_one_decision_and_nothing_to_do() {
+        let rules = rules();
+        let p = plan(
+            &labels(&[("alertname", "Nope")]),
+            "ab",
+            1,
+            &rules,
+            &GuardSettings::default(),
+            &Facts(GuardFacts::default()),
+            Utc::now(),
+            Mode::Act,
+        )
+        .unwrap();
+        assert!(p.matched.is_none());
+        assert!(matches!(p.action, Action::Nothing));
+        assert_eq!(p.decisions[0].guard, DecisionKind::Match);
+    }
+}

@@ -1,0 +1,251 @@
+//! Running a runbook: each step recorded as started before it acts, and its end, its notice
+//! and (at the last step) the run's outcome committed together. A commit that fails is
+//! retried with backoff: the step already happened, and what it did must be written.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+use super::{Engine, StepContext, StepError, StepOutput};
+use crate::domain::duration::format as human;
+use crate::domain::notice::RunOutcome;
+use crate::domain::{DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict};
+use crate::rules::{Rule, Step, StepKind};
+use crate::store::{Commit, IncidentRecord, StoreError};
+
+/// Attempts at a runbook's commit before the runbook gives up (the incident then stays
+/// `remediating`, and the next start of the service hands it to a human).
+const COMMIT_ATTEMPTS: usize = 8;
+
+impl Engine {
+    /// Retries `f` (a store write) with exponential backoff from 50 ms, [`COMMIT_ATTEMPTS`]
+    /// times.
+    async fn persist<T>(
+        &self,
+        mut f: impl FnMut() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut waits = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_max_times(COMMIT_ATTEMPTS)
+            .build();
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) => match waits.next() {
+                    Some(wait) => {
+                        tracing::warn!(error = %e, retry_in = ?wait, "the store refused a runbook's record; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+    }
+
+    fn commit_now(&self, id: i64) -> Commit {
+        Commit::new(id, self.clock.now())
+    }
+
+    pub(super) async fn run_runbook(
+        &self,
+        inc: &IncidentRecord,
+        rule: &Rule,
+        priority: Priority,
+        ctx: StepContext,
+    ) {
+        let outcome = match self.run_steps(inc, rule, priority, &ctx).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "the store failed during the runbook; it stays remediating and the next start hands it to a human");
+                RunOutcome::Failed
+            }
+        };
+        self.metrics.runbook(outcome.as_str());
+        self.release(&ctx.target, inc.id);
+    }
+
+    async fn run_steps(
+        &self,
+        inc: &IncidentRecord,
+        rule: &Rule,
+        priority: Priority,
+        ctx: &StepContext,
+    ) -> Result<RunOutcome, StoreError> {
+        let id = inc.id;
+        let mut failure = None;
+        let last = rule.steps.len().saturating_sub(1);
+        for (seq, step) in rule.steps.iter().enumerate() {
+            let ok = self
+                .run_step(ctx, RunPhase::Main, seq, step, priority, |c, outcome| {
+                    // The last step's success and the run's end are one decision point.
+                    if seq == last && outcome == StepOutcome::Ok {
+                        c.finish_run(RunOutcome::Recovered)
+                            .phase(Phase::Recovered)
+                            .notice(Sink::Slack, Notice::Recovered);
+                    }
+                })
+                .await?;
+            if let Err(why) = ok {
+                failure = Some(format!("step {} ({}) {why}", seq + 1, step.name));
+                break;
+            }
+        }
+        let Some(failure) = failure else {
+            if rule.steps.is_empty() {
+                let mut c = self.commit_now(id);
+                c.finish_run(RunOutcome::Recovered)
+                    .phase(Phase::Recovered)
+                    .notice(Sink::Slack, Notice::Recovered);
+                self.persist(|| self.store.commit(&c)).await?;
+            }
+            return Ok(RunOutcome::Recovered);
+        };
+        let mut c = self.commit_now(id);
+        c.decision(
+            DecisionKind::Runbook,
+            Verdict::Skip,
+            &format!("failed at {failure}; running on_failure"),
+        );
+        self.persist(|| self.store.commit(&c)).await?;
+        for (seq, step) in rule.on_failure.iter().enumerate() {
+            // on_failure runs to the end; a failing step there is recorded and passed over.
+            let _ = self
+                .run_step(ctx, RunPhase::OnFailure, seq, step, priority, |_, _| {})
+                .await?;
+        }
+        let mut c = self.commit_now(id);
+        if !rule
+            .on_failure
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Page { .. }))
+        {
+            let who = super::plan::paged(&self.rules(), priority, Some(&rule.owner));
+            self.page(&mut c, inc, who, &format!("automation failed: {failure}"));
+        }
+        c.finish_run(RunOutcome::Failed).phase(Phase::Failed);
+        self.persist(|| self.store.commit(&c)).await?;
+        Ok(RunOutcome::Failed)
+    }
+
+    /// Runs one step with its deadline; the outer error is the store's, the inner the step's.
+    /// `and` adds to the commit that records the step's end.
+    async fn run_step(
+        &self,
+        ctx: &StepContext,
+        phase: RunPhase,
+        seq: usize,
+        step: &Step,
+        priority: Priority,
+        and: impl FnOnce(&mut Commit, StepOutcome),
+    ) -> Result<Result<(), String>, StoreError> {
+        let id = ctx.incident_id;
+        let step_id = self
+            .persist(|| match self.store.step_at(id, phase, seq)? {
+                Some(started) => Ok(started),
+                None => self
+                    .store
+                    .start_step(id, phase, seq, step.name, self.clock.now()),
+            })
+            .await?;
+        let started = tokio::time::Instant::now();
+        let result =
+            tokio::time::timeout(step.timeout, self.execute(ctx, &step.kind, priority)).await;
+        let took = started.elapsed();
+        let (outcome, detail) = match result {
+            Ok(Ok(out)) => (StepOutcome::Ok, join_detail(&out.summary, &out.excerpt)),
+            Ok(Err(e)) => (StepOutcome::Failed, e.to_string()),
+            Err(_) => (
+                StepOutcome::TimedOut,
+                format!("did not finish within {}", human(step.timeout)),
+            ),
+        };
+        let mut c = self.commit_now(id);
+        c.finish_step(step_id, outcome, &detail).notice(
+            Sink::Slack,
+            Notice::Step {
+                phase,
+                name: step.name.to_owned(),
+                outcome,
+                detail: first_line(&detail).to_owned(),
+                took,
+            },
+        );
+        and(&mut c, outcome);
+        self.persist(|| self.store.commit(&c)).await?;
+        self.metrics
+            .step(step.name, outcome.as_str(), took.as_secs_f64());
+        Ok(if outcome == StepOutcome::Ok {
+            Ok(())
+        } else {
+            Err(format!("{outcome}: {}", first_line(&detail)))
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &StepContext,
+        kind: &StepKind,
+        priority: Priority,
+    ) -> Result<StepOutput, StepError> {
+        let store_err = |e: StoreError| StepError::Unavailable(e.to_string());
+        match kind {
+            StepKind::Wait { duration } => {
+                tokio::time::sleep(duration.0).await;
+                Ok(StepOutput::new(format!("waited {}", human(duration.0))))
+            }
+            StepKind::Notify { message } => {
+                let mut c = self.commit_now(ctx.incident_id);
+                c.notice(
+                    Sink::Slack,
+                    Notice::Message {
+                        text: message.clone(),
+                    },
+                );
+                self.persist(|| self.store.commit(&c))
+                    .await
+                    .map_err(store_err)?;
+                Ok(StepOutput::new("message queued"))
+            }
+            StepKind::Page { to, message } => {
+                let rules = self.rules();
+                let who = if to.is_empty() {
+                    super::plan::paged(&rules, priority, None)
+                } else {
+                    super::plan::contacts(&rules, to)
+                };
+                let why = message
+                    .clone()
+                    .unwrap_or_else(|| "the runbook asks for a human".into());
+                let inc = self
+                    .store
+                    .incident(ctx.incident_id)
+                    .map_err(store_err)?
+                    .ok_or_else(|| StepError::Unavailable("the incident is gone".into()))?;
+                let mut c = self.commit_now(ctx.incident_id);
+                self.page(&mut c, &inc, who.clone(), &why);
+                self.persist(|| self.store.commit(&c))
+                    .await
+                    .map_err(store_err)?;
+                self.metrics.pages.inc();
+                Ok(StepOutput::new(format!(
+                    "paged {}",
+                    crate::domain::notice::keys(&who)
+                )))
+            }
+            other => self.executor.run(ctx, other).await,
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn join_detail(summary: &str, excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        summary.to_string()
+    } else {
+        format!("{summary}\n{excerpt}")
+    }
+}

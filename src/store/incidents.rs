@@ -1,0 +1,254 @@
+//! Incident records: read whole and typed, listed newest first a page at a time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::codec::{collect, field, Json, Ts};
+use super::{body, ts, ts_serde, Ctx, Store, StoreError};
+use crate::alert::Labels;
+use crate::domain::{Contact, IncidentState, Phase, Priority};
+
+/// An incident as stored and as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentRecord {
+    pub id: i64,
+    pub fingerprint: String,
+    pub alertname: String,
+    pub state: IncidentState,
+    pub phase: Phase,
+    #[serde(with = "ts_serde")]
+    pub starts_at: DateTime<Utc>,
+    #[serde(with = "ts_serde::opt")]
+    pub ends_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts_serde::opt")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(with = "ts_serde")]
+    pub first_seen: DateTime<Utc>,
+    #[serde(with = "ts_serde")]
+    pub last_seen: DateTime<Utc>,
+    pub deliveries: i64,
+    pub rule: Option<String>,
+    pub priority: Option<Priority>,
+    pub target: Option<String>,
+    /// Seconds from the alert's start to its end, once resolved (millisecond precision).
+    pub time_to_recover_seconds: Option<f64>,
+    /// The matched rule's RTO when it matched, in seconds.
+    #[serde(rename = "rto_seconds", serialize_with = "secs_opt")]
+    pub rto: Option<Duration>,
+    /// Who was told when it opened (the priority's `notify` list and the rule's owner).
+    pub told: Vec<Contact>,
+    pub group_key: String,
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub acked_by: Option<String>,
+    #[serde(with = "ts_serde::opt")]
+    pub acked_at: Option<DateTime<Utc>>,
+    /// The Slack channel and `ts` of the incident's root message, once posted.
+    pub slack_channel: Option<String>,
+    pub slack_ts: Option<String>,
+    /// The intake id of the latest delivery that carried this alert (the `delivery` of the
+    /// webhook's response).
+    pub last_delivery: Option<i64>,
+}
+
+fn secs_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+impl IncidentRecord {
+    /// From the alert's start to its end, once resolved.
+    pub fn time_to_recover(&self) -> Option<Duration> {
+        self.time_to_recover_seconds
+            .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    }
+}
+
+/// One page of incidents, newest first; `next` is the `before` of the following page.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentPage {
+    pub incidents: Vec<IncidentRecord>,
+    pub next: Option<i64>,
+}
+
+const INCIDENT_SELECT: &str =
+    "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
+    first_seen, seen.last_seen, seen.deliveries, rule, priority, target, group_key, labels,
+    annotations, acked_by, acked_at, slack_channel, slack_ts, seen.last_intake_id, rto_ms, told
+    FROM incidents JOIN incident_seen AS seen ON seen.incident_id = incidents.id";
+
+fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
+    let id: i64 = r.get(0).ctx("incident id")?;
+    macro_rules! get {
+        ($idx:expr, $col:literal) => {
+            field(r, $idx, "incidents", $col, id)?
+        };
+        ($idx:expr, $col:literal, $t:ty) => {
+            field::<$t>(r, $idx, "incidents", $col, id)?
+        };
+    }
+    let rto_ms: Option<i64> = get!(22, "rto_ms");
+    let state: IncidentState = get!(3, "state");
+    let starts_at = get!(5, "starts_at", Ts).0;
+    let ends_at = get!(6, "ends_at", Option<Ts>).map(|t| t.0);
+    let time_to_recover_seconds = match (state, ends_at) {
+        (IncidentState::Resolved, Some(end)) => {
+            Some((end - starts_at).num_milliseconds() as f64 / 1000.0)
+        }
+        _ => None,
+    };
+    let told: Option<Json<Vec<Contact>>> = get!(23, "told");
+    Ok(IncidentRecord {
+        id,
+        fingerprint: get!(1, "fingerprint"),
+        alertname: get!(2, "alertname"),
+        state,
+        phase: get!(4, "phase"),
+        starts_at,
+        ends_at,
+        time_to_recover_seconds,
+        resolved_at: get!(7, "resolved_at", Option<Ts>).map(|t| t.0),
+        first_seen: get!(8, "first_seen", Ts).0,
+        last_seen: get!(9, "last_seen", Ts).0,
+        deliveries: get!(10, "deliveries"),
+        rule: get!(11, "rule"),
+        priority: get!(12, "priority"),
+        target: get!(13, "target"),
+        group_key: get!(14, "group_key"),
+        labels: get!(15, "labels", Json<Labels>).0,
+        annotations: get!(16, "annotations", Json<BTreeMap<String, String>>).0,
+        acked_by: get!(17, "acked_by"),
+        acked_at: get!(18, "acked_at", Option<Ts>).map(|t| t.0),
+        slack_channel: get!(19, "slack_channel"),
+        slack_ts: get!(20, "slack_ts"),
+        last_delivery: get!(21, "last_intake_id"),
+        rto: rto_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        told: told.map(|j| j.0).unwrap_or_default(),
+    })
+}
+
+/// Repeats do not rewrite an incident's row: while it is open, its latest annotations are the
+/// ones in the body of its latest delivery (the stored row keeps those it opened with, and
+/// those it resolved with). A body pruned or unreadable leaves the stored ones.
+fn latest_annotations(conn: &Connection, inc: &mut IncidentRecord) -> Result<(), StoreError> {
+    let Some(intake_id) = inc
+        .last_delivery
+        .filter(|_| inc.state == IncidentState::Open)
+    else {
+        return Ok(());
+    };
+    let row: Option<(Vec<u8>, Option<String>)> = conn
+        .prepare_cached("SELECT body, encoding FROM intake WHERE id = ?1")
+        .ctx("latest delivery")?
+        .query_row([intake_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .ctx("latest delivery")?;
+    let found = row.and_then(|(stored, encoding)| {
+        let json = body::decode(&stored, encoding.as_deref()).ok()?;
+        crate::alert::annotations_of(&json, &inc.fingerprint, inc.starts_at)
+    });
+    if let Some(serde_json::Value::Object(map)) = found {
+        inc.annotations = map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+            .collect();
+    }
+    Ok(())
+}
+
+/// The most incidents one page holds.
+pub const MAX_PAGE: usize = 1000;
+
+impl Store {
+    /// One incident, with its latest annotations.
+    pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("{INCIDENT_SELECT} WHERE id = ?1"))
+            .ctx("get incident")?;
+        let rows = stmt.query([id]).ctx("get incident")?;
+        let mut found = collect(rows, "get incident", incident_row)?;
+        let Some(mut inc) = found.pop() else {
+            return Ok(None);
+        };
+        latest_annotations(&conn, &mut inc)?;
+        Ok(Some(inc))
+    }
+
+    /// A page of incidents, newest first, with ids below `before` when given; at most
+    /// `limit` (capped at [`MAX_PAGE`]). `next` is set while older incidents remain.
+    pub fn list_incidents(
+        &self,
+        state: Option<IncidentState>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<IncidentPage, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "{INCIDENT_SELECT} WHERE (?1 IS NULL OR state = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            ))
+            .ctx("list incidents")?;
+        let rows = stmt
+            .query(params![state, before.unwrap_or(i64::MAX), limit as i64 + 1])
+            .ctx("list incidents")?;
+        let mut incidents = collect(rows, "list incidents", incident_row)?;
+        let next = if incidents.len() > limit {
+            incidents.truncate(limit);
+            incidents.last().map(|i| i.id)
+        } else {
+            None
+        };
+        for inc in &mut incidents {
+            latest_annotations(&conn, inc)?;
+        }
+        Ok(IncidentPage { incidents, next })
+    }
+
+    /// Incidents in a phase, oldest first (crash recovery).
+    pub fn incidents_in_phase(&self, phase: Phase) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id FROM incidents WHERE phase = ?1 ORDER BY id")
+            .ctx("incidents in phase")?;
+        let rows = stmt
+            .query_map([phase], |r| r.get(0))
+            .ctx("incidents in phase")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("incidents in phase")
+    }
+
+    /// Open, unacknowledged incidents that matched a rule (the escalation timers' work).
+    pub fn escalation_candidates(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "{INCIDENT_SELECT} WHERE state = 'open' AND acked_by IS NULL AND rule IS NOT NULL ORDER BY id"
+            ))
+            .ctx("escalation candidates")?;
+        let rows = stmt.query([]).ctx("escalation candidates")?;
+        collect(rows, "escalation candidates", incident_row)
+    }
+
+    /// How many incidents of this fingerprint started at or after `since` (flapping).
+    pub fn count_firings(
+        &self,
+        fingerprint: &str,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT count(*) FROM incidents WHERE fingerprint = ?1 AND first_seen >= ?2",
+            )
+            .ctx("count firings")?
+            .query_row(params![fingerprint, ts(since)], |r| r.get(0))
+            .ctx("count firings")
+    }
+}

@@ -1,0 +1,514 @@
+//! The incident's journal: its decisions, steps and runs, and [`Commit`], which writes
+//! everything one decision point produced (the match, decisions, notices, the phase, the
+//! start or end of a run, the queue entry it handled) in one transaction.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Row, Transaction};
+use serde::Serialize;
+
+use super::codec::{collect, field, notice_json, state_change, Ts};
+use super::{fsynced, ts, ts_serde, Ctx, Store, StoreError};
+use crate::domain::notice::RunOutcome;
+use crate::domain::{
+    Contact, DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict,
+};
+
+/// A guard's (or the matcher's) stored decision.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DecisionRecord {
+    #[serde(with = "ts_serde")]
+    pub at: DateTime<Utc>,
+    pub guard: DecisionKind,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+/// A step's stored record.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StepRecord {
+    pub id: i64,
+    pub phase: RunPhase,
+    pub seq: i64,
+    /// The step's kind as the rule names it (`restart`).
+    pub kind: String,
+    #[serde(with = "ts_serde")]
+    pub started_at: DateTime<Utc>,
+    #[serde(with = "ts_serde::opt")]
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: StepOutcome,
+    pub detail: String,
+}
+
+/// A runbook run, as the rate limits count them.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub incident_id: i64,
+    pub rule: String,
+    pub target: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// One write of a [`Commit`].
+#[derive(Debug, Clone)]
+enum Write {
+    Match {
+        rule: String,
+        priority: Priority,
+        target: Option<String>,
+        rto: Duration,
+        told: Vec<Contact>,
+    },
+    Decision {
+        kind: DecisionKind,
+        verdict: Verdict,
+        reason: String,
+    },
+    Notice {
+        sink: Sink,
+        notice: Notice,
+    },
+    Phase(Phase),
+    StartRun {
+        rule: String,
+        target: String,
+    },
+    FinishRun(RunOutcome),
+    FinishStep {
+        step: i64,
+        outcome: StepOutcome,
+        detail: String,
+    },
+    InterruptRunningSteps,
+    Acknowledge {
+        by: String,
+    },
+    FireTier(usize),
+    Dequeue(i64),
+}
+
+/// Everything one decision point of one incident writes, committed together or not at all.
+/// Built by the engine, applied by [`Store::commit`].
+#[derive(Debug, Clone)]
+pub struct Commit {
+    incident: i64,
+    at: DateTime<Utc>,
+    writes: Vec<Write>,
+    /// Fsynced: a runbook starts after it (see the module docs of `store`).
+    durable: bool,
+    /// The W3C `traceparent` the notices carry to the outbox's spans.
+    trace: Option<String>,
+}
+
+impl Commit {
+    pub fn new(incident: i64, at: DateTime<Utc>) -> Commit {
+        Commit {
+            incident,
+            at,
+            writes: Vec::new(),
+            durable: false,
+            trace: None,
+        }
+    }
+
+    pub fn incident(&self) -> i64 {
+        self.incident
+    }
+
+    pub fn traced(mut self, trace: Option<String>) -> Commit {
+        self.trace = trace;
+        self
+    }
+
+    pub fn matched(
+        &mut self,
+        rule: &str,
+        priority: Priority,
+        target: Option<String>,
+        rto: Duration,
+        told: Vec<Contact>,
+    ) -> &mut Self {
+        self.writes.push(Write::Match {
+            rule: rule.to_owned(),
+            priority,
+            target,
+            rto,
+            told,
+        });
+        self
+    }
+
+    pub fn decision(&mut self, kind: DecisionKind, verdict: Verdict, reason: &str) -> &mut Self {
+        self.writes.push(Write::Decision {
+            kind,
+            verdict,
+            reason: reason.to_owned(),
+        });
+        self
+    }
+
+    pub fn notice(&mut self, sink: Sink, notice: Notice) -> &mut Self {
+        self.writes.push(Write::Notice { sink, notice });
+        self
+    }
+
+    /// Sets the phase and tells the thread (its root is updated in place).
+    pub fn phase(&mut self, phase: Phase) -> &mut Self {
+        self.writes.push(Write::Phase(phase));
+        self.notice(Sink::Slack, state_change(phase))
+    }
+
+    /// Sets the phase without telling anyone (an incident no rule matches has no thread).
+    pub fn phase_silently(&mut self, phase: Phase) -> &mut Self {
+        self.writes.push(Write::Phase(phase));
+        self
+    }
+
+    /// The runbook starts: the run is recorded, the phase becomes `remediating`, and the
+    /// commit is fsynced before anything acts.
+    pub fn start_run(&mut self, rule: &str, target: &str) -> &mut Self {
+        self.durable = true;
+        self.writes.push(Write::StartRun {
+            rule: rule.to_owned(),
+            target: target.to_owned(),
+        });
+        self.phase(Phase::Remediating)
+    }
+
+    pub fn finish_run(&mut self, outcome: RunOutcome) -> &mut Self {
+        self.writes.push(Write::FinishRun(outcome));
+        self
+    }
+
+    pub fn finish_step(&mut self, step: i64, outcome: StepOutcome, detail: &str) -> &mut Self {
+        self.writes.push(Write::FinishStep {
+            step,
+            outcome,
+            detail: detail.to_owned(),
+        });
+        self
+    }
+
+    /// Steps left `running` by a crash become `interrupted`.
+    pub fn interrupt_running_steps(&mut self) -> &mut Self {
+        self.writes.push(Write::InterruptRunningSteps);
+        self
+    }
+
+    /// The first acknowledgement; the whole commit fails with
+    /// [`StoreError::AlreadyAcknowledged`] if there was one.
+    pub fn acknowledge(&mut self, by: &str) -> &mut Self {
+        self.writes.push(Write::Acknowledge { by: by.to_owned() });
+        self
+    }
+
+    pub fn fire_tier(&mut self, tier: usize) -> &mut Self {
+        self.writes.push(Write::FireTier(tier));
+        self
+    }
+
+    /// The engine queue's entry this decision point handled.
+    pub fn dequeue(&mut self, queue_id: i64) -> &mut Self {
+        self.writes.push(Write::Dequeue(queue_id));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    fn apply(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+        let id = self.incident;
+        let at = ts(self.at);
+        for w in &self.writes {
+            match w {
+                Write::Match {
+                    rule,
+                    priority,
+                    target,
+                    rto,
+                    told,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE incidents SET rule = ?2, priority = ?3, target = ?4, rto_ms = ?5, told = ?6 WHERE id = ?1",
+                    )
+                    .ctx("set match")?
+                    .execute(params![
+                        id,
+                        rule,
+                        priority,
+                        target,
+                        i64::try_from(rto.as_millis()).unwrap_or(i64::MAX),
+                        super::json(told)
+                    ])
+                    .ctx("set match")?;
+                }
+                Write::Decision {
+                    kind,
+                    verdict,
+                    reason,
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO decisions (incident_id, at, guard, verdict, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .ctx("record decision")?
+                    .execute(params![id, at, kind, verdict, reason])
+                    .ctx("record decision")?;
+                }
+                Write::Notice { sink, notice } => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (incident_id, sink, kind, text, data, notice, trace, created_at)
+                         VALUES (?1, ?2, ?3, ?4, '{}', ?5, ?6, ?7)",
+                    )
+                    .ctx("enqueue notice")?
+                    .execute(params![
+                        id,
+                        sink,
+                        notice.kind_for(*sink),
+                        match sink {
+                            Sink::PagerDuty => notice.pagerduty_summary(),
+                            Sink::Slack => notice.summary(),
+                        },
+                        notice_json(notice),
+                        self.trace,
+                        at
+                    ])
+                    .ctx("enqueue notice")?;
+                }
+                Write::Phase(phase) => {
+                    tx.prepare_cached("UPDATE incidents SET phase = ?2 WHERE id = ?1")
+                        .ctx("set phase")?
+                        .execute(params![id, phase])
+                        .ctx("set phase")?;
+                }
+                Write::StartRun { rule, target } => {
+                    tx.prepare_cached(
+                        "INSERT INTO runs (incident_id, rule, target, started_at) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .ctx("start run")?
+                    .execute(params![id, rule, target, at])
+                    .ctx("start run")?;
+                }
+                Write::FinishRun(outcome) => {
+                    tx.prepare_cached(
+                        "UPDATE runs SET outcome = ?2, ended_at = ?3 WHERE incident_id = ?1",
+                    )
+                    .ctx("finish run")?
+                    .execute(params![id, outcome, at])
+                    .ctx("finish run")?;
+                }
+                Write::FinishStep {
+                    step,
+                    outcome,
+                    detail,
+                } => {
+                    tx.prepare_cached(
+                        "UPDATE steps SET outcome = ?2, detail = ?3, ended_at = ?4 WHERE id = ?1",
+                    )
+                    .ctx("finish step")?
+                    .execute(params![step, outcome, detail, at])
+                    .ctx("finish step")?;
+                }
+                Write::InterruptRunningSteps => {
+                    tx.prepare_cached(
+                        "UPDATE steps SET outcome = 'interrupted', ended_at = ?2, detail = 'the service stopped while this step ran'
+                         WHERE incident_id = ?1 AND outcome = 'running'",
+                    )
+                    .ctx("interrupt steps")?
+                    .execute(params![id, at])
+                    .ctx("interrupt steps")?;
+                }
+                Write::Acknowledge { by } => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1 AND acked_by IS NULL",
+                        )
+                        .ctx("acknowledge")?
+                        .execute(params![id, by, at])
+                        .ctx("acknowledge")?;
+                    if n == 0 {
+                        return Err(StoreError::AlreadyAcknowledged(id));
+                    }
+                }
+                Write::FireTier(tier) => {
+                    tx.prepare_cached(
+                        "INSERT INTO tiers_fired (incident_id, tier, at) VALUES (?1, ?2, ?3)",
+                    )
+                    .ctx("fire tier")?
+                    .execute(params![id, *tier as i64, at])
+                    .ctx("fire tier")?;
+                }
+                Write::Dequeue(queue_id) => {
+                    tx.prepare_cached("DELETE FROM engine_queue WHERE id = ?1")
+                        .ctx("dequeue")?
+                        .execute([queue_id])
+                        .ctx("dequeue")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decision_row(r: &Row<'_>) -> Result<DecisionRecord, StoreError> {
+    let id: i64 = r.get(0).ctx("decision id")?;
+    Ok(DecisionRecord {
+        at: field::<Ts>(r, 1, "decisions", "at", id)?.0,
+        guard: field(r, 2, "decisions", "guard", id)?,
+        verdict: field(r, 3, "decisions", "verdict", id)?,
+        reason: field(r, 4, "decisions", "reason", id)?,
+    })
+}
+
+fn step_row(r: &Row<'_>) -> Result<StepRecord, StoreError> {
+    let id: i64 = r.get(0).ctx("step id")?;
+    Ok(StepRecord {
+        id,
+        phase: field(r, 1, "steps", "phase", id)?,
+        seq: field(r, 2, "steps", "seq", id)?,
+        kind: field(r, 3, "steps", "kind", id)?,
+        started_at: field::<Ts>(r, 4, "steps", "started_at", id)?.0,
+        ended_at: field::<Option<Ts>>(r, 5, "steps", "ended_at", id)?.map(|t| t.0),
+        outcome: field(r, 6, "steps", "outcome", id)?,
+        detail: field(r, 7, "steps", "detail", id)?,
+    })
+}
+
+impl Store {
+    /// Applies a decision point's writes in one transaction (fsynced when it starts a run).
+    /// On error nothing of it was written.
+    pub fn commit(&self, c: &Commit) -> Result<(), StoreError> {
+        if c.is_empty() {
+            return Ok(());
+        }
+        self.fault_point()?;
+        let mut conn = self.conn();
+        let write = |conn: &mut rusqlite::Connection| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .ctx("begin commit")?;
+            c.apply(&tx)?;
+            tx.commit().ctx("commit")
+        };
+        if c.durable {
+            fsynced(&mut conn, write)
+        } else {
+            write(&mut conn)
+        }
+    }
+
+    pub fn decisions(&self, id: i64) -> Result<Vec<DecisionRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, at, guard, verdict, reason FROM decisions WHERE incident_id = ?1 ORDER BY id")
+            .ctx("decisions")?;
+        let rows = stmt.query([id]).ctx("decisions")?;
+        collect(rows, "decisions", decision_row)
+    }
+
+    /// Whether the incident has a decision of this kind.
+    pub fn has_decision(&self, id: i64, kind: DecisionKind) -> Result<bool, StoreError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM decisions WHERE incident_id = ?1 AND guard = ?2)",
+            )
+            .ctx("has decision")?
+            .query_row(params![id, kind], |r| r.get(0))
+            .ctx("has decision")
+    }
+
+    /// Records that a step starts, before it acts; returns the step's id.
+    pub fn start_step(
+        &self,
+        id: i64,
+        phase: RunPhase,
+        seq: usize,
+        kind: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.fault_point()?;
+        let conn = self.conn();
+        conn.prepare_cached(
+            "INSERT INTO steps (incident_id, phase, seq, kind, started_at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 'running', '')",
+        )
+        .ctx("start step")?
+        .execute(params![id, phase, seq as i64, kind, ts(now)])
+        .ctx("start step")?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// The step of this incident, phase and position, if it was started (a retried commit
+    /// finds the step it already started).
+    pub fn step_at(&self, id: i64, phase: RunPhase, seq: usize) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .prepare_cached(
+                "SELECT id FROM steps WHERE incident_id = ?1 AND phase = ?2 AND seq = ?3",
+            )
+            .ctx("step at")?
+            .query_row(params![id, phase, seq as i64], |r| r.get(0))
+            .optional()
+            .ctx("step at")
+    }
+
+    pub fn steps(&self, id: i64) -> Result<Vec<StepRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, phase, seq, kind, started_at, ended_at, outcome, detail FROM steps WHERE incident_id = ?1 ORDER BY id",
+            )
+            .ctx("steps")?;
+        let rows = stmt.query([id]).ctx("steps")?;
+        collect(rows, "steps", step_row)
+    }
+
+    /// Runs started at or after `since`, oldest first; of one rule and target when given.
+    pub fn runs_since(
+        &self,
+        since: DateTime<Utc>,
+        of: Option<(&str, &str)>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.conn();
+        let (rule, target) = of.unzip();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT incident_id, rule, target, started_at FROM runs
+                 WHERE started_at >= ?1 AND (?2 IS NULL OR (rule = ?2 AND target = ?3))
+                 ORDER BY started_at",
+            )
+            .ctx("runs since")?;
+        let rows = stmt
+            .query(params![ts(since), rule, target])
+            .ctx("runs since")?;
+        collect(rows, "runs since", |r| {
+            let id: i64 = r.get(0).ctx("run id")?;
+            Ok(RunRecord {
+                incident_id: id,
+                rule: field(r, 1, "runs", "rule", id)?,
+                target: field(r, 2, "runs", "target", id)?,
+                started_at: field::<Ts>(r, 3, "runs", "started_at", id)?.0,
+            })
+        })
+    }
+
+    /// Another open incident of the same rule and target that already ran or is running.
+    pub fn open_run_for(
+        &self,
+        rule: &str,
+        target: &str,
+        except: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .prepare_cached(
+                "SELECT r.incident_id FROM runs r JOIN incidents i ON i.id = r.incident_id
+                 WHERE r.rule = ?1 AND r.target = ?2 AND i.state = 'open' AND i.id != ?3
+                 ORDER BY r.incident_id LIMIT 1",
+            )
+            .ctx("open run for")?
+            .query_row(params![rule, target, except], |r| r.get(0))
+            .optional()
+            .ctx("open run for")
+    }
+}
