@@ -12,6 +12,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::daemon::{DaemonErrors, Found};
 use super::{recreate, truncate, DockerSettings};
 use crate::engine::{StepContext, StepError, StepOutput};
 use crate::rules::{validate_name, StepKind, TargetRef};
@@ -21,13 +22,6 @@ pub(super) const SERVICE_LABEL: &str = "com.docker.compose.service";
 const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 /// Output kept from logs and exec, per step.
 const EXCERPT: usize = 4096;
-
-/// A container of the project, as found.
-#[derive(Debug, Clone)]
-pub(super) struct Found {
-    pub id: String,
-    pub name: String,
-}
 
 pub struct DockerActions {
     client: Docker,
@@ -93,22 +87,7 @@ impl DockerActions {
     }
 
     pub(super) fn err(&self, what: &str, e: DockerError) -> StepError {
-        match e {
-            DockerError::DockerResponseServerError {
-                status_code: 404,
-                message,
-            } => StepError::Failed(format!(
-                "{what}: {message} (the container is gone: removed while the runbook ran?)"
-            )),
-            DockerError::DockerResponseServerError {
-                status_code,
-                message,
-            } => StepError::Failed(format!("{what}: Docker answered {status_code}: {message}")),
-            other => StepError::Unavailable(format!(
-                "{what}: the Docker daemon at {} is unreachable ({other}); is dockerd running?",
-                self.host
-            )),
-        }
+        DaemonErrors { host: &self.host }.err(what, e)
     }
 
     fn project(&self) -> Result<&str, StepError> {
@@ -260,7 +239,10 @@ impl DockerActions {
                 let t = grace_or_default(*grace);
                 let mut done = Vec::new();
                 for c in self.containers(&docker, &ctx.target, name).await? {
-                    done.push(recreate::recreate(self, &docker, &c, t).await?);
+                    done.push(
+                        recreate::recreate(&DaemonErrors { host: &self.host }, &docker, &c, t)
+                            .await?,
+                    );
                 }
                 Ok(StepOutput::new(format!("recreated {}", done.join(", "))))
             }

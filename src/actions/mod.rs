@@ -7,6 +7,7 @@
 //! same project label; service names are plain names and, when `docker.allowed_services` is
 //! set, must be in it. Every refusal is the step's recorded outcome.
 
+mod daemon;
 mod docker;
 mod probes;
 mod recreate;

@@ -24,12 +24,12 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use super::docker::{DockerActions, Found};
+use super::daemon::{DaemonErrors, Found};
 use crate::engine::StepError;
 
 /// Recreates one container; returns its name.
 pub(super) async fn recreate(
-    actions: &DockerActions,
+    actions: &DaemonErrors<'_>,
     docker: &Docker,
     old: &Found,
     grace: Duration,
