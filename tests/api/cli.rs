@@ -99,6 +99,43 @@ fn check_prints_every_error_with_file_and_line_and_exits_1() {
 }
 
 #[test]
+fn check_reports_a_missing_escalation_file_without_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}/escalation.yaml: missing: the contacts and escalation policies live here; copy the one shipped in rules/\n1 error in 1 file; nothing was loaded\n",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn serve_refuses_broken_rules_and_prints_each_error_once() {
+    let dir = broken_rules();
+    let data = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--rules")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Log lines (JSON, on stderr too) aside, the message and its list, each error once.
+    let printed: Vec<&str> = err.lines().filter(|l| !l.starts_with('{')).collect();
+    let d = dir.path().display();
+    let mut want = vec![format!(
+        "error: the rules in {d} have 12 errors in 2 files; fix them (remediator check {d} lists them again):"
+    )];
+    want.extend(broken_rules_errors(dir.path()));
+    assert_eq!(printed, want);
+}
+
+#[test]
 fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
     let data = tempfile::tempdir().unwrap();
     let out = bin()
