@@ -52,7 +52,7 @@ pub enum Command {
         #[arg(long = "rules")]
         rules_dir: Option<PathBuf>,
     },
-    /// Validate a rule directory; prints every error as file:line: message.
+    /// Validate a rule directory; prints every error as file:line:column: message, exit 1.
     Check {
         /// Rule directory (default ./rules).
         dir: Option<PathBuf>,
@@ -130,10 +130,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(0)
                 }
                 Err(LoadError::Rules(errors)) => {
-                    for e in &errors.0 {
-                        eprintln!("{e}");
-                    }
-                    eprintln!("{} error(s); nothing was loaded", errors.0.len());
+                    eprintln!("{errors}");
+                    eprintln!("{}; nothing was loaded", errors.summary());
                     Ok(1)
                 }
                 Err(other) => {

@@ -12,7 +12,7 @@ use crate::actions::Executor;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{Engine, NoDocker, SharedRules, StepExecutor};
 use crate::http::AppState;
-use crate::loader::load_rules;
+use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
 use crate::notify::outbox::Deliverer;
 use crate::settings::Settings;
@@ -49,13 +49,16 @@ impl Application {
         executor: Arc<dyn StepExecutor>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
-        let rules = load_rules(&settings.rules_dir).with_context(|| {
-            format!(
-                "the rules in {} are invalid; fix them (remediator check {})",
-                settings.rules_dir.display(),
-                settings.rules_dir.display()
-            )
-        })?;
+        let rules = match load_rules(&settings.rules_dir) {
+            Ok(rules) => rules,
+            // The list on lines of its own, once: not as the cause of a context message.
+            Err(LoadError::Rules(errors)) => anyhow::bail!(
+                "the rules in {dir} have {summary}; fix them (remediator check {dir} lists them again):\n{errors}",
+                dir = settings.rules_dir.display(),
+                summary = errors.summary(),
+            ),
+            Err(e) => return Err(e.into()),
+        };
         tracing::info!(rules = rules.rules.len(), dir = %settings.rules_dir.display(), "rules loaded");
         let rules: SharedRules = Arc::new(RwLock::new(Arc::new(rules)));
 

@@ -5,12 +5,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serializer};
 
-/// Parses `30s`, `2m`, `1h30m`; zero is refused.
+/// Parses `30s`, `2m`, `1h30m`; zero is refused. The error starts with the text in
+/// backticks, so that a caller can put the field's name before it.
 pub fn parse(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration such as 30s, 2m or 1h: {e}"))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, value, .. } if unit.is_empty() => {
+                format!(" (a number needs a unit: {value}s, {value}m, {value}h)")
+            }
+            humantime::DurationError::UnknownUnit { unit, .. } => {
+                format!(" (unknown unit `{unit}`)")
+            }
+            humantime::DurationError::NumberOverflow => " (too large)".to_string(),
+            _ => String::new(),
+        };
+        format!("`{s}` is not a duration such as 30s, 2m or 1h{why}")
+    })?;
     if d.is_zero() {
-        return Err(format!("{s:?}: a duration must be longer than zero"));
+        return Err(format!("`{s}` must be longer than zero"));
     }
     Ok(d)
 }

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
 
-use super::{names, Collector, Priority, RuleError, Source};
+use super::read::{self, Errors, Fields};
+use super::yaml;
+use super::{names_of, Priority, RuleError, Source};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Contact {
     /// The role, as the DR plan names it ("On-call Engineer").
     #[serde(default)]
@@ -38,20 +38,21 @@ impl TierAfter {
         }
     }
 
+    /// `50%` or `10m`; the error starts with the text in backticks.
     fn parse(s: &str) -> Result<TierAfter, String> {
         if let Some(p) = s.trim().strip_suffix('%') {
             let pct: f64 = p
                 .trim()
                 .parse()
-                .map_err(|_| format!("after {s:?}: a share of the RTO is written like 50%"))?;
+                .map_err(|_| format!("`{s}` is not a share of the RTO such as 50%"))?;
             if !(0.0..=1000.0).contains(&pct) {
-                return Err(format!(
-                    "after {s:?}: the share must be between 0% and 1000%"
-                ));
+                return Err(format!("`{s}` is not a share between 0% and 1000%"));
             }
             Ok(TierAfter::RtoShare(pct / 100.0))
         } else {
-            super::duration_text::parse(s).map(TierAfter::Delay)
+            super::duration_text::parse(s)
+                .map(TierAfter::Delay)
+                .map_err(|_| format!("`{s}` is neither a share of the RTO (50%) nor a delay (10m)"))
         }
     }
 }
@@ -79,7 +80,7 @@ pub struct Escalation {
 
 impl Escalation {
     pub fn contact_names(&self) -> String {
-        names(&self.contacts)
+        names_of(&self.contacts)
     }
 
     pub fn policy(&self, p: Priority) -> &Policy {
@@ -91,124 +92,180 @@ impl Escalation {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEscalation {
-    contacts: BTreeMap<String, Spanned<Contact>>,
-    policies: BTreeMap<String, Spanned<RawPolicy>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPolicy {
-    #[serde(default)]
-    notify: Vec<String>,
-    #[serde(default)]
-    page: Vec<String>,
-    #[serde(default)]
-    tiers: Vec<Spanned<RawTier>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTier {
-    after: String,
-    notify: Vec<String>,
-    #[serde(default)]
-    customer_impacting_only: bool,
-}
-
+/// Reads `escalation.yaml`. Gives the contacts and policies it could read even when some
+/// were wrong (the rules' `owner` and `page` checks need the names; nothing else runs on a
+/// set with errors), and `None` only when not even the contacts could be read.
 pub(super) fn compile(src: &Source, errors: &mut Vec<RuleError>) -> Option<Escalation> {
-    let raw: RawEscalation = match serde_saphyr::from_str(&src.text) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(super::yaml_error(&src.path, &e));
+    let mut e = Errors::new(&src.path, &src.text, errors);
+    let doc = match yaml::parse(&src.text) {
+        Ok(Some(doc)) => doc,
+        Ok(None) => {
+            e.at(
+                None,
+                "the file is empty; it holds the contacts and escalation policies (copy the one shipped in rules/)",
+            );
+            return None;
+        }
+        Err(syntax) => {
+            e.at(syntax.pos, syntax.message);
             return None;
         }
     };
-    let before = errors.len();
-    let mut c = Collector {
-        path: &src.path,
-        errors,
-    };
-    let contacts: BTreeMap<String, Contact> = raw
-        .contacts
-        .into_iter()
-        .map(|(k, v)| {
-            if !v.value.email.contains('@') {
-                c.err(
-                    v.referenced.line(),
-                    format!(
-                        "contact {k:?}: email {:?} is not an e-mail address",
-                        v.value.email
-                    ),
-                );
-            }
-            (k, v.value)
-        })
-        .collect();
-    let known = names(&contacts);
-    let check = |c: &mut Collector<'_>, line: u64, what: &str, list: &[String]| {
-        for who in list {
-            if !contacts.contains_key(who) {
-                c.err(
-                    line,
-                    format!("{what}: {who:?} is not a contact (known: {known})"),
-                );
-            }
-        }
-    };
+    let top = Fields::of_named(
+        &mut e,
+        &doc,
+        "",
+        "the file",
+        " with `contacts:` and `policies:`",
+    )?;
+    top.check_keys(&mut e, Some(&["contacts", "policies"]));
+
+    let contacts = top
+        .require(&mut e, "contacts", " (who can be told and paged)")
+        .and_then(|n| read_contacts(&mut e, n));
+
     let mut policies = BTreeMap::new();
-    for (key, p) in raw.policies {
-        let line = p.referenced.line();
-        let Some(priority) = Priority::parse(&key) else {
-            c.err(
-                line,
-                format!("policy {key:?}: priorities are P1, P2, P3 and P4"),
-            );
-            continue;
-        };
-        check(
-            &mut c,
-            line,
-            &format!("policy {key}.notify"),
-            &p.value.notify,
-        );
-        check(&mut c, line, &format!("policy {key}.page"), &p.value.page);
-        let mut tiers = Vec::new();
-        for t in p.value.tiers {
-            let tline = t.referenced.line();
-            check(
-                &mut c,
-                tline,
-                &format!("policy {key} tier"),
-                &t.value.notify,
-            );
-            match TierAfter::parse(&t.value.after) {
-                Ok(after) => tiers.push(Tier {
-                    after,
-                    notify: t.value.notify,
-                    customer_impacting_only: t.value.customer_impacting_only,
-                }),
-                Err(e) => c.err(tline, format!("policy {key} tier: {e}")),
+    if let Some(n) = top.require(&mut e, "policies", " (one per priority, P1 to P4)") {
+        if let Some(f) = Fields::of(&mut e, n, "policies", " of P1, P2, P3, P4 to policies") {
+            f.check_keys(&mut e, None);
+            for (key, key_node, value) in f.entries() {
+                let Some(priority) = Priority::parse(key) else {
+                    e.at(
+                        key_node.pos,
+                        format!("unknown policy `{key}` (the priorities are P1, P2, P3, P4)"),
+                    );
+                    continue;
+                };
+                if let Some(policy) = read_policy(&mut e, value, &f.child(key), contacts.as_ref()) {
+                    policies.entry(priority).or_insert(policy);
+                }
+            }
+            for p in Priority::ALL {
+                if !f.entries().any(|(k, _, _)| Priority::parse(k) == Some(p)) {
+                    e.at(
+                        f.pos,
+                        format!("missing key `policies.{p}` (every priority needs a policy)"),
+                    );
+                }
             }
         }
-        policies.insert(
-            priority,
-            Policy {
-                notify: p.value.notify,
-                page: p.value.page,
-                tiers,
-            },
-        );
     }
-    for p in Priority::ALL {
-        if !policies.contains_key(&p) {
-            c.err(
-                1,
-                format!("policies: {p} is missing; every priority P1..P4 needs a policy"),
-            );
+    Some(Escalation {
+        contacts: contacts?,
+        policies,
+    })
+}
+
+fn read_contacts(e: &mut Errors<'_>, n: &yaml::Node) -> Option<BTreeMap<String, Contact>> {
+    let f = Fields::of(e, n, "contacts", " of names to contacts")?;
+    f.check_keys(e, None);
+    let mut contacts = BTreeMap::new();
+    for (key, _, value) in f.entries() {
+        let path = f.child(key);
+        // A contact with a problem is still a name the rules may use; it is reported here,
+        // not again at each rule that names it.
+        let contact = read_contact(e, value, &path).unwrap_or(Contact {
+            name: String::new(),
+            email: String::new(),
+            slack_user: None,
+        });
+        contacts.entry(key.to_string()).or_insert(contact);
+    }
+    Some(contacts)
+}
+
+fn read_contact(e: &mut Errors<'_>, n: &yaml::Node, path: &str) -> Option<Contact> {
+    let f = Fields::of(e, n, path, " such as { email: oncall@example.org }")?;
+    f.check_keys(e, Some(&["name", "email", "slack_user"]));
+    let name = f
+        .get("name")
+        .and_then(|n| read::string(e, n, &f.child("name")));
+    let email = f.require(e, "email", "").and_then(|n| {
+        let what = f.child("email");
+        let email = read::string(e, n, &what)?;
+        if !email.contains('@') {
+            e.at(n.pos, format!("{what} `{email}` is not an e-mail address"));
+            return None;
+        }
+        Some(email)
+    });
+    let slack_user = f
+        .get("slack_user")
+        .and_then(|n| read::string(e, n, &f.child("slack_user")));
+    Some(Contact {
+        name: name.unwrap_or_default(),
+        email: email?,
+        slack_user,
+    })
+}
+
+fn read_policy(
+    e: &mut Errors<'_>,
+    n: &yaml::Node,
+    path: &str,
+    contacts: Option<&BTreeMap<String, Contact>>,
+) -> Option<Policy> {
+    let f = if n.is_null() {
+        Fields::empty(n.pos, path)
+    } else {
+        Fields::of(e, n, path, " such as { notify: [oncall], page: [oncall] }")?
+    };
+    let before = e.count();
+    f.check_keys(e, Some(&["notify", "page", "tiers"]));
+    let who = |e: &mut Errors<'_>, key: &str| {
+        f.get(key)
+            .and_then(|n| read::contact_list(e, n, &f.child(key), contacts, ""))
+            .unwrap_or_default()
+    };
+    let notify = who(e, "notify");
+    let page = who(e, "page");
+    let mut tiers = Vec::new();
+    if let Some(n) = f.get("tiers") {
+        let what = f.child("tiers");
+        for t in read::list(e, n, &what).unwrap_or_default() {
+            if let Some(tier) = read_tier(e, t, &what, contacts) {
+                tiers.push(tier);
+            }
         }
     }
-    (errors.len() == before).then_some(Escalation { contacts, policies })
+    (e.count() == before).then_some(Policy {
+        notify,
+        page,
+        tiers,
+    })
+}
+
+fn read_tier(
+    e: &mut Errors<'_>,
+    n: &yaml::Node,
+    path: &str,
+    contacts: Option<&BTreeMap<String, Contact>>,
+) -> Option<Tier> {
+    let f = Fields::of(e, n, path, " such as { after: 50%, notify: [eng-lead] }")?;
+    f.check_keys(e, Some(&["after", "notify", "customer_impacting_only"]));
+    let after = f
+        .require(
+            e,
+            "after",
+            " (a share of the RTO such as 50%, or a delay such as 10m)",
+        )
+        .and_then(|n| {
+            let what = f.child("after");
+            let text = read::string(e, n, &what)?;
+            TierAfter::parse(&text)
+                .map_err(|why| e.at(n.pos, format!("{what} {why}")))
+                .ok()
+        });
+    let notify = f
+        .require(e, "notify", "")
+        .and_then(|n| read::contact_list(e, n, &f.child("notify"), contacts, ""));
+    let customer_impacting_only = f
+        .get("customer_impacting_only")
+        .and_then(|n| read::boolean(e, n, &f.child("customer_impacting_only")))
+        .unwrap_or(false);
+    Some(Tier {
+        after: after?,
+        notify: notify?,
+        customer_impacting_only,
+    })
 }

@@ -36,7 +36,7 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Parses one matcher. The error says what is wrong and how a valid one looks.
+    /// Parses one matcher. The error (one line) says what is wrong and how a valid one looks.
     pub fn parse(input: &str) -> Result<Matcher, String> {
         let s = input.trim();
         let name_end = s
@@ -49,7 +49,7 @@ impl Matcher {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if !valid_name {
             return Err(format!(
-                "matcher {input:?} must start with a label name, as in alertname=\"PostgresDown\""
+                "matcher `{input}` must start with a label name, as in alertname=\"PostgresDown\"",
             ));
         }
         let rest = s[name_end..].trim_start();
@@ -63,15 +63,19 @@ impl Matcher {
             (MatchOp::Equal, r)
         } else {
             return Err(format!(
-                "matcher {input:?} needs one of the operators =, !=, =~, !~ after {name:?}"
+                "matcher `{input}` needs one of the operators =, !=, =~, !~ after `{name}`",
             ));
         };
-        let value = unquote(rest.trim()).map_err(|e| format!("matcher {input:?}: {e}"))?;
+        let value = unquote(rest.trim()).map_err(|e| format!("matcher `{input}`: {e}"))?;
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("matcher {input:?}: invalid regular expression: {e}"))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                    format!(
+                        "matcher `{input}`: invalid regular expression: {}",
+                        regex_problem(&e)
+                    )
+                })?)
+            }
             _ => None,
         };
         Ok(Matcher {
@@ -106,7 +110,7 @@ impl fmt::Display for Matcher {
 fn unquote(s: &str) -> Result<String, String> {
     let Some(inner) = s.strip_prefix('"') else {
         if s.contains(['"', ',', '{', '}', ' ']) {
-            return Err(format!("value {s:?} must be double-quoted"));
+            return Err(format!("value `{s}` must be double-quoted"));
         }
         return Ok(s.to_string());
     };
@@ -130,7 +134,7 @@ fn unquote(s: &str) -> Result<String, String> {
                     Ok(out)
                 } else {
                     Err(format!(
-                        "unexpected text after the closing quote: {:?}",
+                        "unexpected text after the closing quote: `{}`",
                         chars.as_str()
                     ))
                 };
@@ -139,4 +143,16 @@ fn unquote(s: &str) -> Result<String, String> {
         }
     }
     Err("value is missing its closing double quote".into())
+}
+
+/// The regex crate's message without its multi-line drawing of the pattern (which shows the
+/// anchored `^(?:...)$` we built, not what the user wrote).
+fn regex_problem(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .unwrap_or_else(|| text.lines().next().unwrap_or("invalid"))
+        .trim()
+        .to_string()
 }

@@ -1,29 +1,37 @@
 //! Rule files (`rules/*.yaml`) compiled into a [`RuleSet`].
 //!
-//! Pure: [`compile`] takes the files' names and texts and either returns a rule set or every
-//! error it found, each with `file:line`. `serve`, `check`, `simulate` and hot reload all go
-//! through it, so what `check` accepts is exactly what the service runs.
+//! Pure: [`compile_in`] takes the files' names and texts and either returns a rule set or every
+//! error it found, each with `file:line:column`. `serve`, `check`, `simulate` and hot reload
+//! all go through it, so what `check` accepts is exactly what the service runs.
+//!
+//! Each file is parsed into a tree of YAML nodes that keep their place (`yaml.rs`); the rules
+//! are read from it field by field (`read.rs`), so a problem in one field, step, rule or file
+//! does not hide the next one.
 //!
 //! A rule file holds `rules:`; the file named `escalation.yaml` holds the contacts and the
 //! per-priority policies that rules' `owner` and `page` steps refer to.
 
 mod escalation;
 mod matcher;
+mod read;
 mod steps;
+mod yaml;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_saphyr::Spanned;
+use serde::Serialize;
 
 use crate::alert::Labels;
+use read::Fields;
+use yaml::Node;
 
 pub use escalation::{Contact, Escalation, Policy, Tier, TierAfter};
 pub use matcher::{MatchOp, Matcher};
 pub use steps::{Step, StepKind};
+pub use yaml::Pos;
 
 /// The name of the file that holds contacts and escalation policies.
 pub const ESCALATION_FILE: &str = "escalation.yaml";
@@ -35,23 +43,40 @@ pub struct Source {
     pub text: String,
 }
 
-/// One problem in one file, at one line (0 when the line is not known).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One problem in one file: `file:line:column: message`, or `file: message` for a problem of
+/// the whole file (missing, unreadable, empty).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RuleError {
     pub path: PathBuf,
-    pub line: u64,
+    pub pos: Option<Pos>,
     pub message: String,
 }
 
 impl fmt::Display for RuleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
+        match self.pos {
+            Some(pos) => write!(f, "{}:{pos}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
     }
 }
 
 /// Every error found in a rule directory.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct RuleErrors(pub Vec<RuleError>);
+
+impl RuleErrors {
+    /// "3 errors in 2 files".
+    pub fn summary(&self) -> String {
+        let files: HashSet<&Path> = self.0.iter().map(|e| e.path.as_path()).collect();
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        format!(
+            "{} in {}",
+            plural(self.0.len(), "error"),
+            plural(files.len(), "file")
+        )
+    }
+}
 
 impl fmt::Display for RuleErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -209,368 +234,454 @@ impl RuleSet {
 
 /// A compose service or container name: letters, digits, `_`, `.`, `-`; no path, no glob.
 pub fn validate_name(s: &str) -> Result<(), String> {
+    match name_problem(s) {
+        None => Ok(()),
+        Some(NameProblem::Empty) => Err("the name is empty".into()),
+        Some(NameProblem::TooLong) => Err("the name is longer than 128 characters".into()),
+        Some(p @ NameProblem::NotPlain) => Err(format!("{s:?} {p}")),
+    }
+}
+
+/// What is wrong with a would-be service or container name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameProblem {
+    Empty,
+    TooLong,
+    NotPlain,
+}
+
+impl fmt::Display for NameProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NameProblem::Empty => "is empty",
+            NameProblem::TooLong => "is longer than 128 characters",
+            NameProblem::NotPlain => "is not a plain container or service name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
+        })
+    }
+}
+
+fn name_problem(s: &str) -> Option<NameProblem> {
     if s.is_empty() {
-        return Err("the name is empty".into());
+        return Some(NameProblem::Empty);
     }
     if s.len() > 128 {
-        return Err("the name is longer than 128 characters".into());
+        return Some(NameProblem::TooLong);
     }
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     let rest_ok = s
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || s.contains("..") {
-        return Err(format!(
-            "{s:?} is not a plain container or service name (letters, digits, '_', '.', '-'; starting with a letter or digit)"
-        ));
+        return Some(NameProblem::NotPlain);
     }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Raw YAML shapes. Unknown keys are errors everywhere.
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRuleFile {
-    #[serde(default)]
-    rules: Vec<Spanned<RawRule>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    name: String,
-    #[serde(default)]
-    description: String,
-    matchers: Vec<Spanned<String>>,
-    priority: Spanned<String>,
-    #[serde(default)]
-    priority_label: Option<String>,
-    rto: Dur,
-    owner: Spanned<String>,
-    #[serde(default)]
-    customer_impacting: bool,
-    target: Spanned<RawTarget>,
-    #[serde(default)]
-    limit: Option<Spanned<RawLimit>>,
-    #[serde(default)]
-    dry_run: bool,
-    steps: Vec<Spanned<StepKind>>,
-    #[serde(default)]
-    on_failure: Vec<Spanned<StepKind>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTarget {
-    #[serde(default)]
-    service: Option<String>,
-    #[serde(default)]
-    container: Option<String>,
-    #[serde(default)]
-    label: Option<String>,
-    #[serde(default)]
-    allow: Option<Vec<String>>,
-    #[serde(default)]
-    none: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimit {
-    runs: u32,
-    per: Dur,
+    None
 }
 
 /// A duration written as text: `30s`, `2m`, `1h`, `1h30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(de)?;
-        duration_text::parse(&s)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 /// Durations as humans write them in rule files and read them in output.
 pub use crate::domain::duration as duration_text;
 
 // ---------------------------------------------------------------------------------------
-// Compilation.
+// Compilation: every file parsed into a node tree, every field of every rule read from it,
+// every problem recorded; a rule set only when there was none.
 
-struct Collector<'a> {
-    path: &'a PathBuf,
-    errors: &'a mut Vec<RuleError>,
+/// Whether `path` is [`ESCALATION_FILE`].
+fn is_escalation(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == ESCALATION_FILE)
 }
 
-impl Collector<'_> {
-    fn err(&mut self, line: u64, message: impl Into<String>) {
-        self.errors.push(RuleError {
-            path: self.path.clone(),
-            line,
-            message: message.into(),
-        });
-    }
-}
-
-fn yaml_error(path: &std::path::Path, e: &serde_saphyr::Error) -> RuleError {
-    let line = e.location().map(|l| l.line()).unwrap_or(0);
-    // The crate's Display adds a source snippet; the first line is the message itself.
-    let text = e.to_string();
-    let mut message = text.lines().next().unwrap_or("invalid YAML").trim();
-    // The crate prefixes "error: line N column M: "; file:line already says where.
-    message = message.strip_prefix("error: ").unwrap_or(message);
-    if message.starts_with("line ") {
-        if let Some((_, rest)) = message.split_once(": ") {
-            message = rest;
-        }
-    }
-    let message = message.to_string();
-    RuleError {
-        path: path.to_path_buf(),
-        line,
-        message,
-    }
-}
-
-/// Compiles rule files. Files are taken in name order; [`ESCALATION_FILE`] must be among them.
+/// Compiles rule files whose directory is that of the first file. See [`compile_in`].
 pub fn compile(sources: &[Source]) -> Result<RuleSet, RuleErrors> {
-    let mut errors = Vec::new();
+    let dir = sources
+        .first()
+        .and_then(|s| s.path.parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    compile_in(&dir, sources, Vec::new())
+}
+
+/// Compiles the rule files of `dir`, taken in file-name order; [`ESCALATION_FILE`] must be
+/// among them. `unreadable` holds the problems of files the caller found but could not read:
+/// they are reported with the rest (and such a file is not also reported missing).
+///
+/// Every problem of every rule in every file is reported, sorted by file, line and column,
+/// each once.
+pub fn compile_in(
+    dir: &Path,
+    sources: &[Source],
+    unreadable: Vec<RuleError>,
+) -> Result<RuleSet, RuleErrors> {
+    let mut errors = unreadable;
     let mut sources: Vec<&Source> = sources.iter().collect();
     sources.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
 
-    let escalation = match sources
-        .iter()
-        .find(|s| s.path.file_name().is_some_and(|n| n == ESCALATION_FILE))
-    {
+    let escalation = match sources.iter().find(|s| is_escalation(&s.path)) {
         Some(src) => escalation::compile(src, &mut errors),
         None => {
-            errors.push(RuleError {
-                path: sources
-                    .first()
-                    .and_then(|s| s.path.parent())
-                    .map(|p| p.join(ESCALATION_FILE))
-                    .unwrap_or_else(|| PathBuf::from(ESCALATION_FILE)),
-                line: 0,
-                message: "missing: the contacts and escalation policies live here; copy the one shipped in rules/".into(),
-            });
+            if !errors.iter().any(|e| is_escalation(&e.path)) {
+                errors.push(RuleError {
+                    path: dir.join(ESCALATION_FILE),
+                    pos: None,
+                    message: "missing: the contacts and escalation policies live here; copy the one shipped in rules/".into(),
+                });
+            }
             None
         }
     };
 
     let mut rules = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    for src in sources
-        .iter()
-        .filter(|s| s.path.file_name().is_some_and(|n| n != ESCALATION_FILE))
-    {
-        let raw: RawRuleFile = match serde_saphyr::from_str(&src.text) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(yaml_error(&src.path, &e));
-                continue;
-            }
-        };
-        let mut c = Collector {
-            path: &src.path,
-            errors: &mut errors,
-        };
-        if raw.rules.is_empty() {
-            c.err(
-                1,
-                "the file has no rules; add a `rules:` list or remove the file",
-            );
-        }
-        for spanned in raw.rules {
-            let line = spanned.referenced.line();
-            if let Some(rule) = compile_rule(spanned.value, line, &mut c, escalation.as_ref()) {
-                if !seen.insert(rule.name.clone()) {
-                    c.err(
-                        line,
-                        format!(
-                            "rule name {:?} is used twice; names must be unique",
-                            rule.name
-                        ),
-                    );
-                    continue;
-                }
-                rules.push(Rule {
-                    file: src.path.clone(),
-                    ..rule
-                });
-            }
-        }
+    let mut names = BTreeMap::new();
+    for src in sources.iter().filter(|s| !is_escalation(&s.path)) {
+        let mut e = read::Errors::new(&src.path, &src.text, &mut errors);
+        rule_file(src, &mut e, escalation.as_ref(), &mut names, &mut rules);
     }
 
-    match escalation {
-        Some(escalation) if errors.is_empty() => Ok(RuleSet { rules, escalation }),
-        _ => Err(RuleErrors(errors)),
+    if errors.is_empty() {
+        if let Some(escalation) = escalation {
+            return Ok(RuleSet { rules, escalation });
+        }
+    }
+    // Sorted by file then place (a problem with no place, such as a missing file, first);
+    // the sort is stable, so problems at one place stay in the order the fields are read.
+    errors.sort_by(|a, b| (&a.path, a.pos).cmp(&(&b.path, b.pos)));
+    let mut seen = HashSet::new();
+    errors.retain(|e| seen.insert(e.clone()));
+    Err(RuleErrors(errors))
+}
+
+/// Where each rule name was first used, to refuse a second use.
+type Names = BTreeMap<String, (PathBuf, Option<Pos>)>;
+
+fn rule_file(
+    src: &Source,
+    e: &mut read::Errors<'_>,
+    escalation: Option<&Escalation>,
+    names: &mut Names,
+    rules: &mut Vec<Rule>,
+) {
+    const NO_RULES: &str = "the file has no rules; add a `rules:` list or remove the file";
+    let doc = match yaml::parse(&src.text) {
+        Ok(Some(doc)) => doc,
+        Ok(None) => return e.at(None, NO_RULES),
+        Err(syntax) => return e.at(syntax.pos, syntax.message),
+    };
+    let Some(top) = Fields::of_named(e, &doc, "", "the file", " with a `rules:` list") else {
+        return;
+    };
+    top.check_keys(e, Some(&["rules"]));
+    let Some(list) = top.get("rules") else {
+        // `rules:` written empty is a place; no `rules:` at all is the whole file.
+        return e.at(top.key_pos("rules"), NO_RULES);
+    };
+    let Some(items) = read::list(e, list, "rules") else {
+        return;
+    };
+    if items.is_empty() {
+        return e.at(list.pos, NO_RULES);
+    }
+    let contacts = escalation.map(|esc| &esc.contacts);
+    for (i, item) in items.iter().enumerate() {
+        e.set_context(format!("rule #{}", i + 1));
+        if let Some(rule) = compile_rule(item, e, contacts, &src.path, names) {
+            rules.push(rule);
+        }
+        e.set_context("");
     }
 }
 
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "matchers",
+    "priority",
+    "priority_label",
+    "rto",
+    "owner",
+    "customer_impacting",
+    "target",
+    "limit",
+    "dry_run",
+    "steps",
+    "on_failure",
+];
+
 fn compile_rule(
-    raw: RawRule,
-    line: u64,
-    c: &mut Collector<'_>,
-    escalation: Option<&Escalation>,
+    node: &Node,
+    e: &mut read::Errors<'_>,
+    contacts: Option<&BTreeMap<String, Contact>>,
+    file: &Path,
+    names: &mut Names,
 ) -> Option<Rule> {
-    let before = c.errors.len();
-    if raw.name.trim().is_empty() {
-        c.err(line, "rule name is empty");
-    }
-    let name = raw.name.clone();
-    let ctx = |m: String| format!("rule {name:?}: {m}");
-
-    if raw.matchers.is_empty() {
-        c.err(
-            line,
-            ctx("needs at least one matcher, e.g. alertname=\"PostgresDown\"".into()),
-        );
-    }
-    let mut matchers = Vec::new();
-    for m in &raw.matchers {
-        match Matcher::parse(&m.value) {
-            Ok(p) => matchers.push(p),
-            Err(e) => c.err(m.referenced.line(), ctx(e)),
+    let before = e.count();
+    let f = Fields::of_named(e, node, "", "a rule", " of name, matchers, priority, ...")?;
+    let name_node = f.require(e, "name", "");
+    let name = name_node.and_then(|n| read::string(e, n, "name"));
+    if let (Some(name), Some(n)) = (&name, name_node) {
+        if name.trim().is_empty() {
+            e.at(n.pos, "name is empty");
+        } else {
+            e.set_context(format!("rule `{name}`"));
+            match names.get(name) {
+                Some((path, pos)) => {
+                    let at = match pos {
+                        Some(p) => format!("{}:{p}", path.display()),
+                        None => path.display().to_string(),
+                    };
+                    e.at(
+                        n.pos,
+                        format!("the name is already used by the rule at {at}; rule names must be unique"),
+                    );
+                }
+                None => {
+                    names.insert(name.clone(), (file.to_path_buf(), n.pos));
+                }
+            }
         }
     }
+    f.check_keys(e, Some(RULE_KEYS));
 
-    let priority = Priority::parse(&raw.priority.value).unwrap_or_else(|| {
-        c.err(
-            raw.priority.referenced.line(),
-            ctx(format!(
-                "priority {:?} is not one of P1, P2, P3, P4",
-                raw.priority.value
-            )),
-        );
-        Priority::P4
-    });
+    let description = f
+        .get("description")
+        .and_then(|n| read::string(e, n, "description"))
+        .unwrap_or_default();
 
-    if let Some(esc) = escalation {
-        if !esc.contacts.contains_key(&raw.owner.value) {
-            c.err(
-                raw.owner.referenced.line(),
-                ctx(format!(
-                    "owner {:?} is not a contact in {ESCALATION_FILE} (known: {})",
-                    raw.owner.value,
-                    esc.contact_names()
-                )),
-            );
-        }
-    }
-
-    let tline = raw.target.referenced.line();
-    let t = raw.target.value;
-    if t.allow.is_some() && t.label.is_none() {
-        c.err(tline, ctx("`allow` only goes with a `label` target".into()));
-    }
-    let chosen = [
-        t.service.is_some(),
-        t.container.is_some(),
-        t.label.is_some(),
-        t.none == Some(true),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    let target = if chosen != 1 {
-        c.err(
-            tline,
-            ctx("target must have exactly one of service, container, label or none: true".into()),
-        );
-        Target::None
-    } else if let Some(s) = t.service {
-        check_name(c, tline, &ctx, &s);
-        Target::Service(s)
-    } else if let Some(n) = t.container {
-        check_name(c, tline, &ctx, &n);
-        Target::Container(n)
-    } else if let Some(label) = t.label {
-        let allow = t.allow.unwrap_or_default();
-        if allow.is_empty() {
-            c.err(
-                tline,
-                ctx(format!(
-                    "target label {label:?} needs an `allow` list of the services it may name"
-                )),
-            );
-        }
-        for a in &allow {
-            check_name(c, tline, &ctx, a);
-        }
-        Target::Label { label, allow }
-    } else {
-        Target::None
-    };
-
-    let limit = match raw.limit {
-        Some(l) => {
-            if l.value.runs == 0 {
-                c.err(
-                    l.referenced.line(),
-                    ctx("limit.runs must be at least 1".into()),
+    let matchers = f
+        .require(
+            e,
+            "matchers",
+            " (e.g. matchers: ['alertname=\"PostgresDown\"'])",
+        )
+        .and_then(|n| {
+            let items = read::strings(e, n, "matchers")?;
+            if items.is_empty() {
+                e.at(
+                    n.pos,
+                    "matchers must have at least one matcher, e.g. 'alertname=\"PostgresDown\"'",
                 );
             }
-            Limit {
-                runs: l.value.runs,
-                per: l.value.per.0,
+            let before = e.count();
+            let parsed: Vec<Matcher> = items
+                .iter()
+                .filter_map(|(m, pos)| Matcher::parse(m).map_err(|why| e.at(*pos, why)).ok())
+                .collect();
+            (e.count() == before).then_some(parsed)
+        });
+
+    let priority = f
+        .require(e, "priority", " (one of P1, P2, P3, P4)")
+        .and_then(|n| {
+            let text = read::string(e, n, "priority")?;
+            let p = Priority::parse(&text);
+            if p.is_none() {
+                e.at(
+                    n.pos,
+                    format!("priority `{text}` is not one of P1, P2, P3, P4"),
+                );
             }
-        }
-        None => Limit::default(),
-    };
+            p
+        });
 
-    if raw.steps.is_empty() {
-        c.err(line, ctx("needs at least one step".into()));
-    }
-    let compile_steps = |raw_steps: Vec<Spanned<StepKind>>, c: &mut Collector<'_>| {
-        raw_steps
-            .into_iter()
-            .map(|s| {
-                let sline = s.referenced.line();
-                if let Err(e) = s.value.validate(escalation) {
-                    c.err(sline, ctx(e));
+    let priority_label = f
+        .get("priority_label")
+        .and_then(|n| read::string(e, n, "priority_label"));
+
+    let rto = f
+        .require(e, "rto", " (the recovery time objective, e.g. rto: 30m)")
+        .and_then(|n| read::duration(e, n, "rto"));
+
+    let owner = f
+        .require(e, "owner", &format!(" (a contact in {ESCALATION_FILE})"))
+        .and_then(|n| {
+            let owner = read::string(e, n, "owner")?;
+            if let Some(contacts) = contacts {
+                if !contacts.contains_key(&owner) {
+                    e.at(
+                        n.pos,
+                        format!(
+                            "owner `{owner}` is not a contact in {ESCALATION_FILE} (known: {})",
+                            names_of(contacts)
+                        ),
+                    );
                 }
-                Step::new(s.value, sline)
-            })
-            .collect::<Vec<_>>()
-    };
-    let steps = compile_steps(raw.steps, c);
-    let on_failure = compile_steps(raw.on_failure, c);
+            }
+            Some(owner)
+        });
 
-    if c.errors.len() > before {
+    let customer_impacting = f
+        .get("customer_impacting")
+        .and_then(|n| read::boolean(e, n, "customer_impacting"))
+        .unwrap_or(false);
+
+    let target = f
+        .require(e, "target", " (e.g. target: { service: postgres })")
+        .and_then(|n| compile_target(e, n));
+
+    let limit = match f.get("limit") {
+        Some(n) => compile_limit(e, n),
+        None => Some(Limit::default()),
+    };
+
+    let dry_run = f
+        .get("dry_run")
+        .and_then(|n| read::boolean(e, n, "dry_run"))
+        .unwrap_or(false);
+
+    let steps = f
+        .require(e, "steps", " (e.g. steps: [ { diagnose: {} } ])")
+        .and_then(|n| {
+            let steps = steps::read_steps(e, n, "steps", contacts)?;
+            if steps.is_empty() {
+                e.at(n.pos, "steps must list at least one step");
+            }
+            Some(steps)
+        });
+    let on_failure = match f.get("on_failure") {
+        Some(n) => steps::read_steps(e, n, "on_failure", contacts),
+        None => Some(Vec::new()),
+    };
+
+    let (
+        Some(name),
+        Some(matchers),
+        Some(priority),
+        Some(rto),
+        Some(owner),
+        Some(target),
+        Some(limit),
+        Some(steps),
+        Some(on_failure),
+    ) = (
+        name, matchers, priority, rto, owner, target, limit, steps, on_failure,
+    )
+    else {
+        return None;
+    };
+    if e.count() > before {
         return None;
     }
     Some(Rule {
-        name: raw.name,
-        description: raw.description,
-        file: PathBuf::new(),
-        line,
+        name,
+        description,
+        file: file.to_path_buf(),
+        line: node.pos.map(|p| p.line).unwrap_or(1),
         matchers,
         priority,
-        priority_label: raw.priority_label,
-        rto: raw.rto.0,
-        owner: raw.owner.value,
-        customer_impacting: raw.customer_impacting,
+        priority_label,
+        rto,
+        owner,
+        customer_impacting,
         target,
         limit,
-        dry_run: raw.dry_run,
+        dry_run,
         steps,
         on_failure,
     })
 }
 
-fn check_name(c: &mut Collector<'_>, line: u64, ctx: &dyn Fn(String) -> String, name: &str) {
-    if let Err(e) = validate_name(name) {
-        c.err(line, ctx(format!("target: {e}")));
+fn compile_target(e: &mut read::Errors<'_>, n: &Node) -> Option<Target> {
+    let f = Fields::of(e, n, "target", " such as { service: postgres }")?;
+    let before = e.count();
+    f.check_keys(e, Some(&["service", "container", "label", "allow", "none"]));
+    let plain_name = |e: &mut read::Errors<'_>, key: &str| {
+        let n = f.get(key)?;
+        let what = f.child(key);
+        let s = read::string(e, n, &what)?;
+        match name_problem(&s) {
+            Some(why) => {
+                e.at(n.pos, format!("{what} `{s}` {why}"));
+                None
+            }
+            None => Some(s),
+        }
+    };
+    let service = plain_name(e, "service");
+    let container = plain_name(e, "container");
+    let label = f
+        .get("label")
+        .and_then(|n| read::string(e, n, "target.label"));
+    let allow = f.get("allow").and_then(|n| {
+        let items = read::strings(e, n, "target.allow")?;
+        let before = e.count();
+        for (s, pos) in &items {
+            if let Some(why) = name_problem(s) {
+                e.at(*pos, format!("target.allow `{s}` {why}"));
+            }
+        }
+        (e.count() == before).then(|| items.into_iter().map(|(s, _)| s).collect::<Vec<_>>())
+    });
+    let none = f
+        .get("none")
+        .and_then(|n| read::boolean(e, n, "target.none"));
+
+    if f.has("allow") && !f.has("label") {
+        e.at(
+            f.key_pos("allow"),
+            "target.allow only goes with a `label` target",
+        );
     }
+    let chosen = [
+        f.has("service"),
+        f.has("container"),
+        f.has("label"),
+        none == Some(true),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if chosen != 1 {
+        e.at(
+            f.pos,
+            "target must have exactly one of service, container, label or none: true",
+        );
+    }
+    if let Some(label) = &label {
+        if !f.has("allow") || allow.as_ref().is_some_and(|a| a.is_empty()) {
+            e.at(
+                f.key_pos("label"),
+                format!("target.label `{label}` needs an `allow` list of the services it may name"),
+            );
+        }
+    }
+    if e.count() > before {
+        return None;
+    }
+    Some(match (service, container, label) {
+        (Some(s), _, _) => Target::Service(s),
+        (_, Some(c), _) => Target::Container(c),
+        (_, _, Some(label)) => Target::Label {
+            label,
+            allow: allow.unwrap_or_default(),
+        },
+        _ => Target::None,
+    })
+}
+
+fn compile_limit(e: &mut read::Errors<'_>, n: &Node) -> Option<Limit> {
+    let f = Fields::of(e, n, "limit", " such as { runs: 2, per: 1h }")?;
+    f.check_keys(e, Some(&["runs", "per"]));
+    let runs = f.require(e, "runs", " (e.g. runs: 2)").and_then(|n| {
+        read::integer(
+            e,
+            n,
+            "limit.runs",
+            1..=i128::from(u32::MAX),
+            "a whole number of at least 1",
+        )
+    });
+    let per = f
+        .require(e, "per", " (e.g. per: 1h)")
+        .and_then(|n| read::duration(e, n, "limit.per"));
+    Some(Limit {
+        runs: u32::try_from(runs?).ok()?,
+        per: per?,
+    })
 }
 
 /// Sorted, comma-separated keys, for error messages.
-fn names<V>(m: &BTreeMap<String, V>) -> String {
+fn names_of<V>(m: &BTreeMap<String, V>) -> String {
     m.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 

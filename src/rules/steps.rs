@@ -1,94 +1,76 @@
 //! The closed set of runbook steps a rule may name, with their arguments and default
 //! timeouts. Executing them is the job of `actions`; here they are only data.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::{validate_name, Dur, Escalation};
+use super::read::{self, Errors, Fields};
+use super::yaml::{Node, Value};
+use super::{name_problem, Contact, Dur, ESCALATION_FILE};
 
-fn default_tail() -> u32 {
-    100
-}
-
-/// One step as written in a rule file. Each variant's fields are strict.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// One step as written in a rule file (`- restart: { grace: 30s }`); read by [`read_steps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepKind {
     /// Container state, health, exit code, OOMKilled, restart count, limits, disk usage.
     Diagnose {
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// The last `tail` lines of both output streams.
     Logs {
-        #[serde(default = "default_tail")]
+        /// 1 to 10000; 100 when not given.
         tail: u32,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// `docker restart`, stopping with a grace period.
     Restart {
-        #[serde(default)]
         grace: Option<Dur>,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// What `docker-compose up -d --force-recreate <service>` does.
     Recreate {
-        #[serde(default)]
         grace: Option<Dur>,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// Stop several services, in the order given.
     Stop {
         services: Vec<String>,
-        #[serde(default)]
         grace: Option<Dur>,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// Start several services, in the order given.
     Start {
         services: Vec<String>,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// Run a command inside the target (or `service`): an argv list, never a shell string.
     Exec {
         argv: Vec<String>,
-        #[serde(default)]
+        /// 0 when not given.
         expect_exit: i64,
-        #[serde(default)]
         service: Option<String>,
-        #[serde(default)]
         timeout: Option<Dur>,
     },
     /// Docker health status `healthy`, or running when there is no healthcheck.
     WaitHealthy {
-        #[serde(default)]
         within: Option<Dur>,
     },
     CheckHttp {
         url: String,
-        #[serde(default = "default_status")]
+        /// 200 when not given.
         expect_status: u16,
-        #[serde(default)]
         within: Option<Dur>,
     },
     /// `SELECT 1`; the password, if any, comes from the environment variable `password_env`.
     CheckPostgres {
         dsn: String,
-        #[serde(default)]
         password_env: Option<String>,
-        #[serde(default)]
         within: Option<Dur>,
     },
     /// `PING`.
     CheckRedis {
         url: String,
-        #[serde(default)]
         within: Option<Dur>,
     },
     Wait {
@@ -100,15 +82,9 @@ pub enum StepKind {
     },
     /// Page people: the named contacts, or the priority's `page` list from escalation.yaml.
     Page {
-        #[serde(default)]
         to: Vec<String>,
-        #[serde(default)]
         message: Option<String>,
     },
-}
-
-fn default_status() -> u16 {
-    200
 }
 
 impl StepKind {
@@ -174,85 +150,383 @@ impl StepKind {
             StepKind::Notify { .. } | StepKind::Page { .. } => secs(10),
         }
     }
+}
 
-    /// Checks what the YAML shape cannot express.
-    pub(super) fn validate(&self, escalation: Option<&Escalation>) -> Result<(), String> {
-        let step = self.name();
-        match self {
-            StepKind::Logs { tail, .. } if *tail == 0 || *tail > 10_000 => {
-                Err(format!("{step}: tail must be between 1 and 10000"))
-            }
-            StepKind::Stop { services, .. } | StepKind::Start { services, .. } => {
-                if services.is_empty() {
-                    return Err(format!("{step}: services must name at least one service"));
+/// Every step kind, as written in rule files.
+const KINDS: &[&str] = &[
+    "diagnose",
+    "logs",
+    "restart",
+    "recreate",
+    "stop",
+    "start",
+    "exec",
+    "wait_healthy",
+    "check_http",
+    "check_postgres",
+    "check_redis",
+    "wait",
+    "notify",
+    "page",
+];
+
+/// The arguments each kind takes.
+fn arguments(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "diagnose" => &["timeout"],
+        "logs" => &["tail", "timeout"],
+        "restart" | "recreate" => &["grace", "timeout"],
+        "stop" => &["services", "grace", "timeout"],
+        "start" => &["services", "timeout"],
+        "exec" => &["argv", "expect_exit", "service", "timeout"],
+        "wait_healthy" => &["within"],
+        "check_http" => &["url", "expect_status", "within"],
+        "check_postgres" => &["dsn", "password_env", "within"],
+        "check_redis" => &["url", "within"],
+        "wait" => &["duration"],
+        "notify" => &["message"],
+        "page" => &["to", "message"],
+        _ => &[],
+    }
+}
+
+const STEP_EXAMPLE: &str = "one kind and its arguments, e.g. `- restart: { grace: 30s }`";
+
+/// Reads a list of steps (`steps`, `on_failure`); `None` when any of them is wrong, after
+/// every problem of every step has been recorded.
+pub(super) fn read_steps(
+    e: &mut Errors<'_>,
+    n: &Node,
+    what: &str,
+    contacts: Option<&BTreeMap<String, Contact>>,
+) -> Option<Vec<Step>> {
+    let items = read::list(e, n, what)?;
+    let before = e.count();
+    let steps: Vec<Step> = items
+        .iter()
+        .filter_map(|item| read_step(e, item, contacts))
+        .collect();
+    (e.count() == before).then_some(steps)
+}
+
+fn read_step(
+    e: &mut Errors<'_>,
+    item: &Node,
+    contacts: Option<&BTreeMap<String, Contact>>,
+) -> Option<Step> {
+    let line = item.pos.map(|p| p.line).unwrap_or(1);
+    let entries = match &item.value {
+        Value::Map(entries) if !entries.is_empty() => entries,
+        _ => {
+            let shown = e.shown(item);
+            let hint = match e.scalar_text(item) {
+                Some(k) if KINDS.contains(&k.as_str()) => {
+                    format!("; write `- {k}: {{ ... }}`, with `{{}}` for no arguments")
                 }
-                services
-                    .iter()
-                    .try_for_each(|s| validate_name(s).map_err(|e| format!("{step}: {e}")))
-            }
-            StepKind::Exec { argv, service, .. } => {
-                if argv.is_empty() || argv[0].is_empty() {
-                    return Err(format!(
-                        "{step}: argv must name a program, e.g. [\"pg_isready\", \"-q\"]"
-                    ));
-                }
-                if let Some(s) = service {
-                    validate_name(s).map_err(|e| format!("{step}: service: {e}"))?;
-                }
-                Ok(())
-            }
-            StepKind::CheckHttp {
-                url, expect_status, ..
-            } => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(format!(
-                        "{step}: url {url:?} must start with http:// or https://"
-                    ));
-                }
-                if !(100..=599).contains(expect_status) {
-                    return Err(format!(
-                        "{step}: expect_status {expect_status} is not an HTTP status"
-                    ));
-                }
-                Ok(())
-            }
-            StepKind::CheckPostgres { dsn, .. } => {
-                if dsn.contains("password") || dsn.contains(":@") || has_url_password(dsn) {
-                    return Err(format!(
-                        "{step}: the dsn must not hold a password (rule files are not secret); name an environment variable in password_env"
-                    ));
-                }
-                Ok(())
-            }
-            StepKind::CheckRedis { url, .. } => {
-                if !url.starts_with("redis://") {
-                    return Err(format!("{step}: url {url:?} must start with redis://"));
-                }
-                if has_url_password(url) {
-                    return Err(format!(
-                        "{step}: the url must not hold a password (rule files are not secret)"
-                    ));
-                }
-                Ok(())
-            }
-            StepKind::Notify { message } if message.trim().is_empty() => {
-                Err(format!("{step}: message is empty"))
-            }
-            StepKind::Page { to, .. } => {
-                if let Some(esc) = escalation {
-                    for who in to {
-                        if !esc.contacts.contains_key(who) {
-                            return Err(format!(
-                                "{step}: {who:?} is not a contact in escalation.yaml (known: {})",
-                                esc.contact_names()
-                            ));
-                        }
-                    }
-                }
-                Ok(())
-            }
-            _ => Ok(()),
+                _ => String::new(),
+            };
+            e.at(
+                item.pos,
+                format!("a step must be {STEP_EXAMPLE}, not {shown}{hint}"),
+            );
+            return None;
         }
+    };
+    if entries.len() > 1 {
+        let kinds: Vec<String> = entries
+            .iter()
+            .map(|(k, _)| format!("`{}`", e.scalar_text(k).unwrap_or_else(|| e.shown(k))))
+            .collect();
+        e.at(
+            item.pos,
+            format!(
+                "a step is one kind, but this one has {}; start each step with its own `-`",
+                kinds.join(" and ")
+            ),
+        );
+    }
+    let before = e.count();
+    let mut kinds = entries
+        .iter()
+        .map(|(key, args)| read_kind(e, key, args, contacts))
+        .collect::<Vec<_>>();
+    if e.count() > before || kinds.len() != 1 {
+        return None;
+    }
+    kinds.pop().flatten().map(|kind| Step::new(kind, line))
+}
+
+/// One `kind: { arguments }` entry.
+fn read_kind(
+    e: &mut Errors<'_>,
+    key: &Node,
+    args: &Node,
+    contacts: Option<&BTreeMap<String, Contact>>,
+) -> Option<StepKind> {
+    let kind = e.scalar_text(key).unwrap_or_else(|| e.shown(key));
+    if !KINDS.contains(&kind.as_str()) {
+        e.at(
+            key.pos,
+            format!(
+                "unknown step `{kind}` (expected one of: {})",
+                KINDS.join(", ")
+            ),
+        );
+        return None;
+    }
+    let f = if args.is_null() {
+        Fields::empty(args.pos, &kind)
+    } else {
+        let example = format!(" of its arguments, e.g. `{kind}: {{}}`");
+        Fields::of(e, args, &kind, &example)?
+    };
+    let before = e.count();
+    f.check_keys(e, Some(arguments(&kind)));
+    let s = Args { f: &f };
+    let kind = match kind.as_str() {
+        "diagnose" => StepKind::Diagnose {
+            timeout: s.duration(e, "timeout"),
+        },
+        "logs" => StepKind::Logs {
+            tail: s
+                .integer(e, "tail", 1..=10_000, "a whole number from 1 to 10000")
+                .unwrap_or(100),
+            timeout: s.duration(e, "timeout"),
+        },
+        "restart" => StepKind::Restart {
+            grace: s.duration(e, "grace"),
+            timeout: s.duration(e, "timeout"),
+        },
+        "recreate" => StepKind::Recreate {
+            grace: s.duration(e, "grace"),
+            timeout: s.duration(e, "timeout"),
+        },
+        "stop" => StepKind::Stop {
+            services: s.services(e),
+            grace: s.duration(e, "grace"),
+            timeout: s.duration(e, "timeout"),
+        },
+        "start" => StepKind::Start {
+            services: s.services(e),
+            timeout: s.duration(e, "timeout"),
+        },
+        "exec" => StepKind::Exec {
+            argv: s.argv(e),
+            expect_exit: s
+                .integer(
+                    e,
+                    "expect_exit",
+                    i128::from(i64::MIN)..=i128::from(i64::MAX),
+                    "a whole number",
+                )
+                .unwrap_or(0),
+            service: s.service(e),
+            timeout: s.duration(e, "timeout"),
+        },
+        "wait_healthy" => StepKind::WaitHealthy {
+            within: s.duration(e, "within"),
+        },
+        "check_http" => StepKind::CheckHttp {
+            url: s.http_url(e),
+            expect_status: s
+                .integer(
+                    e,
+                    "expect_status",
+                    100..=599,
+                    "an HTTP status from 100 to 599",
+                )
+                .unwrap_or(200),
+            within: s.duration(e, "within"),
+        },
+        "check_postgres" => StepKind::CheckPostgres {
+            dsn: s.dsn(e),
+            password_env: s.string(e, "password_env"),
+            within: s.duration(e, "within"),
+        },
+        "check_redis" => StepKind::CheckRedis {
+            url: s.redis_url(e),
+            within: s.duration(e, "within"),
+        },
+        "wait" => StepKind::Wait {
+            duration: s.required_duration(e, "duration", " (e.g. wait: { duration: 30s })"),
+        },
+        "notify" => StepKind::Notify {
+            message: s.message(e),
+        },
+        "page" => StepKind::Page {
+            to: s
+                .f
+                .get("to")
+                .and_then(|n| {
+                    read::contact_list(
+                        e,
+                        n,
+                        &s.f.child("to"),
+                        contacts,
+                        &format!(" in {ESCALATION_FILE}"),
+                    )
+                })
+                .unwrap_or_default(),
+            message: s.string(e, "message"),
+        },
+        _ => unreachable!("every kind in KINDS is read above"),
+    };
+    (e.count() == before).then_some(kind)
+}
+
+/// A step's arguments, each read on its own so that every bad one is reported. A value that
+/// is wrong is recorded and stands in as its default; the step is dropped afterwards.
+struct Args<'f, 'n> {
+    f: &'f Fields<'n>,
+}
+
+impl Args<'_, '_> {
+    fn duration(&self, e: &mut Errors<'_>, key: &str) -> Option<Dur> {
+        let n = self.f.get(key)?;
+        read::duration(e, n, &self.f.child(key)).map(Dur)
+    }
+
+    fn required_duration(&self, e: &mut Errors<'_>, key: &str, hint: &str) -> Dur {
+        self.f
+            .require(e, key, hint)
+            .and_then(|n| read::duration(e, n, &self.f.child(key)))
+            .map(Dur)
+            .unwrap_or(Dur(Duration::from_secs(1)))
+    }
+
+    fn integer<T: TryFrom<i128>>(
+        &self,
+        e: &mut Errors<'_>,
+        key: &str,
+        range: std::ops::RangeInclusive<i128>,
+        expected: &str,
+    ) -> Option<T> {
+        let n = self.f.get(key)?;
+        read::integer(e, n, &self.f.child(key), range, expected).and_then(|i| T::try_from(i).ok())
+    }
+
+    fn string(&self, e: &mut Errors<'_>, key: &str) -> Option<String> {
+        let n = self.f.get(key)?;
+        read::string(e, n, &self.f.child(key))
+    }
+
+    fn required_string(
+        &self,
+        e: &mut Errors<'_>,
+        key: &str,
+        hint: &str,
+    ) -> Option<(String, &Node)> {
+        let n = self.f.require(e, key, hint)?;
+        read::string(e, n, &self.f.child(key)).map(|s| (s, n))
+    }
+
+    /// `stop`/`start`: a non-empty list of plain service names.
+    fn services(&self, e: &mut Errors<'_>) -> Vec<String> {
+        let what = self.f.child("services");
+        let Some(n) = self
+            .f
+            .require(e, "services", " (e.g. services: [backend, celery-worker])")
+        else {
+            return Vec::new();
+        };
+        let Some(items) = read::strings(e, n, &what) else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            e.at(n.pos, format!("{what} must name at least one service"));
+        }
+        for (s, pos) in &items {
+            if let Some(why) = name_problem(s) {
+                e.at(*pos, format!("{what} `{s}` {why}"));
+            }
+        }
+        items.into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn service(&self, e: &mut Errors<'_>) -> Option<String> {
+        let n = self.f.get("service")?;
+        let what = self.f.child("service");
+        let s = read::string(e, n, &what)?;
+        if let Some(why) = name_problem(&s) {
+            e.at(n.pos, format!("{what} `{s}` {why}"));
+        }
+        Some(s)
+    }
+
+    fn argv(&self, e: &mut Errors<'_>) -> Vec<String> {
+        let what = self.f.child("argv");
+        let example = " (a list, e.g. argv: [pg_isready, -q])";
+        let Some(n) = self.f.require(e, "argv", example) else {
+            return Vec::new();
+        };
+        let Some(items) = read::strings(e, n, &what) else {
+            return Vec::new();
+        };
+        if items.first().is_none_or(|(p, _)| p.is_empty()) {
+            e.at(
+                n.pos,
+                format!("{what} must name a program, e.g. [pg_isready, -q]"),
+            );
+        }
+        items.into_iter().map(|(s, _)| s).collect()
+    }
+
+    fn http_url(&self, e: &mut Errors<'_>) -> String {
+        let Some((url, n)) =
+            self.required_string(e, "url", " (e.g. url: http://backend:8000/health)")
+        else {
+            return String::new();
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            let what = self.f.child("url");
+            e.at(
+                n.pos,
+                format!("{what} `{url}` must start with http:// or https://"),
+            );
+        }
+        url
+    }
+
+    fn redis_url(&self, e: &mut Errors<'_>) -> String {
+        let Some((url, n)) = self.required_string(e, "url", " (e.g. url: redis://redis:6379)")
+        else {
+            return String::new();
+        };
+        let what = self.f.child("url");
+        if !url.starts_with("redis://") {
+            e.at(n.pos, format!("{what} `{url}` must start with redis://"));
+        } else if has_url_password(&url) {
+            e.at(
+                n.pos,
+                format!("{what} must not hold a password (rule files are not secret)"),
+            );
+        }
+        url
+    }
+
+    fn dsn(&self, e: &mut Errors<'_>) -> String {
+        let example = " (e.g. dsn: postgres://postgres@postgres:5432/postgres)";
+        let Some((dsn, n)) = self.required_string(e, "dsn", example) else {
+            return String::new();
+        };
+        if dsn.contains("password") || dsn.contains(":@") || has_url_password(&dsn) {
+            let what = self.f.child("dsn");
+            e.at(
+                n.pos,
+                format!("{what} must not hold a password (rule files are not secret); name an environment variable in password_env"),
+            );
+        }
+        dsn
+    }
+
+    fn message(&self, e: &mut Errors<'_>) -> String {
+        let Some((message, n)) = self.required_string(e, "message", "") else {
+            return String::new();
+        };
+        if message.trim().is_empty() {
+            e.at(n.pos, format!("{} is empty", self.f.child("message")));
+        }
+        message
     }
 }
 

@@ -26,38 +26,113 @@ fn check_accepts_the_shipped_rules() {
     );
 }
 
-#[test]
-fn check_prints_every_error_with_file_and_line_and_exits_1() {
+/// A rule directory with one bad rule (an unknown key, an unclosed regex, a bad priority,
+/// an unknown owner, a bad step field) and a file that stops half way through a rule.
+fn broken_rules() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
         repo().join("rules/escalation.yaml"),
         dir.path().join("escalation.yaml"),
     )
     .unwrap();
-    std::fs::write(dir.path().join("a.yaml"), "rules:\n  - name: a\n    matchers: ['x=\"1\"']\n    priority: P7\n    rto: 1m\n    owner: nobody\n    target: { none: true }\n    steps: [ { wait: { duration: 1s } } ]\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        r#"rules:
+  - name: a
+    matchers: ['alertname=~"("']
+    prioritty: P1
+    priority: P9
+    rto: 1m
+    owner: nobody
+    target: { none: true }
+    steps: [ { restart: { grace: soon } } ]
+"#,
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("b.yaml"),
         "rules:\n  - name: b\n    unknown: 1\n",
     )
     .unwrap();
+    dir
+}
+
+fn broken_rules_errors(d: &std::path::Path) -> Vec<String> {
+    let d = d.display();
+    let known = "backend, dba, eng-lead, infra, oncall, product-owner";
+    let mut want = vec![
+        format!(r#"{d}/a.yaml:3:16: rule `a`: matcher `alertname=~"("`: invalid regular expression: unclosed group"#),
+        format!("{d}/a.yaml:4:5: rule `a`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)"),
+        format!("{d}/a.yaml:5:15: rule `a`: priority `P9` is not one of P1, P2, P3, P4"),
+        format!("{d}/a.yaml:7:12: rule `a`: owner `nobody` is not a contact in escalation.yaml (known: {known})"),
+        format!("{d}/a.yaml:9:34: rule `a`: restart.grace `soon` is not a duration such as 30s, 2m or 1h"),
+    ];
+    for (key, hint) in [
+        (
+            "matchers",
+            " (e.g. matchers: ['alertname=\"PostgresDown\"'])",
+        ),
+        ("priority", " (one of P1, P2, P3, P4)"),
+        ("rto", " (the recovery time objective, e.g. rto: 30m)"),
+        ("owner", " (a contact in escalation.yaml)"),
+        ("target", " (e.g. target: { service: postgres })"),
+        ("steps", " (e.g. steps: [ { diagnose: {} } ])"),
+    ] {
+        want.push(format!(
+            "{d}/b.yaml:2:5: rule `b`: missing key `{key}`{hint}"
+        ));
+    }
+    want.push(format!("{d}/b.yaml:3:5: rule `b`: unknown key `unknown` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)"));
+    want
+}
+
+#[test]
+fn check_prints_every_error_with_file_and_line_and_exits_1() {
+    let dir = broken_rules();
     let out = bin().arg("check").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
+    let mut want = broken_rules_errors(dir.path());
+    want.push("12 errors in 2 files; nothing was loaded".into());
+    assert_eq!(err.lines().collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn check_reports_a_missing_escalation_file_without_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}/escalation.yaml: missing: the contacts and escalation policies live here; copy the one shipped in rules/\n1 error in 1 file; nothing was loaded\n",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn serve_refuses_broken_rules_and_prints_each_error_once() {
+    let dir = broken_rules();
+    let data = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .arg("--rules")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Log lines (JSON, on stderr too) aside, the message and its list, each error once.
+    let printed: Vec<&str> = err.lines().filter(|l| !l.starts_with('{')).collect();
     let d = dir.path().display();
-    assert!(
-        err.contains(&format!(
-            "{d}/a.yaml:4: rule \"a\": priority \"P7\" is not one of P1, P2, P3, P4"
-        )),
-        "{err}"
-    );
-    assert!(
-        err.contains(&format!(
-            "{d}/a.yaml:6: rule \"a\": owner \"nobody\" is not a contact"
-        )),
-        "{err}"
-    );
-    assert!(err.contains(&format!("{d}/b.yaml:3: ")), "{err}");
-    assert!(err.contains("3 error(s); nothing was loaded"), "{err}");
+    let mut want = vec![format!(
+        "error: the rules in {d} have 12 errors in 2 files; fix them (remediator check {d} lists them again):"
+    )];
+    want.extend(broken_rules_errors(dir.path()));
+    assert_eq!(printed, want);
 }
 
 #[test]

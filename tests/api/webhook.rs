@@ -295,7 +295,7 @@ async fn reload_keeps_the_last_good_rules_when_the_new_ones_are_broken() {
         v["detail"]
             .as_str()
             .unwrap()
-            .ends_with("50-broken.yaml:3: missing field `matchers`"),
+            .ends_with("50-broken.yaml:3:15: rule `x`: priority `P9` is not one of P1, P2, P3, P4"),
         "{v}"
     );
 
