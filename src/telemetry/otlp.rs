@@ -65,13 +65,18 @@ impl Traces {
     }
 
     /// The OpenTelemetry layer: our own spans only (`remediator::*`), so the exporter's
-    /// HTTP client, tracing itself at debug, can never feed its own queue.
+    /// HTTP client, tracing itself at debug, can never feed its own queue. No source
+    /// location, target or thread attributes: every span is built in `spans.rs`, so they
+    /// would say nothing, on every span.
     pub(super) fn layer<S>(&self) -> impl Layer<S> + Send + Sync
     where
         S: tracing::Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(SERVICE_NAME))
+            .with_location(false)
+            .with_target(false)
+            .with_threads(false)
             .with_filter(Targets::new().with_target(SERVICE_NAME, LevelFilter::TRACE))
     }
 
