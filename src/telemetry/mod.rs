@@ -2,7 +2,7 @@
 //!
 //! - Logs: `tracing` JSON (or text) lines on stderr, filtered by `RUST_LOG` or `log.level`.
 //! - Traces: OpenTelemetry over OTLP/HTTP (protobuf), only when `OTEL_EXPORTER_OTLP_ENDPOINT`
-//!   or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set ([`otlp`]). With neither set there is no
+//!   or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (`otlp.rs`). With neither set there is no
 //!   exporter, no OpenTelemetry layer and no extra thread.
 //! - [`events`]: one typed value per internal event; its `emit` writes the log line, updates
 //!   the Prometheus metric and records the span attributes together.
@@ -72,7 +72,7 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber: the JSON (or text) log layer on stderr, and the
-/// OpenTelemetry layer when an OTLP endpoint is set (see [`otlp`]). When a subscriber is
+/// OpenTelemetry layer when an OTLP endpoint is set (`otlp.rs`). When a subscriber is
 /// already in place (a test, a second call) it installs nothing and builds no exporter.
 pub fn init(format: &str, level: &str) -> Telemetry {
     if tracing::dispatcher::has_been_set() {
@@ -91,13 +91,9 @@ pub fn init(format: &str, level: &str) -> Telemetry {
             .with_writer(std::io::stderr)
             .boxed()
     };
-    let traces = match otlp::Traces::from_env() {
-        Ok(traces) => traces,
-        Err(e) => {
-            // Logging is not up yet: say it on stderr, and run without traces.
-            eprintln!("OpenTelemetry traces are off: {e}");
-            None
-        }
+    let (traces, broken) = match otlp::Traces::from_env() {
+        Ok(traces) => (traces, None),
+        Err(e) => (None, Some(e)),
     };
     let layer = traces.as_ref().map(otlp::Traces::layer);
     let installed = tracing_subscriber::registry()
@@ -113,6 +109,9 @@ pub fn init(format: &str, level: &str) -> Telemetry {
     }
     if let Some(t) = &traces {
         tracing::info!(endpoint = %t.endpoint(), "exporting traces over OTLP/HTTP");
+    }
+    if let Some(e) = broken {
+        tracing::error!(error = %e, "OpenTelemetry traces are off; the service runs without them");
     }
     Telemetry { traces }
 }
