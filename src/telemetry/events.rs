@@ -568,7 +568,7 @@ mod tests {
     #[test]
     fn notices_record_the_outbox_result_per_sink() {
         let m = Metrics::new();
-        let notice = |attempt| spans::Notice {
+        let notice = |attempt| spans::Outgoing {
             sink: "slack",
             kind: "step",
             message_id: 9,

@@ -83,9 +83,9 @@ pub fn step() -> Span {
     )
 }
 
-/// What a `notify` span is about: one outbox message.
+/// What a `notify` span is about: one outbox message going out (not the engine's `Notice`).
 #[derive(Debug, Clone, Copy)]
-pub struct Notice<'a> {
+pub struct Outgoing<'a> {
     pub sink: &'a str,
     /// The message kind (`root`, `step`, `trigger`, ...).
     pub kind: &'a str,
@@ -97,15 +97,15 @@ pub struct Notice<'a> {
 
 /// One attempt at sending one outbox message to Slack or PagerDuty; `traceparent` is the one
 /// stored with the message.
-pub fn notify(traceparent: Option<&str>, notice: Notice<'_>) -> Span {
+pub fn notify(traceparent: Option<&str>, out: Outgoing<'_>) -> Span {
     let span = tracing::info_span!(
         "notify",
         otel.kind = "client",
-        sink = notice.sink,
-        notice.kind = notice.kind,
-        message.id = notice.message_id,
-        incident.id = notice.incident_id,
-        attempt = notice.attempt,
+        sink = out.sink,
+        notice.kind = out.kind,
+        message.id = out.message_id,
+        incident.id = out.incident_id,
+        attempt = out.attempt,
         outcome = Empty,
         error = Empty,
     );
