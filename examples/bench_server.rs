@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     // As `remediator serve` does: JSON logs on stderr at `info` (RUST_LOG wins).
-    remediator::telemetry::init(&settings.log.format, &settings.log.level);
+    let _telemetry = remediator::telemetry::init(&settings.log.format, &settings.log.level);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
 
     match args.mode {
@@ -202,7 +202,7 @@ async fn intake_hook(
         .as_ref()
         .expect("intake mode has an intake writer");
     let alerts = n.alerts.len();
-    match intake.submit(body, n).await {
+    match intake.submit(body, n, None).await {
         Ok(id) => HttpResponse::Ok().json(serde_json::json!({
             "status": "accepted",
             "delivery": id,

@@ -107,8 +107,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     rules_dir,
                 },
             )?;
-            crate::telemetry::init(&s.log.format, &s.log.level);
-            Application::build(s).await?.run_until_stopped().await?;
+            let telemetry = crate::telemetry::init(&s.log.format, &s.log.level);
+            let served = async { Application::build(s).await?.run_until_stopped().await }.await;
+            // After the server, the engine and the outbox have stopped: their last spans
+            // are buffered. Flushing blocks, so off the runtime's workers.
+            let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+            served?;
             Ok(0)
         }
         Command::Check { dir } => {

@@ -15,7 +15,7 @@
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
-//! - [`metrics`], [`telemetry`]: Prometheus metrics and logs.
+//! - [`metrics`], [`telemetry`]: Prometheus metrics; logs, OTLP traces and typed events.
 //! - [`startup`]: wiring; [`cli`]: the command line.
 
 pub mod actions;

@@ -38,6 +38,10 @@ use crate::domain::{Clock, Contact, DecisionKind, Notice, Phase, Priority, Sink,
 use crate::metrics::Metrics;
 use crate::rules::{RuleSet, TierAfter};
 use crate::store::{Commit, IncidentEvent, IncidentRecord, Store, StoreError};
+use crate::telemetry::events::{
+    GuardDecided, GuardsPassed, IncidentOpened, IncidentResolved, InternalEvent,
+};
+use crate::telemetry::{spans, trace_context};
 
 pub use executor::{NoDocker, StepContext, StepError, StepExecutor, StepOutput};
 pub use guards::{Decision, GuardFacts, GuardSettings, Mode};
@@ -227,10 +231,16 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(handled);
             }
-            for (queue_id, event) in batch {
-                match event {
-                    IncidentEvent::Opened(id) => self.handle_opened(queue_id, id)?,
-                    IncidentEvent::Resolved(id) => self.handle_resolved(queue_id, id)?,
+            for q in batch {
+                let trace = q.trace.as_deref();
+                match q.event {
+                    IncidentEvent::Opened(id) => {
+                        let span = spans::incident(trace, id);
+                        span.in_scope(|| self.handle_opened(q.id, id, &span))?
+                    }
+                    IncidentEvent::Resolved(id) => {
+                        spans::incident(trace, id).in_scope(|| self.handle_resolved(q.id, id))?
+                    }
                 }
                 handled += 1;
             }
@@ -251,45 +261,57 @@ impl Engine {
         }
     }
 
-    #[tracing::instrument(name = "incident", skip(self), fields(incident.id = id, fingerprint, rule, outcome))]
-    fn handle_opened(self: &Arc<Self>, queue_id: i64, id: i64) -> Result<(), StoreError> {
+    /// One decision point: the plan for a newly opened incident, committed whole, then its
+    /// runbook started. Runs inside the incident's `span`, which the runbook continues.
+    fn handle_opened(
+        self: &Arc<Self>,
+        queue_id: i64,
+        id: i64,
+        span: &tracing::Span,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut c = Commit::new(id, now);
+        let mut c = Commit::new(id, now).traced(trace_context::current());
         c.dequeue(queue_id);
         let inc = match self.store.incident(id)? {
             Some(inc) if inc.phase == Phase::New => inc,
             // Handled already (or gone): only the queue entry is left to remove.
             _ => return self.store.commit(&c),
         };
-        let span = tracing::Span::current();
-        span.record("fingerprint", inc.fingerprint.as_str());
         let rules = self.rules();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let plan = plan(
-            &inc.labels,
-            &inc.fingerprint,
-            id,
-            &rules,
-            &self.settings,
-            &Live {
-                store: &self.store,
-                busy: &busy,
-            },
-            now,
-            Mode::Act,
-        )?;
+        let guards_span = spans::guards();
+        let plan = guards_span.in_scope(|| {
+            plan(
+                &inc.labels,
+                &inc.fingerprint,
+                id,
+                &rules,
+                &self.settings,
+                &Live {
+                    store: &self.store,
+                    busy: &busy,
+                },
+                now,
+                Mode::Act,
+            )
+        })?;
         let Some(m) = &plan.matched else {
             for d in &plan.decisions {
                 c.decision(d.guard, d.verdict, &d.reason);
             }
             c.phase_silently(Phase::NoRule);
             self.store.commit(&c)?;
-            self.counted(&plan.decisions);
-            span.record("outcome", "no_rule");
+            IncidentOpened {
+                incident_id: id,
+                fingerprint: &inc.fingerprint,
+                alertname: &inc.alertname,
+                rule: None,
+            }
+            .emit(&self.metrics);
+            guards_span.in_scope(|| self.counted(id, &plan.decisions));
             return Ok(());
         };
         let rule = m.rule;
-        span.record("rule", rule.name.as_str());
         let target_key = m.target.as_ref().ok().map(|t| t.key());
         c.matched(
             &rule.name,
@@ -328,6 +350,7 @@ impl Engine {
                 );
             }
         }
+        let (inc_fingerprint, inc_alertname) = (inc.fingerprint.clone(), inc.alertname.clone());
         let matched = IncidentRecord {
             rule: Some(rule.name.clone()),
             priority: Some(m.priority),
@@ -375,7 +398,7 @@ impl Engine {
                     async move {
                         engine.run_runbook(&matched, &rule, priority, ctx).await;
                     },
-                    tracing::info_span!("runbook", incident.id = id),
+                    span.clone(),
                 ));
                 self.runbooks
                     .lock()
@@ -384,23 +407,41 @@ impl Engine {
                 outcome = "run";
             }
         }
-        self.metrics.incidents_opened.inc();
-        self.counted(&plan.decisions);
-        span.record("outcome", outcome);
+        IncidentOpened {
+            incident_id: id,
+            fingerprint: &inc_fingerprint,
+            alertname: &inc_alertname,
+            rule: Some(&rule.name),
+        }
+        .emit(&self.metrics);
+        guards_span.in_scope(|| {
+            self.counted(id, &plan.decisions);
+            if matches!(plan.action, Action::Run { .. }) {
+                GuardsPassed { incident_id: id }.emit(&self.metrics);
+            }
+        });
+        if outcome != "run" {
+            span.record("outcome", outcome);
+        }
         Ok(())
     }
 
-    /// Counts committed decisions in the metrics.
-    fn counted(&self, decisions: &[Decision]) {
+    /// Emits the committed decisions (log line, metric, span attributes).
+    fn counted(&self, id: i64, decisions: &[Decision]) {
         for d in decisions {
-            self.metrics
-                .guard_decision(d.guard.as_str(), d.verdict.as_str());
+            GuardDecided {
+                incident_id: id,
+                guard: d.guard.as_str(),
+                verdict: d.verdict.as_str(),
+                reason: &d.reason,
+            }
+            .emit(&self.metrics);
         }
     }
 
     fn handle_resolved(&self, queue_id: i64, id: i64) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let mut c = Commit::new(id, now);
+        let mut c = Commit::new(id, now).traced(trace_context::current());
         c.dequeue(queue_id);
         let Some(inc) = self.store.incident(id)? else {
             return self.store.commit(&c);
@@ -426,10 +467,15 @@ impl Engine {
             c.notice(Sink::PagerDuty, notice);
         }
         self.store.commit(&c)?;
-        if let Some(rto) = inc.rto {
-            self.metrics
-                .recovered(after.as_secs_f64(), rto.as_secs_f64());
+        IncidentResolved {
+            incident_id: id,
+            fingerprint: &inc.fingerprint,
+            alertname: &inc.alertname,
+            rule: inc.rule.as_deref(),
+            time_to_recover: after,
+            rto: inc.rto,
         }
+        .emit(&self.metrics);
         Ok(())
     }
 

@@ -12,6 +12,9 @@ use crate::domain::notice::RunOutcome;
 use crate::domain::{DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict};
 use crate::rules::{Rule, Step, StepKind};
 use crate::store::{Commit, IncidentRecord, StoreError};
+use crate::telemetry::events::{InternalEvent, RunbookEnded, StepEnded, StepStarted};
+use crate::telemetry::{spans, trace_context};
+use tracing::Instrument;
 
 /// Attempts at a runbook's commit before the runbook gives up (the incident then stays
 /// `remediating`, and the next start of the service hands it to a human).
@@ -43,8 +46,10 @@ impl Engine {
         }
     }
 
+    /// A commit for now, its notices children of the current span (the step's, or the
+    /// incident's).
     fn commit_now(&self, id: i64) -> Commit {
-        Commit::new(id, self.clock.now())
+        Commit::new(id, self.clock.now()).traced(trace_context::current())
     }
 
     pub(super) async fn run_runbook(
@@ -61,7 +66,12 @@ impl Engine {
                 RunOutcome::Failed
             }
         };
-        self.metrics.runbook(outcome.as_str());
+        RunbookEnded {
+            incident_id: inc.id,
+            rule: &rule.name,
+            outcome: outcome.as_str(),
+        }
+        .emit(&self.metrics);
         self.release(&ctx.target, inc.id);
     }
 
@@ -139,7 +149,29 @@ impl Engine {
         priority: Priority,
         and: impl FnOnce(&mut Commit, StepOutcome),
     ) -> Result<Result<(), String>, StoreError> {
+        let span = spans::step();
+        self.step_in_span(ctx, phase, seq, step, priority, and)
+            .instrument(span)
+            .await
+    }
+
+    async fn step_in_span(
+        &self,
+        ctx: &StepContext,
+        phase: RunPhase,
+        seq: usize,
+        step: &Step,
+        priority: Priority,
+        and: impl FnOnce(&mut Commit, StepOutcome),
+    ) -> Result<Result<(), String>, StoreError> {
         let id = ctx.incident_id;
+        StepStarted {
+            incident_id: id,
+            phase: phase.as_str(),
+            seq,
+            kind: step.name,
+        }
+        .emit(&self.metrics);
         let step_id = self
             .persist(|| match self.store.step_at(id, phase, seq)? {
                 Some(started) => Ok(started),
@@ -173,8 +205,16 @@ impl Engine {
         );
         and(&mut c, outcome);
         self.persist(|| self.store.commit(&c)).await?;
-        self.metrics
-            .step(step.name, outcome.as_str(), took.as_secs_f64());
+        StepEnded {
+            incident_id: id,
+            phase: phase.as_str(),
+            seq,
+            kind: step.name,
+            outcome: outcome.as_str(),
+            took,
+            detail: first_line(&detail),
+        }
+        .emit(&self.metrics);
         Ok(if outcome == StepOutcome::Ok {
             Ok(())
         } else {

@@ -14,12 +14,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::alert::{parse_webhook, AlertStatus};
 use crate::engine::{Engine, SharedRules};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{IntakeHandle, Store};
+use crate::telemetry::events::{DeliveryStored, InternalEvent, WebhookAnswered};
+use crate::telemetry::{spans, trace_context};
 
 pub use error::ApiError;
 
@@ -109,6 +112,12 @@ async fn alertmanager_hook(
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Continues the sender's trace when it sent a W3C `traceparent`.
+    let span = spans::delivery(
+        req.headers()
+            .get(trace_context::TRACEPARENT)
+            .and_then(|v| v.to_str().ok()),
+    );
     let result = async {
         auth::check_webhook(&req, &state.settings.webhook)?;
         let body = read_body(&req, &mut payload, state.settings.webhook.max_body_bytes).await?;
@@ -123,24 +132,28 @@ async fn alertmanager_hook(
             .count();
         let id = state
             .intake
-            .submit(body, notification)
+            .submit(body, notification, trace_context::current())
             .await
             .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        state
-            .metrics
-            .alerts(firing as u64, (alerts - firing) as u64);
+        DeliveryStored {
+            delivery_id: id,
+            firing,
+            resolved: alerts - firing,
+        }
+        .emit(&state.metrics);
         Ok(HttpResponse::Ok().json(json!({
             "status": "accepted",
             "delivery": id,
             "alerts": alerts,
         })))
     }
+    .instrument(span.clone())
     .await;
     let code = match &result {
         Ok(r) => r.status().as_u16(),
         Err(e) => actix_web::ResponseError::status_code(e).as_u16(),
     };
-    state.metrics.webhook(code);
+    span.in_scope(|| WebhookAnswered { code }.emit(&state.metrics));
     result
 }
 

@@ -32,6 +32,9 @@ use crate::domain::notice::{recovery_text, Page};
 use crate::domain::{Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Sink};
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
+use crate::telemetry::events::{InternalEvent, NoticeDelivered, NoticeRefused, NoticeRetried};
+use crate::telemetry::spans::{self, Outgoing};
+use tracing::Instrument;
 
 /// How each sink is doing, for `/-/ready`.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -142,42 +145,83 @@ impl Deliverer {
         let mut delivered = 0;
         for sink in Sink::ALL.iter().copied() {
             for row in self.store.due_outbox(sink, self.clock.now(), 64)? {
-                let outcome = match sink {
-                    Sink::Slack => self.to_slack(&row).await?,
-                    Sink::PagerDuty => self.to_pagerduty(&row).await?,
-                };
-                let now = self.clock.now();
-                match outcome {
-                    Outcome::Done(result) => {
-                        self.store.outbox_delivered(row.id, &result, now)?;
-                        self.count(sink, "delivered");
-                        self.set_status(sink, "ok".into());
-                        delivered += 1;
-                    }
-                    Outcome::Retry(error, after) => {
-                        let wait = after.unwrap_or_else(|| backoff(row.attempts));
-                        tracing::warn!(sink = %sink, message = row.id, incident = row.incident_id, %error, retry_in = ?wait, "delivery failed; will retry");
-                        self.store.outbox_retry(row.id, later(now, wait), &error)?;
-                        self.count(sink, "retry");
-                        self.set_status(sink, format!("retrying: {error}"));
-                    }
-                    Outcome::Refused(error) => {
-                        tracing::error!(sink = %sink, message = row.id, incident = row.incident_id, %error, "delivery refused; holding the incident's messages until a reload");
-                        self.store.outbox_block(row.id, &error)?;
-                        self.count(sink, "refused");
-                        self.set_status(
-                            sink,
-                            format!("failing: {error}; messages are held: fix it, then reload (POST /-/reload or SIGHUP)"),
-                        );
-                    }
+                let kind = row.notice.kind_for(sink).to_owned();
+                let span = spans::notify(
+                    row.trace.as_deref(),
+                    Outgoing {
+                        sink: sink.as_str(),
+                        kind: &kind,
+                        message_id: row.id,
+                        incident_id: row.incident_id,
+                        attempt: row.attempts + 1,
+                    },
+                );
+                if self.deliver_one(sink, &row, &kind).instrument(span).await? {
+                    delivered += 1;
                 }
             }
         }
         Ok(delivered)
     }
 
-    fn count(&self, sink: Sink, result: &str) {
-        self.metrics.outbox(sink.as_str(), result);
+    /// Sends one message and records the outcome; true when it was delivered.
+    async fn deliver_one(
+        &self,
+        sink: Sink,
+        row: &OutboxRow,
+        kind: &str,
+    ) -> Result<bool, StoreError> {
+        let outcome = match sink {
+            Sink::Slack => self.to_slack(row).await?,
+            Sink::PagerDuty => self.to_pagerduty(row).await?,
+        };
+        let now = self.clock.now();
+        let (incident_id, message_id, sink_name) = (row.incident_id, row.id, sink.as_str());
+        match outcome {
+            Outcome::Done(result) => {
+                self.store.outbox_delivered(row.id, &result, now)?;
+                NoticeDelivered {
+                    incident_id,
+                    message_id,
+                    sink: sink_name,
+                    kind,
+                }
+                .emit(&self.metrics);
+                self.set_status(sink, "ok".into());
+                Ok(true)
+            }
+            Outcome::Retry(error, after) => {
+                let wait = after.unwrap_or_else(|| backoff(row.attempts));
+                self.store.outbox_retry(row.id, later(now, wait), &error)?;
+                NoticeRetried {
+                    incident_id,
+                    message_id,
+                    sink: sink_name,
+                    kind,
+                    error: &error,
+                    retry_in: wait,
+                }
+                .emit(&self.metrics);
+                self.set_status(sink, format!("retrying: {error}"));
+                Ok(false)
+            }
+            Outcome::Refused(error) => {
+                self.store.outbox_block(row.id, &error)?;
+                NoticeRefused {
+                    incident_id,
+                    message_id,
+                    sink: sink_name,
+                    kind,
+                    error: &error,
+                }
+                .emit(&self.metrics);
+                self.set_status(
+                    sink,
+                    format!("failing: {error}; messages are held: fix it, then reload (POST /-/reload or SIGHUP)"),
+                );
+                Ok(false)
+            }
+        }
     }
 
     fn set_status(&self, sink: Sink, text: String) {

@@ -116,6 +116,8 @@ impl Identities {
 pub(crate) struct Delivery<'a> {
     pub encoded_body: &'a [u8],
     pub notification: &'a Notification,
+    /// The `traceparent` of the request that brought it; queued with what it opened.
+    pub trace: Option<&'a str>,
 }
 
 /// What storing a group did.
@@ -145,6 +147,7 @@ pub(crate) fn ingest_group(
         queued: 0,
     };
     let mut events = Vec::new();
+    let mut traces: Vec<Option<&str>> = Vec::new();
     for d in deliveries {
         tx.prepare_cached("INSERT INTO intake (received_at, body, encoding) VALUES (?1, ?2, ?3)")
             .ctx("insert intake")?
@@ -153,12 +156,14 @@ pub(crate) fn ingest_group(
         let id = tx.last_insert_rowid();
         out.ids.push(id);
         let n = &d.notification;
+        let before = events.len();
         apply_alerts(&tx, known, id, &n.group_key, &n.alerts, &now_s, &mut events)?;
+        traces.resize(events.len().max(before), d.trace);
     }
     if let Some(last) = out.ids.last() {
         advance_cursor(&tx, *last)?;
     }
-    out.queued = queue(&tx, &events)?;
+    out.queued = queue(&tx, &events, &traces)?;
     tx.commit().ctx("commit intake")?;
     Ok(out)
 }
@@ -215,7 +220,7 @@ pub(crate) fn apply_backlog(
             }
         }
         advance_cursor(&tx, last)?;
-        queue(&tx, &events)?;
+        queue(&tx, &events, &[])?;
         tx.commit().ctx("commit backlog")?;
         applied += rows.len();
     }
@@ -229,16 +234,25 @@ fn advance_cursor(tx: &Transaction<'_>, intake_id: i64) -> Result<(), StoreError
     Ok(())
 }
 
-fn queue(tx: &Transaction<'_>, events: &[IncidentEvent]) -> Result<usize, StoreError> {
-    for event in events {
+/// Queues what the engine must act on, each with its delivery's `traceparent` (none for an
+/// old backlog: `traces` may be shorter than `events`).
+fn queue(
+    tx: &Transaction<'_>,
+    events: &[IncidentEvent],
+    traces: &[Option<&str>],
+) -> Result<usize, StoreError> {
+    for (i, event) in events.iter().enumerate() {
+        let trace = traces.get(i).copied().flatten();
         let (id, kind) = match event {
             IncidentEvent::Opened(id) => (id, "opened"),
             IncidentEvent::Resolved(id) => (id, "resolved"),
         };
-        tx.prepare_cached("INSERT INTO engine_queue (incident_id, kind) VALUES (?1, ?2)")
-            .ctx("queue for the engine")?
-            .execute(params![id, kind])
-            .ctx("queue for the engine")?;
+        tx.prepare_cached(
+            "INSERT INTO engine_queue (incident_id, kind, trace) VALUES (?1, ?2, ?3)",
+        )
+        .ctx("queue for the engine")?
+        .execute(params![id, kind, trace])
+        .ctx("queue for the engine")?;
     }
     Ok(events.len())
 }
@@ -353,6 +367,15 @@ fn apply_alerts<A: DeliveredAlert>(
     Ok(())
 }
 
+/// An entry of the engine's queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub event: IncidentEvent,
+    /// The `traceparent` of the delivery that queued it.
+    pub trace: Option<String>,
+}
+
 impl Store {
     /// Stores and applies one delivery through this connection, fsynced, as the intake writer
     /// does for a group (drills and tests; the HTTP path uses the [`super::IntakeWriter`]).
@@ -370,6 +393,7 @@ impl Store {
                 let d = Delivery {
                     encoded_body,
                     notification,
+                    trace: None,
                 };
                 ingest_group(c, &mut known, &[d], now)
             })
@@ -398,10 +422,12 @@ impl Store {
 
     /// The oldest entries of the engine's queue: (queue id, event). The entry leaves the
     /// queue in the [`super::Commit`] of the decision point that handles it.
-    pub fn queued_events(&self, limit: usize) -> Result<Vec<(i64, IncidentEvent)>, StoreError> {
+    pub fn queued_events(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT id, incident_id, kind FROM engine_queue ORDER BY id LIMIT ?1")
+            .prepare_cached(
+                "SELECT id, incident_id, kind, trace FROM engine_queue ORDER BY id LIMIT ?1",
+            )
             .ctx("engine queue")?;
         let rows = stmt.query([limit as i64]).ctx("engine queue")?;
         super::codec::collect(rows, "engine queue", |r| {
@@ -420,7 +446,8 @@ impl Store {
                     })
                 }
             };
-            Ok((id, event))
+            let trace = super::codec::field(r, 3, "engine_queue", "trace", id)?;
+            Ok(Queued { id, event, trace })
         })
     }
 

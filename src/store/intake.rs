@@ -33,6 +33,8 @@ type Payload = (Vec<u8>, Notification);
 /// A webhook waiting for the writer: its body, its parse, and who waits for the answer.
 struct Item {
     payload: Payload,
+    /// The delivery's `traceparent`, carried to the engine's queue.
+    trace: Option<String>,
     reply: Reply,
 }
 
@@ -70,6 +72,7 @@ impl IntakeHandle {
         &self,
         body: Vec<u8>,
         notification: Notification,
+        trace: Option<String>,
     ) -> Result<i64, Arc<StoreError>> {
         // Compressed here, in the HTTP worker, not in the one writer thread.
         let encoded = super::body::encode(&body);
@@ -80,6 +83,7 @@ impl IntakeHandle {
         self.tx
             .send(Item {
                 payload: (encoded, notification),
+                trace,
                 reply,
             })
             .await
@@ -129,6 +133,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
                 .map(|i| Delivery {
                     encoded_body: &i.payload.0,
                     notification: &i.payload.1,
+                    trace: i.trace.as_deref(),
                 })
                 .collect();
             let mut conn = store.conn();

@@ -27,7 +27,7 @@
 //! Rows are read into typed records; a value that does not parse is
 //! [`StoreError::Corrupt`] naming the table and the row, never a default.
 
-mod apply;
+pub(crate) mod apply;
 pub mod body;
 mod codec;
 mod escalation;
@@ -44,6 +44,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
+pub use apply::Queued;
 pub use incidents::{IncidentPage, IncidentRecord};
 pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};

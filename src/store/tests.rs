@@ -36,7 +36,7 @@ fn ingest_at(store: &Store, body: &[u8], received: chrono::DateTime<Utc>) -> i64
 /// The engine's queue, oldest first.
 fn queued(store: &Store) -> Vec<IncidentEvent> {
     let all = store.queued_events(100).unwrap();
-    all.into_iter().map(|(_, e)| e).collect()
+    all.into_iter().map(|q| q.event).collect()
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -92,7 +92,7 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
     );
     let backlog = store.backlog().unwrap();
     assert_eq!((backlog.intake, backlog.engine), (0, 3));
-    let (first, _) = store.queued_events(1).unwrap()[0].clone();
+    let first = store.queued_events(1).unwrap()[0].id;
     store.dequeue_event(first).unwrap();
     assert_eq!(store.backlog().unwrap().engine, 2);
 }

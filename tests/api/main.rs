@@ -11,6 +11,8 @@ mod docker_faults;
 mod emulators;
 mod helpers;
 mod notify_clients;
+mod otlp;
+mod otlp_receiver;
 mod slack;
 mod stack;
 mod webhook;
