@@ -5,6 +5,7 @@ mod alertmanager;
 mod architecture;
 mod cli;
 mod crash;
+mod crash_engine;
 mod deploy;
 mod docker;
 mod docker_faults;
