@@ -171,7 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  STARTS",
                 "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV"
             );
-            for i in store.list_incidents(filter, limit)? {
+            for i in store.list_incidents(filter, None, limit)? {
                 println!(
                     "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
                     i.id,

@@ -200,7 +200,7 @@ impl Harness {
     }
 
     fn only_incident(&self) -> IncidentRecord {
-        let all = self.store().list_incidents(None, 100).unwrap();
+        let all = self.store().list_incidents(None, None, 100).unwrap();
         assert_eq!(all.len(), 1, "{all:#?}");
         all.into_iter().next().unwrap()
     }
@@ -270,7 +270,7 @@ async fn resolved_closes_the_incident_and_a_refire_opens_a_new_one() {
     assert_eq!(resolved.2, "resolved after 3m (within the RTO of 30m)");
 
     h.deliver(&[(pg(), 60, "firing")]).await;
-    let open = h.store().list_incidents(Some("open"), 10).unwrap();
+    let open = h.store().list_incidents(Some("open"), None, 10).unwrap();
     assert_eq!(open.len(), 1);
     assert_ne!(open[0].id, inc.id);
     assert_eq!(
@@ -292,7 +292,7 @@ async fn rate_limit_allows_exactly_runs_per_window_and_survives_a_restart() {
     assert_eq!(h.exec.count("restart"), 2);
     let limited: Vec<_> = h
         .store()
-        .list_incidents(None, 10)
+        .list_incidents(None, None, 10)
         .unwrap()
         .into_iter()
         .filter_map(|i| h.skipped_by(i.id))
@@ -326,7 +326,7 @@ async fn flapping_alerts_page_instead_of_acting() {
         h.deliver(&[(svc.clone(), i, "resolved")]).await;
     }
     assert_eq!(h.exec.count("restart"), 2);
-    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let last = h.store().list_incidents(None, None, 1).unwrap().remove(0);
     assert_eq!(last.phase, "escalated");
     let (guard, reason) = h.skipped_by(last.id).unwrap();
     assert_eq!(guard, "flapping");
@@ -424,7 +424,7 @@ async fn two_alerts_of_one_rule_and_target_run_once() {
     let b = json!({"alertname": "DiskSpaceLow", "mountpoint": "/var/lib/docker"});
     h.deliver(&[(a, 0, "firing"), (b, 0, "firing")]).await;
     assert_eq!(h.exec.count("diagnose"), 1);
-    let second = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let second = h.store().list_incidents(None, None, 1).unwrap().remove(0);
     let (guard, reason) = h.skipped_by(second.id).unwrap();
     assert_eq!(guard, "dedup");
     assert!(
@@ -468,7 +468,7 @@ async fn one_runbook_per_container_at_a_time_and_others_run_concurrently() {
     );
     let busy = h
         .store()
-        .list_incidents(None, 10)
+        .list_incidents(None, None, 10)
         .unwrap()
         .into_iter()
         .filter_map(|i| h.skipped_by(i.id))
@@ -496,7 +496,7 @@ async fn the_global_budget_opens_the_breaker() {
         .await;
     }
     h.deliver(&[(pg(), 0, "firing")]).await;
-    let last = h.store().list_incidents(None, 1).unwrap().remove(0);
+    let last = h.store().list_incidents(None, None, 1).unwrap().remove(0);
     let (guard, reason) = h.skipped_by(last.id).unwrap();
     assert_eq!(guard, "budget");
     assert!(
@@ -611,7 +611,12 @@ async fn tiers_fire_at_their_share_of_the_rto_once_across_restarts_and_not_after
         "firing",
     )])
     .await;
-    let second = h.store().list_incidents(None, 1).unwrap().remove(0).id;
+    let second = h
+        .store()
+        .list_incidents(None, None, 1)
+        .unwrap()
+        .remove(0)
+        .id;
     assert_eq!(
         h.engine.acknowledge(second, "alice", None).unwrap(),
         Some(true)

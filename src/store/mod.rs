@@ -313,23 +313,38 @@ impl Store {
         Ok(inc)
     }
 
-    /// Newest first; `state` is `open` or `resolved`.
+    /// At most `limit` incidents, newest first, with ids below `before` when given: keyset
+    /// paging, where a page's last id is the next page's `before`. `state` is `open` or
+    /// `resolved`. Each form walks an index (the rowid, or `incidents_state (state, id)`) from
+    /// `before` down, so a page costs the same however deep it is.
     pub fn list_incidents(
         &self,
         state: Option<&str>,
+        before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<IncidentRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "{INCIDENT_SELECT} WHERE (?1 IS NULL OR state = ?1) ORDER BY id DESC LIMIT ?2"
-            ))
-            .ctx("list incidents")?;
-        let mut list = stmt
-            .query_map(params![state, limit as i64], incident_row)
-            .ctx("list incidents")?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .ctx("list incidents")?;
+        let before = before.unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match state {
+            None => conn
+                .prepare_cached(&format!(
+                    "{INCIDENT_SELECT} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![before, limit], incident_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+            Some(state) => conn
+                .prepare_cached(&format!(
+                    "{INCIDENT_SELECT} WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![state, before, limit], incident_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                }),
+        };
+        let mut list = rows.ctx("list incidents")?;
         for inc in &mut list {
             latest_annotations(&conn, inc)?;
         }

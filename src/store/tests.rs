@@ -50,7 +50,7 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
     let (_dir, store) = open();
     ingest(&store, &body("firing", 0));
     ingest(&store, &body("firing", 0));
-    let incidents = store.list_incidents(None, 10).unwrap();
+    let incidents = store.list_incidents(None, None, 10).unwrap();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].deliveries, 2);
     assert_eq!(incidents[0].state, "open");
@@ -79,7 +79,7 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
 
     // A new firing after the resolution is a new incident.
     ingest(&store, &body("firing", 30));
-    assert_eq!(store.list_incidents(None, 10).unwrap().len(), 2);
+    assert_eq!(store.list_incidents(None, None, 10).unwrap().len(), 2);
     let backlog = store.backlog().unwrap();
     assert_eq!((backlog.intake, backlog.engine), (0, 3));
     let (first, _) = store.queued_events(1).unwrap()[0].clone();
@@ -97,7 +97,7 @@ fn a_backlog_from_an_older_version_is_applied_in_order_before_anything_new() {
 
     // The next delivery resolves it: the backlog goes first, so the firing is not "missed".
     ingest(&store, &body("resolved", 0));
-    let incidents = store.list_incidents(None, 10).unwrap();
+    let incidents = store.list_incidents(None, None, 10).unwrap();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].state, "resolved");
     assert_eq!(incidents[0].phase, "new", "opened, then resolved");
@@ -122,7 +122,7 @@ fn an_open_incident_shows_the_annotations_of_its_latest_delivery() {
         .replace("firing at 0", "firing at 0, and worse")
         .into_bytes();
     let second = ingest(&store, &later);
-    let list = store.list_incidents(Some("open"), 10).unwrap();
+    let list = store.list_incidents(Some("open"), None, 10).unwrap();
     assert_eq!(list[0].annotations["summary"], "firing at 0, and worse");
     assert_eq!(list[0].last_delivery, Some(second));
     let one = store.incident(list[0].id).unwrap().unwrap();
@@ -156,7 +156,7 @@ fn pruning_deletes_old_applied_bodies_only_and_keeps_the_newest_row() {
     assert_eq!(store.prune_intake(cutoff, 100).unwrap(), 1);
     assert_eq!((count(second), count(third)), (0, 1));
     // The incident keeps its count and falls back to the annotations it opened with.
-    let inc = &store.list_incidents(None, 10).unwrap()[0];
+    let inc = &store.list_incidents(None, None, 10).unwrap()[0];
     assert_eq!(inc.deliveries, 3);
     assert_eq!(inc.annotations["summary"], "firing at 0");
 

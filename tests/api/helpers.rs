@@ -113,9 +113,9 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every incident, newest first (all pages).
     pub async fn incidents(&self) -> Vec<Value> {
-        let (_, v) = self.get_json("/api/v1/incidents").await;
-        v["incidents"].as_array().cloned().unwrap_or_default()
+        all_incidents(&self.client, &self.addr, self.api_token.as_deref(), "").await
     }
 
     pub fn data_path(&self) -> &Path {
@@ -150,24 +150,77 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A webhook with one alert, as Alertmanager sends it.
-pub fn alert_payload(
+/// One alert as Alertmanager puts it in a webhook; a resolved one ends now.
+pub fn alert(
     labels: serde_json::Value,
     starts_at: chrono::DateTime<chrono::Utc>,
     status: &str,
-) -> String {
+) -> serde_json::Value {
     let ends = if status == "resolved" {
         chrono::Utc::now().to_rfc3339()
     } else {
         "0001-01-01T00:00:00Z".to_string()
     };
     serde_json::json!({
-        "version": "4", "status": status, "receiver": "remediator", "groupKey": "{}:{}",
-        "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am",
-        "truncatedAlerts": 0,
-        "alerts": [{"status": status, "labels": labels, "annotations": {}, "startsAt": starts_at.to_rfc3339(), "endsAt": ends, "generatorURL": ""}]
+        "status": status, "labels": labels, "annotations": {},
+        "startsAt": starts_at.to_rfc3339(), "endsAt": ends, "generatorURL": "",
+    })
+}
+
+/// A webhook (version 4) carrying `alerts`, as Alertmanager sends a group: firing while any
+/// alert fires, with the labels all of them share as `commonLabels`.
+pub fn webhook(alerts: &[serde_json::Value]) -> String {
+    let firing = alerts.iter().any(|a| a["status"] == "firing");
+    let mut common = alerts
+        .first()
+        .and_then(|a| a["labels"].as_object().cloned())
+        .unwrap_or_default();
+    common.retain(|k, v| alerts.iter().all(|a| a["labels"][k] == *v));
+    serde_json::json!({
+        "version": "4", "status": if firing { "firing" } else { "resolved" },
+        "receiver": "remediator", "groupKey": "{}:{}", "groupLabels": {},
+        "commonLabels": common, "commonAnnotations": {}, "externalURL": "http://am",
+        "truncatedAlerts": 0, "alerts": alerts,
     })
     .to_string()
+}
+
+/// A webhook with one alert, as Alertmanager sends it.
+pub fn alert_payload(
+    labels: serde_json::Value,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    status: &str,
+) -> String {
+    webhook(&[alert(labels, starts_at, status)])
+}
+
+/// Every incident the API lists (newest first), page by page with its `next` cursor.
+pub async fn all_incidents(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/incidents?limit=1000{query}");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let mut req = client.get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {url}");
+        let page: Value = r.json().await.unwrap();
+        all.extend(page["incidents"].as_array().unwrap().iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => before = Some(next),
+            None => return all,
+        }
+    }
 }
 
 impl TestApp {

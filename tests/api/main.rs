@@ -9,6 +9,7 @@ mod docker;
 mod docker_faults;
 mod emulators;
 mod helpers;
+mod incidents;
 mod notify_clients;
 mod slack;
 mod stack;
