@@ -146,22 +146,8 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
         std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
     }
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = bin()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .arg("--rules")
-        .arg(rules.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let served = Served::start(data.path(), free_port(), Some(rules.path()), &[]).await;
+    let base = served.base.clone();
     let client = reqwest::Client::new();
     let reloads = |result: &'static str| {
         let (client, base) = (client.clone(), base.clone());
@@ -188,22 +174,13 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
             .success();
         assert!(ok);
     };
-    eventually(20, "service up", || async {
-        client
-            .get(format!("{base}/-/ready"))
-            .send()
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
 
     std::fs::write(
         rules.path().join("50-broken.yaml"),
         "rules: [ {name: x} ]\n",
     )
     .unwrap();
-    hup(child.id());
+    hup(served.process.id());
     eventually(10, "a refused reload", || async {
         reloads("failure").await.filter(|n| *n == 1)
     })
@@ -218,13 +195,11 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
     );
 
     std::fs::remove_file(rules.path().join("50-broken.yaml")).unwrap();
-    hup(child.id());
+    hup(served.process.id());
     eventually(10, "a successful reload", || async {
         reloads("success").await.filter(|n| *n == 1)
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Runs the binary without blocking the runtime the in-process service answers on.

@@ -1,4 +1,9 @@
+//! What the tests share, written once: spawning the service (in process, or the binary in a
+//! child process owned by a [`ChildGuard`]), waiting on conditions, building webhook payloads,
+//! rule directories and Slack request signatures.
+
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use remediator::settings::{Overrides, Settings};
@@ -263,4 +268,105 @@ pub fn step_outcomes(detail: &Value) -> Vec<(String, String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A child process killed and reaped when the guard drops, however the test ends (a failed
+/// assertion unwinds through it), so no service, Alertmanager or emulator outlives its test.
+pub struct ChildGuard {
+    child: Child,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr discarded; `what` names it in failures.
+    pub fn spawn(cmd: &mut Command, what: &str) -> ChildGuard {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        ChildGuard {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (no shutdown hook runs) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `remediator serve` binary in a child process, on 127.0.0.1:`port`.
+pub struct Served {
+    pub base: String,
+    pub process: ChildGuard,
+}
+
+impl Served {
+    /// Serves `data` (and `rules`, when given) with `env` and the webhook token, and returns
+    /// once `/-/healthy` answers.
+    pub async fn start(
+        data: &Path,
+        port: u16,
+        rules: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Served {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remediator"));
+        cmd.current_dir(repo())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
+            .env("REMEDIATOR_LOG__LEVEL", "warn")
+            .envs(env.iter().copied());
+        if let Some(rules) = rules {
+            cmd.arg("--rules").arg(rules);
+        }
+        let mut served = Served {
+            base: format!("http://127.0.0.1:{port}"),
+            process: ChildGuard::spawn(&mut cmd, "remediator serve"),
+        };
+        let client = reqwest::Client::new();
+        let healthy = format!("{}/-/healthy", served.base);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            served.process.assert_running();
+            if client
+                .get(&healthy)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return served;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "remediator serve did not answer on {healthy} within 20s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -502,63 +502,67 @@ async fn a_restart_resumes_delivery_in_the_same_thread() {
     let slack = SlackEmulator::start().await;
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let serve = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_remediator"))
-            .current_dir(repo())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
-            .env("REMEDIATOR_SLACK__API_URL", slack.url())
-            .env("REMEDIATOR_SLACK__BOT_TOKEN", SLACK_TOKEN)
-            .env("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL)
-            .env("REMEDIATOR_SLACK__TIMEOUT", "2s")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    let slack_url = slack.url();
+    let env = [
+        ("REMEDIATOR_SLACK__API_URL", slack_url.as_str()),
+        ("REMEDIATOR_SLACK__BOT_TOKEN", SLACK_TOKEN),
+        ("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL),
+        ("REMEDIATOR_SLACK__TIMEOUT", "2s"),
+    ];
     let client = reqwest::Client::new();
-    let post = |body: Vec<u8>| {
+    let post = |base: String, body: Vec<u8>| {
         client
             .post(format!("{base}/hooks/alertmanager"))
             .bearer_auth(TOKEN)
             .body(body)
             .send()
     };
-    let up = || async {
-        eventually(20, "service up", || async {
-            client
-                .get(format!("{base}/-/ready"))
-                .send()
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await
-    };
 
-    let mut child = serve();
-    up().await;
-    post(fixture("postgres-down-firing.json")).await.unwrap();
+    let mut served = Served::start(data.path(), port, None, &env).await;
+    post(served.base.clone(), fixture("postgres-down-firing.json"))
+        .await
+        .unwrap();
     let root = eventually(30, "the root posted", || async {
         slack.messages().into_iter().find(|m| m.thread_ts.is_none())
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    served.process.kill();
 
     // Slack is down across the restart; the resolution waits in the outbox.
     slack.go_down().await;
-    let mut child = serve();
-    up().await;
-    post(fixture("postgres-down-resolved.json")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let served = Served::start(data.path(), port, None, &env).await;
+    post(served.base.clone(), fixture("postgres-down-resolved.json"))
+        .await
+        .unwrap();
+    let base = served.base.clone();
+    eventually(30, "the resolution stored and Slack found down", || async {
+        let incidents = all_incidents(&client, &base, None, "").await;
+        let id = incidents.first()?["id"].as_i64()?;
+        let detail: Value = client
+            .get(format!("{base}/api/v1/incidents/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let resolution_waits = detail["messages"].as_array()?.iter().any(|m| {
+            m["sink"] == "slack" && m["kind"] == "resolved" && m["delivered_at"].is_null()
+        });
+        let ready: Value = client
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let down_seen = ready["checks"]["slack"]
+            .as_str()?
+            .starts_with("retrying: cannot reach Slack");
+        (resolution_waits && down_seen).then_some(())
+    })
+    .await;
     slack.come_back().await;
     eventually(60, "the resolution in the same thread", || async {
         slack
@@ -574,8 +578,6 @@ async fn a_restart_resumes_delivery_in_the_same_thread() {
         .filter(|m| m.thread_ts.is_none())
         .count();
     assert_eq!(roots, 1, "still one thread");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
