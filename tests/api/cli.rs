@@ -28,18 +28,10 @@ fn check_accepts_the_shipped_rules() {
 
 #[test]
 fn check_prints_every_error_with_file_and_line_and_exits_1() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        dir.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("a.yaml"), "rules:\n  - name: a\n    matchers: ['x=\"1\"']\n    priority: P7\n    rto: 1m\n    owner: nobody\n    target: { none: true }\n    steps: [ { wait: { duration: 1s } } ]\n").unwrap();
-    std::fs::write(
-        dir.path().join("b.yaml"),
-        "rules:\n  - name: b\n    unknown: 1\n",
-    )
-    .unwrap();
+    let dir = rule_dir(&[
+        ("a.yaml", "rules:\n  - name: a\n    matchers: ['x=\"1\"']\n    priority: P7\n    rto: 1m\n    owner: nobody\n    target: { none: true }\n    steps: [ { wait: { duration: 1s } } ]\n"),
+        ("b.yaml", "rules:\n  - name: b\n    unknown: 1\n"),
+    ]);
     let out = bin().arg("check").arg(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -140,11 +132,7 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
 
 #[tokio::test]
 async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
-    let rules = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
-    }
+    let rules = shipped_rules_copy();
     let data = tempfile::tempdir().unwrap();
     let served = Served::start(data.path(), free_port(), Some(rules.path()), &[]).await;
     let base = served.base.clone();

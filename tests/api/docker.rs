@@ -21,22 +21,6 @@ async fn app_for(stack: &Stack, rules_dir: Option<PathBuf>, extra: &[(&str, &str
     spawn_with(Spawn { env, rules_dir }).await
 }
 
-/// A rule directory with the shipped escalation.yaml and the given rule file.
-pub(crate) fn rules_with(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        dir.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("10-test.yaml"), text).unwrap();
-    dir
-}
-
-fn fire(labels: Value) -> String {
-    alert_payload(labels, Utc::now(), "firing")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_down_restarts_postgres_and_verifies_it() {
     let stack = Stack::up(&["postgres", "backend"]);

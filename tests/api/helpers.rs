@@ -370,3 +370,60 @@ impl Served {
         }
     }
 }
+
+/// Slack's v0 request signature (`X-Slack-Signature`) of a raw `body` sent at `timestamp`:
+/// `v0=` and the hex HMAC-SHA256 of `v0:{timestamp}:{body}` under the signing secret.
+pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The form body Slack posts when `username` (`user_id`) presses Acknowledge on an incident.
+pub fn slack_ack_interaction(incident_id: i64, user_id: &str, username: &str) -> String {
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": user_id, "username": username, "name": username, "team_id": "T0EMULATE1"},
+        "actions": [{"type": "button", "action_id": "ack", "block_id": format!("incident-{incident_id}"),
+                     "value": incident_id.to_string(), "action_ts": "1700000001.000200"}],
+        "team": {"id": "T0EMULATE1", "domain": "voiceai"},
+        "response_url": "https://hooks.slack.invalid/x", "trigger_id": "t",
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// A rule directory: the shipped `escalation.yaml` and `files` (name, text).
+pub fn rule_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("rules/escalation.yaml"),
+        dir.path().join("escalation.yaml"),
+    )
+    .unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// A rule directory with the shipped escalation.yaml and one rule file holding `text`.
+pub fn rules_with(text: &str) -> tempfile::TempDir {
+    rule_dir(&[("10-test.yaml", text)])
+}
+
+/// A copy of the shipped `rules/`, for tests that change it under a running service.
+pub fn shipped_rules_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// A webhook with one alert firing since now.
+pub fn fire(labels: serde_json::Value) -> String {
+    alert_payload(labels, chrono::Utc::now(), "firing")
+}

@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::emulators::*;
 use crate::helpers::*;
@@ -317,12 +315,9 @@ async fn a_refused_channel_is_held_counted_shown_and_retried_after_a_reload() {
 }
 
 fn signed(body: &str, ts: i64, secret: &str) -> (String, String) {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    (
-        ts.to_string(),
-        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
-    )
+    let ts = ts.to_string();
+    let signature = slack_signature(secret.as_bytes(), &ts, body.as_bytes());
+    (ts, signature)
 }
 
 /// POSTs a Slack interaction with the given timestamp and signature headers.
@@ -338,17 +333,6 @@ async fn post_interaction(app: &TestApp, body: &str, ts: String, sig: String) ->
         .unwrap()
 }
 
-fn ack_payload(id: i64) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": "U0ONCALL", "username": "oncall", "name": "oncall"},
-        "actions": [{"type": "button", "action_id": "ack", "block_id": "b", "value": id.to_string(), "action_ts": "1"}],
-        "team": {"id": "T0", "domain": "voiceai"},
-        "response_url": "https://hooks.slack.invalid/x", "trigger_id": "t",
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
-}
-
 #[tokio::test]
 async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
     let w = world().await;
@@ -356,7 +340,7 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
     let id = w.app.finished("PostgresDown", 30).await["id"]
         .as_i64()
         .unwrap();
-    let body = ack_payload(id);
+    let body = slack_ack_interaction(id, "U0ONCALL", "oncall");
     let now = Utc::now().timestamp();
 
     for (ts, sig) in [
@@ -409,17 +393,10 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
 
 #[tokio::test]
 async fn tiers_tell_more_people_as_the_rto_passes_until_acknowledged() {
-    let rules = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        rules.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(
-        rules.path().join("10-fast.yaml"),
+    let rules = rule_dir(&[(
+        "10-fast.yaml",
         "rules:\n  - name: fast\n    matchers: ['alertname=~\"Fast.*\"']\n    priority: P1\n    rto: 4s\n    owner: dba\n    customer_impacting: true\n    target: { none: true }\n    steps:\n      - wait: { duration: 1m }\n",
-    )
-    .unwrap();
+    )]);
     let w = world_with(SLACK_CHANNEL, Some(rules.path().to_path_buf())).await;
     w.app
         .post_hook(alert_payload(

@@ -264,11 +264,7 @@ async fn a_broken_store_answers_503_and_records_nothing() {
 
 #[tokio::test]
 async fn reload_keeps_the_last_good_rules_when_the_new_ones_are_broken() {
-    let rules = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
-    }
+    let rules = shipped_rules_copy();
     let app = spawn_with(Spawn {
         rules_dir: Some(rules.path().to_path_buf()),
         ..Default::default()
