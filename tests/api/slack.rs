@@ -206,12 +206,27 @@ async fn rate_limits_errors_and_an_outage_lose_nothing_and_keep_the_order() {
     w.slack.fail_next(2, Fault::ServerError);
     w.pd.fail_next(2, PdFault::ServerError);
     w.app.post_hook(fixture("postgres-down-firing.json")).await;
+    eventually(30, "Slack answering every injected fault", || async {
+        let calls = w.slack.calls();
+        let limited = calls.iter().filter(|c| c.outcome == "http 429").count();
+        let failed = calls.iter().filter(|c| c.outcome.contains("500")).count();
+        (limited == 3 && failed == 2).then_some(())
+    })
+    .await;
+    // The second incident opens while Slack is down, so its messages are tried during the
+    // outage for certain (and the first's may be, still backing off).
+    w.slack.go_down().await;
     w.app
         .post_hook(fixture("high-queue-depth-firing.json"))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    w.slack.go_down().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(30, "a delivery tried while Slack is down", || async {
+        let (_, ready) = w.app.get_json("/-/ready").await;
+        ready["checks"]["slack"]
+            .as_str()?
+            .starts_with("retrying: cannot reach Slack")
+            .then_some(())
+    })
+    .await;
     w.slack.come_back().await;
 
     let incidents = w.app.incidents().await;
@@ -448,7 +463,10 @@ async fn tiers_tell_more_people_as_the_rto_passes_until_acknowledged() {
         (tiers(ids[0]).await.len() == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No waiting to see nothing happen: the acknowledged incident opened first, so its second
+    // tier fell due no later than the other's, and a tick goes through the open incidents
+    // oldest first. Had the acknowledgement not stopped it, it would be recorded by now.
+    assert!(ids[1] < ids[0], "{ids:?}");
     let acked = tiers(ids[1]).await;
     assert_eq!(
         acked.len(),
