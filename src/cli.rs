@@ -1,5 +1,7 @@
 //! The command line: `serve`, `check`, `simulate`, `incidents`.
 
+mod incidents;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +17,8 @@ use crate::settings::{Overrides, Settings};
 use crate::startup::Application;
 use crate::store::Store;
 
+pub use incidents::{Output, StateFilter};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "remediator",
@@ -27,15 +31,6 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How a command prints (amtool's `-o, --output`).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Aligned text for people.
-    Table,
-    /// JSON for programs.
-    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,15 +70,27 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// List incidents from the local store.
+    /// List incidents, newest first, from the running service's API (GET /api/v1/incidents).
     Incidents {
+        /// The service (default: http:// and the configured listen address); api.token
+        /// (REMEDIATOR_API__TOKEN) is sent as the bearer token.
         #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// open, resolved or all.
-        #[arg(long, default_value = "all")]
-        state: String,
+        url: Option<String>,
+        /// Which incidents.
+        #[arg(long, value_enum, default_value_t = StateFilter::All)]
+        state: StateFilter,
+        /// Incidents on the one page shown (1 to 1000).
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Every incident, page by page.
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
+        /// Only incidents older than this id: a page's `next` gives the page after it.
+        #[arg(long)]
+        before: Option<i64>,
+        /// `table` for people, `json` (the API's shape) for scripts.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
 }
 
@@ -172,41 +179,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Incidents {
-            data_dir,
+            url,
             state,
             limit,
+            all,
+            before,
+            output,
         } => {
-            let s = settings(
-                cli.config.as_deref(),
-                Overrides {
-                    data_dir,
-                    ..Default::default()
+            let s = settings(cli.config.as_deref(), Overrides::default())?;
+            let listing = incidents::Listing {
+                url: url.unwrap_or_else(|| service_url(s.listen)),
+                token: s.api.token.clone(),
+                state,
+                before,
+                pages: if all {
+                    incidents::Pages::All
+                } else {
+                    incidents::Pages::One { limit }
                 },
-            )?;
-            let store = Store::open_read_only(&s.data_dir)?;
-            let filter = match state.as_str() {
-                "all" => None,
-                other => Some(other.parse::<crate::domain::IncidentState>()?),
             };
-            println!(
-                "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  STARTS",
-                "ID", "STATE", "PHASE", "ALERT", "RULE", "DELIV"
-            );
-            for i in store.list_incidents(filter, None, limit)?.incidents {
-                println!(
-                    "{:>6}  {:<9} {:<12} {:<20} {:<24} {:>5}  {}",
-                    i.id,
-                    i.state,
-                    i.phase,
-                    i.alertname,
-                    i.rule.unwrap_or_else(|| "-".into()),
-                    i.deliveries,
-                    crate::store::ts(i.starts_at)
-                );
-            }
-            Ok(0)
+            incidents::run(listing, output).await
         }
     }
+}
+
+/// Where a client on this machine reaches the service listening on `listen`.
+fn service_url(listen: SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
 }
 
 fn alert_from_labels(spec: &str) -> anyhow::Result<Alert> {

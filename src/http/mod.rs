@@ -17,6 +17,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::alert::{parse_webhook, AlertStatus};
+use crate::domain::IncidentState;
 use crate::engine::{Engine, SharedRules};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -157,32 +158,84 @@ async fn alertmanager_hook(
     result
 }
 
-#[derive(Deserialize)]
+/// Incidents per page when the request does not say.
+const DEFAULT_PAGE: usize = 100;
+/// The most incidents one page holds; `next` continues past it.
+pub use crate::store::MAX_PAGE;
+
+/// `GET /api/v1/incidents`' parameters, checked: every bad value is a 400 naming it.
 struct ListQuery {
-    state: Option<String>,
-    limit: Option<usize>,
+    state: Option<IncidentState>,
     before: Option<i64>,
+    limit: usize,
 }
 
+impl ListQuery {
+    /// Parsed by hand rather than with `web::Query`, whose rejections are plain text.
+    fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::BadRequest("invalid query string".into(), e.to_string()))?;
+        let mut q = ListQuery {
+            state: None,
+            before: None,
+            limit: DEFAULT_PAGE,
+        };
+        for (name, value) in &pairs {
+            match name.as_str() {
+                "state" => {
+                    q.state = match value.as_str() {
+                        "" | "all" => None,
+                        "open" => Some(IncidentState::Open),
+                        "resolved" => Some(IncidentState::Resolved),
+                        other => {
+                            return Err(ApiError::BadRequest(
+                                "invalid state filter".into(),
+                                format!("state={other:?}; use open, resolved or all"),
+                            ))
+                        }
+                    }
+                }
+                "limit" => {
+                    q.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::BadRequest(
+                                "invalid limit".into(),
+                                format!(
+                                    "limit={value:?}; use a whole number from 1 to {MAX_PAGE} \
+                                     (follow `next` for more)"
+                                ),
+                            )
+                        })?
+                }
+                "before" => {
+                    q.before = Some(value.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                        ApiError::BadRequest(
+                            "invalid before cursor".into(),
+                            format!(
+                                "before={value:?}; use an incident id, as a page's `next` gives it"
+                            ),
+                        )
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// One page, newest first, and `next`: the `before` of the following page, null on the last.
 async fn list_incidents(
     req: HttpRequest,
-    q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_api(&req, &state.settings.api)?;
-    let filter = match q.state.as_deref() {
-        None | Some("") | Some("all") => None,
-        Some(s) => Some(s.parse::<crate::domain::IncidentState>().map_err(|_| {
-            ApiError::BadRequest(
-                "invalid state filter".into(),
-                format!("state={s:?}; use open, resolved or all"),
-            )
-        })?),
-    };
-    let limit = q.limit.unwrap_or(100);
-    let before = q.before;
+    let q = ListQuery::parse(req.query_string())?;
     let store = state.store.clone();
-    let page = web::block(move || store.list_incidents(filter, before, limit))
+    let page = web::block(move || store.list_incidents(q.state, q.before, q.limit))
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;

@@ -191,15 +191,32 @@ impl Store {
     ) -> Result<IncidentPage, StoreError> {
         let limit = limit.clamp(1, MAX_PAGE);
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!(
-                "{INCIDENT_SELECT} WHERE (?1 IS NULL OR state = ?1) AND id < ?2 ORDER BY id DESC LIMIT ?3"
-            ))
-            .ctx("list incidents")?;
-        let rows = stmt
-            .query(params![state, before.unwrap_or(i64::MAX), limit as i64 + 1])
-            .ctx("list incidents")?;
-        let mut incidents = collect(rows, "list incidents", incident_row)?;
+        let (before, take) = (before.unwrap_or(i64::MAX), limit as i64 + 1);
+        // Two statements, so that each walks an index (the rowid, or `incidents_state`) in
+        // id order; `(?1 IS NULL OR state = ?1)` would scan the table. One row more than
+        // asked says whether there is a next page.
+        let mut incidents = match state {
+            None => {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "{INCIDENT_SELECT} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    ))
+                    .ctx("list incidents")?;
+                let rows = stmt.query(params![before, take]).ctx("list incidents")?;
+                collect(rows, "list incidents", incident_row)?
+            }
+            Some(state) => {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "{INCIDENT_SELECT} WHERE state = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+                    ))
+                    .ctx("list incidents")?;
+                let rows = stmt
+                    .query(params![state, before, take])
+                    .ctx("list incidents")?;
+                collect(rows, "list incidents", incident_row)?
+            }
+        };
         let next = if incidents.len() > limit {
             incidents.truncate(limit);
             incidents.last().map(|i| i.id)

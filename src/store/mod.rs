@@ -45,7 +45,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
 pub use apply::Queued;
-pub use incidents::{IncidentPage, IncidentRecord};
+pub use incidents::{IncidentPage, IncidentRecord, MAX_PAGE};
 pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};

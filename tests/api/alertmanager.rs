@@ -1,23 +1,17 @@
 //! A real Alertmanager (Debian's) with deploy/alertmanager.yml pointed at the spawned service.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use chrono::{Duration, Utc};
 use serde_json::json;
 
 use crate::helpers::*;
 
+/// Field order matters: the process is killed before its directory is removed.
 struct Am {
-    child: Child,
+    _process: ChildGuard,
     url: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Am {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_alertmanager(hook_port: u16) -> Am {
@@ -53,20 +47,19 @@ fn start_alertmanager(hook_port: u16) -> Am {
     let config_path = dir.path().join("alertmanager.yml");
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!(
-            "--storage.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start alertmanager");
+    let process = ChildGuard::spawn(
+        Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address="),
+        "prometheus-alertmanager",
+    );
     Am {
-        child,
+        _process: process,
         url: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     }

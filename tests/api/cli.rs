@@ -220,28 +220,10 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
 
 #[tokio::test]
 async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
-    let rules = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
-    }
+    let rules = shipped_rules_copy();
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = bin()
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .arg("--rules")
-        .arg(rules.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let served = Served::start(data.path(), free_port(), Some(rules.path()), &[]).await;
+    let base = served.base.clone();
     let client = reqwest::Client::new();
     let reloads = |result: &'static str| {
         let (client, base) = (client.clone(), base.clone());
@@ -268,22 +250,13 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
             .success();
         assert!(ok);
     };
-    eventually(20, "service up", || async {
-        client
-            .get(format!("{base}/-/ready"))
-            .send()
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
 
     std::fs::write(
         rules.path().join("50-broken.yaml"),
         "rules: [ {name: x} ]\n",
     )
     .unwrap();
-    hup(child.id());
+    hup(served.process.id());
     eventually(10, "a refused reload", || async {
         reloads("failure").await.filter(|n| *n == 1)
     })
@@ -298,11 +271,210 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
     );
 
     std::fs::remove_file(rules.path().join("50-broken.yaml")).unwrap();
-    hup(child.id());
+    hup(served.process.id());
     eventually(10, "a successful reload", || async {
         reloads("success").await.filter(|n| *n == 1)
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Runs the binary without blocking the runtime the in-process service answers on.
+async fn remediator(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_remediator"))
+        .current_dir(repo())
+        .args(args)
+        .env_remove("REMEDIATOR_API__TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// The table's rows as (id, the whole line), after checking that every cell of every row
+/// starts exactly under its column's name.
+fn table_rows(text: &str) -> Vec<(i64, String)> {
+    assert!(!text.contains('\u{1b}'), "no colours: {text:?}");
+    let mut lines = text.lines();
+    let header = lines.next().expect("a header");
+    let columns = [
+        "ID",
+        "STATE",
+        "PHASE",
+        "PRIORITY",
+        "ALERT",
+        "TARGET",
+        "RULE",
+        "DELIVERIES",
+        "STARTED",
+        "ACKED BY",
+    ];
+    let starts: Vec<usize> = columns
+        .iter()
+        .map(|c| {
+            header
+                .find(c)
+                .unwrap_or_else(|| panic!("{c} in {header:?}"))
+        })
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]), "{header}");
+    lines
+        .map(|line| {
+            for (c, at) in columns.iter().zip(&starts).skip(1) {
+                let cell = line.get(at - 2..).unwrap_or("");
+                assert!(
+                    cell.starts_with("  ") && !cell[2..].starts_with(' '),
+                    "{c} starts at column {at}:\n{header}\n{line}"
+                );
+            }
+            let id = line.split_whitespace().next().unwrap().parse().unwrap();
+            (id, line.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_asks_the_service_and_prints_a_table_or_json() {
+    let token = "cli-api-token";
+    let app = spawn_with(Spawn {
+        env: vec![
+            ("REMEDIATOR_WEBHOOK_TOKEN".into(), TOKEN.into()),
+            ("REMEDIATOR_API__TOKEN".into(), token.into()),
+        ],
+        rules_dir: None,
+    })
+    .await;
+    for f in [
+        "postgres-down-firing.json",
+        "high-queue-depth-firing.json",
+        "disk-space-low-two-alerts-firing.json",
+        "postgres-down-resolved.json",
+    ] {
+        assert_eq!(app.post_hook(fixture(f)).await.status(), 200);
+    }
+    eventually(20, "four incidents handled", || async {
+        let l = app.incidents().await;
+        (l.len() == 4 && l.iter().all(|i| i["phase"] != "new")).then_some(())
+    })
+    .await;
+    let listen = app.addr.trim_start_matches("http://").to_string();
+    let env = [
+        ("REMEDIATOR_API__TOKEN", token),
+        ("REMEDIATOR_LISTEN", listen.as_str()),
+    ];
+
+    // No --url: the configured listen address; the table, newest first.
+    let out = remediator(&["incidents"], &env).await;
+    let rows = table_rows(&stdout(&out));
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [4, 3, 2, 1],
+        "{rows:#?}"
+    );
+    let pg = &rows[3].1;
+    for cell in [
+        "resolved",
+        "P1",
+        "PostgresDown",
+        "service:postgres",
+        "postgres-down",
+        "2026-11-25 22:07:00 UTC",
+    ] {
+        assert!(pg.contains(cell), "{cell:?} in {pg:?}");
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // One page, and the way to the next on stderr.
+    let out = remediator(&["incidents", "--url", &app.addr, "--limit", "2"], &env).await;
+    let ids: Vec<i64> = table_rows(&stdout(&out)).iter().map(|r| r.0).collect();
+    assert_eq!(ids, [4, 3]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--before 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = remediator(&["incidents", "--limit", "2", "--before", "3"], &env).await;
+    let ids: Vec<i64> = table_rows(&stdout(&out)).iter().map(|r| r.0).collect();
+    assert_eq!(ids, [2, 1]);
+    assert!(out.stderr.is_empty(), "the last page");
+
+    // JSON: the API's page, as is.
+    let out = remediator(&["incidents", "-o", "json", "--limit", "3"], &env).await;
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let (_, api) = app.get_json("/api/v1/incidents?limit=3").await;
+    assert_eq!(v, api);
+    let out = remediator(&["incidents", "--output=json", "--state", "resolved"], &env).await;
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(v["incidents"][0]["alertname"], "PostgresDown");
+    assert_eq!(v["next"], Value::Null);
+
+    // Without the token: the service's refusal, and a non-zero exit.
+    let out = remediator(&["incidents", "--url", &app.addr], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("api.token"), "{err}");
+    // Nothing listening: said so.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let out = remediator(&["incidents", "--url", &nobody], &env).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach remediator at"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_all_pages_past_the_largest_page() {
+    let app = spawn_app().await;
+    let starts = chrono::Utc::now();
+    let alerts: Vec<Value> = (0..1003)
+        .map(|i| {
+            alert(
+                serde_json::json!({"alertname": "Many", "n": i.to_string()}),
+                starts,
+                "firing",
+            )
+        })
+        .collect();
+    for chunk in alerts.chunks(59) {
+        assert_eq!(app.post_hook(webhook(chunk)).await.status(), 200);
+    }
+    let expected: Vec<i64> = app
+        .incidents()
+        .await
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(expected.len(), 1003);
+
+    let out = remediator(&["incidents", "--url", &app.addr, "--all"], &[]).await;
+    let ids: Vec<i64> = table_rows(&stdout(&out)).iter().map(|r| r.0).collect();
+    assert_eq!(ids, expected, "every incident once, newest first");
+    assert!(out.stderr.is_empty(), "--all leaves no next page");
+
+    let out = remediator(
+        &["incidents", "--url", &app.addr, "--all", "-o", "json"],
+        &[],
+    )
+    .await;
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let ids: Vec<i64> = v["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(v["next"], Value::Null);
 }

@@ -1,7 +1,6 @@
 //! The shipped DR rules and the step kinds, run for real against a busybox compose project.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -19,22 +18,6 @@ async fn app_for(stack: &Stack, rules_dir: Option<PathBuf>, extra: &[(&str, &str
     ];
     env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     spawn_with(Spawn { env, rules_dir }).await
-}
-
-/// A rule directory with the shipped escalation.yaml and the given rule file.
-pub(crate) fn rules_with(text: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        dir.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("10-test.yaml"), text).unwrap();
-    dir
-}
-
-fn fire(labels: Value) -> String {
-    alert_payload(labels, Utc::now(), "firing")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,10 +457,21 @@ async fn a_container_removed_mid_runbook_is_a_clear_failure() {
     let rules = rules_with("rules:\n  - name: slow\n    matchers: ['alertname=\"Slow\"']\n    priority: P2\n    rto: 15m\n    owner: backend\n    target: { service: frontend }\n    steps:\n      - wait: { duration: 3s }\n      - restart: {}\n    on_failure:\n      - notify: { message: gone }\n");
     let app = app_for(&stack, Some(rules.path().to_path_buf()), &[]).await;
     app.post_hook(fire(json!({"alertname": "Slow"}))).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Mid-runbook: once its 3 s wait has started, not after a guessed delay.
+    eventually(30, "the runbook in its wait step", || async {
+        let id = app.incidents().await.first()?["id"].as_i64()?;
+        let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+        (d["steps"][0]["kind"] == "wait" && d["steps"][0]["outcome"] == "running").then_some(())
+    })
+    .await;
     stack.docker(&["rm", "-f", &stack.id("frontend")]);
     let detail = app.finished("Slow", 60).await;
     assert_eq!(detail["phase"], "failed");
+    assert_eq!(
+        step_outcomes(&detail)[0],
+        ("main".into(), "wait".into(), "ok".into()),
+        "the container went while the runbook ran"
+    );
     let restart = detail["steps"][1]["detail"].as_str().unwrap();
     assert!(
         restart.contains("no container of service \"frontend\" in compose project"),

@@ -56,7 +56,7 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("docker.sock");
     let proxy = DockerProxy::start(&sock);
-    let rules = crate::docker::rules_with(
+    let rules = rules_with(
         "rules:\n  - name: svc\n    matchers: ['alertname=\"ServiceDown\"']\n    priority: P2\n    rto: 15m\n    owner: infra\n    target: { label: service, allow: [redis, backend] }\n    steps:\n      - logs: { tail: 10 }\n      - wait: { duration: 2s }\n      - restart: { grace: 1s }\n      - wait_healthy: { within: 30s }\n    on_failure:\n      - page: {}\n",
     );
     let app = spawn_with(Spawn {
@@ -72,7 +72,6 @@ async fn docker_going_away_fails_the_step_clearly_and_the_next_alert_works_once_
     })
     .await;
 
-    let fire = |labels: serde_json::Value| alert_payload(labels, Utc::now(), "firing");
     app.post_hook(fire(
         json!({"alertname": "ServiceDown", "service": "redis"}),
     ))

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,8 +41,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Serves `configure` on `listener` with one worker, spawned on the current tokio runtime.
-fn serve<F>(listener: TcpListener, configure: F) -> std::io::Result<ServerHandle>
+/// A connection an emulator holds open: counted in when actix accepts it, out when actix drops
+/// it (it lives in the connection's extensions), so `go_down` can see that none is left.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves `configure` on `listener` with one worker, spawned on the current tokio runtime;
+/// `open` counts the connections it holds.
+fn serve<F>(
+    listener: TcpListener,
+    open: Arc<AtomicUsize>,
+    configure: F,
+) -> std::io::Result<ServerHandle>
 where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
 {
@@ -49,6 +65,10 @@ where
         .workers(1)
         // No keep-alive: a client never holds a pooled connection that outlives `go_down`.
         .keep_alive(actix_web::http::KeepAlive::Disabled)
+        .on_connect(move |_, extensions| {
+            open.fetch_add(1, Ordering::SeqCst);
+            extensions.insert(Counted(open.clone()));
+        })
         .disable_signals()
         .shutdown_timeout(0)
         .listen(listener)?
@@ -78,6 +98,8 @@ type Configure = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 struct Listening {
     addr: SocketAddr,
     handle: Mutex<Option<ServerHandle>>,
+    /// Connections the server holds open.
+    open: Arc<AtomicUsize>,
     configure: Configure,
 }
 
@@ -92,6 +114,7 @@ impl Listening {
         let listening = Listening {
             addr,
             handle: Mutex::new(None),
+            open: Arc::default(),
             configure,
         };
         listening.serve(listener);
@@ -100,7 +123,8 @@ impl Listening {
 
     fn serve(&self, listener: TcpListener) {
         let configure = self.configure.clone();
-        let handle = serve(listener, move |cfg| configure(cfg)).expect("start an emulator");
+        let handle = serve(listener, self.open.clone(), move |cfg| configure(cfg))
+            .expect("start an emulator");
         *lock(&self.handle) = Some(handle);
     }
 
@@ -113,21 +137,33 @@ impl Listening {
         self.serve(listener);
     }
 
-    /// Down means down: `stop` returns before the worker has dropped its open (keep-alive)
-    /// connections, so wait until a new connection is refused, then a moment more for the
-    /// worker to close the ones a pooled client would reuse.
+    /// Down means down: `stop` returns before the worker has dropped its open connections, so
+    /// wait until a new connection is refused and no connection is left open (a pooled client
+    /// could still be answered on one), failing the test if that takes more than 5 s.
     async fn down(&self) {
         let handle = lock(&self.handle).take();
         if let Some(handle) = handle {
             handle.stop(false).await;
         }
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_err() {
-                break;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let refused = tokio::net::TcpStream::connect(self.addr).await.is_err();
+            let open = self.open.load(Ordering::SeqCst);
+            if refused && open == 0 {
+                return;
             }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the emulator on {} is not down after 5s: {}",
+                self.addr,
+                if refused {
+                    format!("{open} connections still open")
+                } else {
+                    "it still accepts connections".to_string()
+                }
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 

@@ -1,4 +1,9 @@
+//! What the tests share, written once: spawning the service (in process, or the binary in a
+//! child process owned by a [`ChildGuard`]), waiting on conditions, building webhook payloads,
+//! rule directories and Slack request signatures.
+
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use remediator::settings::{Overrides, Settings};
@@ -113,9 +118,9 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every incident, newest first (all pages).
     pub async fn incidents(&self) -> Vec<Value> {
-        let (_, v) = self.get_json("/api/v1/incidents").await;
-        v["incidents"].as_array().cloned().unwrap_or_default()
+        all_incidents(&self.client, &self.addr, self.api_token.as_deref(), "").await
     }
 
     pub fn data_path(&self) -> &Path {
@@ -150,24 +155,77 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A webhook with one alert, as Alertmanager sends it.
-pub fn alert_payload(
+/// One alert as Alertmanager puts it in a webhook; a resolved one ends now.
+pub fn alert(
     labels: serde_json::Value,
     starts_at: chrono::DateTime<chrono::Utc>,
     status: &str,
-) -> String {
+) -> serde_json::Value {
     let ends = if status == "resolved" {
         chrono::Utc::now().to_rfc3339()
     } else {
         "0001-01-01T00:00:00Z".to_string()
     };
     serde_json::json!({
-        "version": "4", "status": status, "receiver": "remediator", "groupKey": "{}:{}",
-        "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://am",
-        "truncatedAlerts": 0,
-        "alerts": [{"status": status, "labels": labels, "annotations": {}, "startsAt": starts_at.to_rfc3339(), "endsAt": ends, "generatorURL": ""}]
+        "status": status, "labels": labels, "annotations": {},
+        "startsAt": starts_at.to_rfc3339(), "endsAt": ends, "generatorURL": "",
+    })
+}
+
+/// A webhook (version 4) carrying `alerts`, as Alertmanager sends a group: firing while any
+/// alert fires, with the labels all of them share as `commonLabels`.
+pub fn webhook(alerts: &[serde_json::Value]) -> String {
+    let firing = alerts.iter().any(|a| a["status"] == "firing");
+    let mut common = alerts
+        .first()
+        .and_then(|a| a["labels"].as_object().cloned())
+        .unwrap_or_default();
+    common.retain(|k, v| alerts.iter().all(|a| a["labels"][k] == *v));
+    serde_json::json!({
+        "version": "4", "status": if firing { "firing" } else { "resolved" },
+        "receiver": "remediator", "groupKey": "{}:{}", "groupLabels": {},
+        "commonLabels": common, "commonAnnotations": {}, "externalURL": "http://am",
+        "truncatedAlerts": 0, "alerts": alerts,
     })
     .to_string()
+}
+
+/// A webhook with one alert, as Alertmanager sends it.
+pub fn alert_payload(
+    labels: serde_json::Value,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    status: &str,
+) -> String {
+    webhook(&[alert(labels, starts_at, status)])
+}
+
+/// Every incident the API lists (newest first), page by page with its `next` cursor.
+pub async fn all_incidents(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/incidents?limit=1000{query}");
+        if let Some(b) = before {
+            url.push_str(&format!("&before={b}"));
+        }
+        let mut req = client.get(&url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "GET {url}");
+        let page: Value = r.json().await.unwrap();
+        all.extend(page["incidents"].as_array().unwrap().iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => before = Some(next),
+            None => return all,
+        }
+    }
 }
 
 impl TestApp {
@@ -210,4 +268,162 @@ pub fn step_outcomes(detail: &Value) -> Vec<(String, String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A child process killed and reaped when the guard drops, however the test ends (a failed
+/// assertion unwinds through it), so no service, Alertmanager or emulator outlives its test.
+pub struct ChildGuard {
+    child: Child,
+    what: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr discarded; `what` names it in failures.
+    pub fn spawn(cmd: &mut Command, what: &str) -> ChildGuard {
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        ChildGuard {
+            child,
+            what: what.to_string(),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL (no shutdown hook runs) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Fails the test if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.what);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `remediator serve` binary in a child process, on 127.0.0.1:`port`.
+pub struct Served {
+    pub base: String,
+    pub process: ChildGuard,
+}
+
+impl Served {
+    /// Serves `data` (and `rules`, when given) with `env` and the webhook token, and returns
+    /// once `/-/healthy` answers.
+    pub async fn start(
+        data: &Path,
+        port: u16,
+        rules: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Served {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_remediator"));
+        cmd.current_dir(repo())
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
+            .env("REMEDIATOR_LOG__LEVEL", "warn")
+            .envs(env.iter().copied());
+        if let Some(rules) = rules {
+            cmd.arg("--rules").arg(rules);
+        }
+        let mut served = Served {
+            base: format!("http://127.0.0.1:{port}"),
+            process: ChildGuard::spawn(&mut cmd, "remediator serve"),
+        };
+        let client = reqwest::Client::new();
+        let healthy = format!("{}/-/healthy", served.base);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            served.process.assert_running();
+            if client
+                .get(&healthy)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return served;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "remediator serve did not answer on {healthy} within 20s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Slack's v0 request signature (`X-Slack-Signature`) of a raw `body` sent at `timestamp`:
+/// `v0=` and the hex HMAC-SHA256 of `v0:{timestamp}:{body}` under the signing secret.
+pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The form body Slack posts when `username` (`user_id`) presses Acknowledge on an incident.
+pub fn slack_ack_interaction(incident_id: i64, user_id: &str, username: &str) -> String {
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": {"id": user_id, "username": username, "name": username, "team_id": "T0EMULATE1"},
+        "actions": [{"type": "button", "action_id": "ack", "block_id": format!("incident-{incident_id}"),
+                     "value": incident_id.to_string(), "action_ts": "1700000001.000200"}],
+        "team": {"id": "T0EMULATE1", "domain": "voiceai"},
+        "response_url": "https://hooks.slack.invalid/x", "trigger_id": "t",
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+/// A rule directory: the shipped `escalation.yaml` and `files` (name, text).
+pub fn rule_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("rules/escalation.yaml"),
+        dir.path().join("escalation.yaml"),
+    )
+    .unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// A rule directory with the shipped escalation.yaml and one rule file holding `text`.
+pub fn rules_with(text: &str) -> tempfile::TempDir {
+    rule_dir(&[("10-test.yaml", text)])
+}
+
+/// A copy of the shipped `rules/`, for tests that change it under a running service.
+pub fn shipped_rules_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// A webhook with one alert firing since now.
+pub fn fire(labels: serde_json::Value) -> String {
+    alert_payload(labels, chrono::Utc::now(), "firing")
 }

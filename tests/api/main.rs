@@ -11,6 +11,7 @@ mod docker;
 mod docker_faults;
 mod emulators;
 mod helpers;
+mod incidents;
 mod notify_clients;
 mod otlp;
 mod otlp_receiver;

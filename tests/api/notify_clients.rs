@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use remediator::notify::pagerduty::{PagerDutyClient, PagerDutyError, Severity};
 use remediator::notify::slack::{
     incident_blocks, parse_interaction, verify_signature, IncidentView, Interaction,
@@ -10,7 +9,6 @@ use remediator::notify::slack::{
 };
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::emulators::{
     AlertStatus, Fault, PagerDutyEmulator, PdFault, SlackEmulator, PD_ROUTING_KEY, SLACK_CHANNEL,
@@ -350,22 +348,11 @@ async fn lookup_by_email_finds_known_users_only() {
 const SIGNING_SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
 
 fn sign(timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SIGNING_SECRET).expect("key");
-    mac.update(format!("v0:{timestamp}:").as_bytes());
-    mac.update(body);
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    crate::helpers::slack_signature(SIGNING_SECRET, timestamp, body)
 }
 
 fn ack_body(incident_id: i64) -> Vec<u8> {
-    let payload = json!({
-        "type": "block_actions",
-        "user": { "id": "U0ALICE01", "username": "alice", "team_id": "T0EMULATE1" },
-        "actions": [ { "type": "button", "action_id": "ack", "block_id": "incident-1",
-                       "value": incident_id.to_string(), "action_ts": "1700000001.000200" } ],
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())])
-        .expect("form")
-        .into_bytes()
+    crate::helpers::slack_ack_interaction(incident_id, "U0ALICE01", "alice").into_bytes()
 }
 
 #[test]

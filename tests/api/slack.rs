@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::emulators::*;
 use crate::helpers::*;
@@ -208,12 +206,27 @@ async fn rate_limits_errors_and_an_outage_lose_nothing_and_keep_the_order() {
     w.slack.fail_next(2, Fault::ServerError);
     w.pd.fail_next(2, PdFault::ServerError);
     w.app.post_hook(fixture("postgres-down-firing.json")).await;
+    eventually(30, "Slack answering every injected fault", || async {
+        let calls = w.slack.calls();
+        let limited = calls.iter().filter(|c| c.outcome == "http 429").count();
+        let failed = calls.iter().filter(|c| c.outcome.contains("500")).count();
+        (limited == 3 && failed == 2).then_some(())
+    })
+    .await;
+    // The second incident opens while Slack is down, so its messages are tried during the
+    // outage for certain (and the first's may be, still backing off).
+    w.slack.go_down().await;
     w.app
         .post_hook(fixture("high-queue-depth-firing.json"))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    w.slack.go_down().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    eventually(30, "a delivery tried while Slack is down", || async {
+        let (_, ready) = w.app.get_json("/-/ready").await;
+        ready["checks"]["slack"]
+            .as_str()?
+            .starts_with("retrying: cannot reach Slack")
+            .then_some(())
+    })
+    .await;
     w.slack.come_back().await;
 
     let incidents = w.app.incidents().await;
@@ -317,12 +330,9 @@ async fn a_refused_channel_is_held_counted_shown_and_retried_after_a_reload() {
 }
 
 fn signed(body: &str, ts: i64, secret: &str) -> (String, String) {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    (
-        ts.to_string(),
-        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
-    )
+    let ts = ts.to_string();
+    let signature = slack_signature(secret.as_bytes(), &ts, body.as_bytes());
+    (ts, signature)
 }
 
 /// POSTs a Slack interaction with the given timestamp and signature headers.
@@ -338,17 +348,6 @@ async fn post_interaction(app: &TestApp, body: &str, ts: String, sig: String) ->
         .unwrap()
 }
 
-fn ack_payload(id: i64) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "user": {"id": "U0ONCALL", "username": "oncall", "name": "oncall"},
-        "actions": [{"type": "button", "action_id": "ack", "block_id": "b", "value": id.to_string(), "action_ts": "1"}],
-        "team": {"id": "T0", "domain": "voiceai"},
-        "response_url": "https://hooks.slack.invalid/x", "trigger_id": "t",
-    });
-    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
-}
-
 #[tokio::test]
 async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
     let w = world().await;
@@ -356,7 +355,7 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
     let id = w.app.finished("PostgresDown", 30).await["id"]
         .as_i64()
         .unwrap();
-    let body = ack_payload(id);
+    let body = slack_ack_interaction(id, "U0ONCALL", "oncall");
     let now = Utc::now().timestamp();
 
     for (ts, sig) in [
@@ -409,17 +408,10 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
 
 #[tokio::test]
 async fn tiers_tell_more_people_as_the_rto_passes_until_acknowledged() {
-    let rules = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        rules.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(
-        rules.path().join("10-fast.yaml"),
+    let rules = rule_dir(&[(
+        "10-fast.yaml",
         "rules:\n  - name: fast\n    matchers: ['alertname=~\"Fast.*\"']\n    priority: P1\n    rto: 4s\n    owner: dba\n    customer_impacting: true\n    target: { none: true }\n    steps:\n      - wait: { duration: 1m }\n",
-    )
-    .unwrap();
+    )]);
     let w = world_with(SLACK_CHANNEL, Some(rules.path().to_path_buf())).await;
     w.app
         .post_hook(alert_payload(
@@ -471,7 +463,10 @@ async fn tiers_tell_more_people_as_the_rto_passes_until_acknowledged() {
         (tiers(ids[0]).await.len() == 2).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // No waiting to see nothing happen: the acknowledged incident opened first, so its second
+    // tier fell due no later than the other's, and a tick goes through the open incidents
+    // oldest first. Had the acknowledgement not stopped it, it would be recorded by now.
+    assert!(ids[1] < ids[0], "{ids:?}");
     let acked = tiers(ids[1]).await;
     assert_eq!(
         acked.len(),
@@ -502,63 +497,67 @@ async fn a_restart_resumes_delivery_in_the_same_thread() {
     let slack = SlackEmulator::start().await;
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let serve = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_remediator"))
-            .current_dir(repo())
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data.path())
-            .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
-            .env("REMEDIATOR_SLACK__API_URL", slack.url())
-            .env("REMEDIATOR_SLACK__BOT_TOKEN", SLACK_TOKEN)
-            .env("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL)
-            .env("REMEDIATOR_SLACK__TIMEOUT", "2s")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let base = format!("http://127.0.0.1:{port}");
+    let slack_url = slack.url();
+    let env = [
+        ("REMEDIATOR_SLACK__API_URL", slack_url.as_str()),
+        ("REMEDIATOR_SLACK__BOT_TOKEN", SLACK_TOKEN),
+        ("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL),
+        ("REMEDIATOR_SLACK__TIMEOUT", "2s"),
+    ];
     let client = reqwest::Client::new();
-    let post = |body: Vec<u8>| {
+    let post = |base: String, body: Vec<u8>| {
         client
             .post(format!("{base}/hooks/alertmanager"))
             .bearer_auth(TOKEN)
             .body(body)
             .send()
     };
-    let up = || async {
-        eventually(20, "service up", || async {
-            client
-                .get(format!("{base}/-/ready"))
-                .send()
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await
-    };
 
-    let mut child = serve();
-    up().await;
-    post(fixture("postgres-down-firing.json")).await.unwrap();
+    let mut served = Served::start(data.path(), port, None, &env).await;
+    post(served.base.clone(), fixture("postgres-down-firing.json"))
+        .await
+        .unwrap();
     let root = eventually(30, "the root posted", || async {
         slack.messages().into_iter().find(|m| m.thread_ts.is_none())
     })
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    served.process.kill();
 
     // Slack is down across the restart; the resolution waits in the outbox.
     slack.go_down().await;
-    let mut child = serve();
-    up().await;
-    post(fixture("postgres-down-resolved.json")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let served = Served::start(data.path(), port, None, &env).await;
+    post(served.base.clone(), fixture("postgres-down-resolved.json"))
+        .await
+        .unwrap();
+    let base = served.base.clone();
+    eventually(30, "the resolution stored and Slack found down", || async {
+        let incidents = all_incidents(&client, &base, None, "").await;
+        let id = incidents.first()?["id"].as_i64()?;
+        let detail: Value = client
+            .get(format!("{base}/api/v1/incidents/{id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let resolution_waits = detail["messages"].as_array()?.iter().any(|m| {
+            m["sink"] == "slack" && m["kind"] == "resolved" && m["delivered_at"].is_null()
+        });
+        let ready: Value = client
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let down_seen = ready["checks"]["slack"]
+            .as_str()?
+            .starts_with("retrying: cannot reach Slack");
+        (resolution_waits && down_seen).then_some(())
+    })
+    .await;
     slack.come_back().await;
     eventually(60, "the resolution in the same thread", || async {
         slack
@@ -574,8 +573,6 @@ async fn a_restart_resumes_delivery_in_the_same_thread() {
         .filter(|m| m.thread_ts.is_none())
         .count();
     assert_eq!(roots, 1, "still one thread");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]

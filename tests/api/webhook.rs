@@ -30,10 +30,15 @@ async fn webhook_requires_the_bearer_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    assert_eq!(app.post_hook(body).await.status(), 200);
-    assert!(
-        app.incidents().await.len() <= 1,
-        "refused requests store nothing"
+    let ok = app.post_hook(body).await;
+    assert_eq!(ok.status(), 200);
+    let v: Value = ok.json().await.unwrap();
+    assert_eq!(v["delivery"], 1, "refused requests store nothing: {v}");
+    let incidents = app.incidents().await;
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        incidents[0]["deliveries"], 1,
+        "refused requests are not applied either"
     );
 }
 
@@ -83,6 +88,10 @@ async fn bad_payloads_get_400_with_a_json_body_naming_the_problem() {
         assert!(v["detail"].as_str().unwrap().contains(detail), "{v}");
     }
     assert!(app.incidents().await.is_empty());
+    // Deliveries are numbered from 1 in a new store: the first one stored is this one.
+    let r = app.post_hook(fixture("postgres-down-firing.json")).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["delivery"], 1, "refused bodies are not stored: {v}");
 }
 
 #[tokio::test]
@@ -264,11 +273,7 @@ async fn a_broken_store_answers_503_and_records_nothing() {
 
 #[tokio::test]
 async fn reload_keeps_the_last_good_rules_when_the_new_ones_are_broken() {
-    let rules = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(repo().join("rules")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, rules.path().join(p.file_name().unwrap())).unwrap();
-    }
+    let rules = shipped_rules_copy();
     let app = spawn_with(Spawn {
         rules_dir: Some(rules.path().to_path_buf()),
         ..Default::default()
