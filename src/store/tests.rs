@@ -185,3 +185,117 @@ fn pruning_deletes_old_applied_bodies_only_and_keeps_the_newest_row() {
     assert_eq!(store.prune_intake(cutoff, 100).unwrap(), 0);
     assert_eq!(count(pending), 1, "not applied yet: kept");
 }
+
+/// A copy of the store that the build before typed notices wrote (tests/fixtures/store-v6).
+fn v6_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/store-v6/remediator.db"
+        ),
+        dir.path().join(super::DB_FILE),
+    )
+    .unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_store_written_before_typed_notices_opens_and_keeps_every_row() {
+    use crate::domain::{IncidentState, Notice, PagerDutyEvent, Phase, Priority, Sink};
+    let (_dir, store) = v6_store();
+    let page = store.list_incidents(None, None, 100).unwrap();
+    let phases: Vec<(i64, Phase, IncidentState)> = page
+        .incidents
+        .iter()
+        .map(|i| (i.id, i.phase, i.state))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (4, Phase::NoRule, IncidentState::Open),
+            (3, Phase::Skipped, IncidentState::Open),
+            (2, Phase::Failed, IncidentState::Open),
+            (1, Phase::Failed, IncidentState::Resolved),
+        ]
+    );
+    let pg = store.incident(1).unwrap().unwrap();
+    assert_eq!(pg.priority, Some(Priority::P1));
+    assert_eq!(pg.labels["service"], "postgres");
+    assert!(pg.time_to_recover().is_some());
+    assert_eq!(
+        store.incident(2).unwrap().unwrap().acked_by.as_deref(),
+        Some("alice")
+    );
+    let (mut decisions, mut steps, mut messages) = (0, 0, 0);
+    for id in 1..=4 {
+        decisions += store.decisions(id).unwrap().len();
+        steps += store.steps(id).unwrap().len();
+        messages += store.messages(id).unwrap().len();
+    }
+    assert_eq!((decisions, steps, messages), (23, 4, 35));
+    // Every pending message is still due, and reads as a notice for its sink.
+    let slack = store.due_outbox(Sink::Slack, Utc::now(), 100).unwrap();
+    // The oldest pending message of each incident that has a thread (no rule: none).
+    assert_eq!(slack.len(), 3);
+    assert!(slack
+        .iter()
+        .all(|r| matches!(&r.notice, Notice::Recorded { was, .. } if was == "opened")));
+    let pd = store.due_outbox(Sink::PagerDuty, Utc::now(), 100).unwrap();
+    assert_eq!(pd.len(), 2);
+    for row in &pd {
+        assert_eq!(row.notice.pagerduty_event(), Some(PagerDutyEvent::Trigger));
+        assert!(matches!(
+            &row.notice,
+            Notice::Recorded { who, priority: Some(_), .. } if !who.is_empty()
+        ));
+    }
+}
+
+#[test]
+fn a_damaged_row_is_an_error_naming_it_never_a_default() {
+    let (_dir, store) = v6_store();
+    store
+        .conn()
+        .execute("UPDATE incidents SET labels = '{not json' WHERE id = 3", [])
+        .unwrap();
+    let err = store.incident(3).unwrap_err().to_string();
+    assert!(
+        err.starts_with("row 3 of table incidents is damaged (column labels:"),
+        "{err}"
+    );
+    assert!(store.list_incidents(None, None, 10).is_err());
+    store
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{}', phase = 'sleeping' WHERE id = 3",
+            [],
+        )
+        .unwrap();
+    let err = store.incident(3).unwrap_err().to_string();
+    assert!(
+        err.contains("column phase: \"sleeping\" is not a phase"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_read_only_or_not() {
+    let (dir, store) = v6_store();
+    store
+        .conn()
+        .execute_batch("PRAGMA user_version = 99")
+        .unwrap();
+    drop(store);
+    for err in [
+        Store::open(dir.path()).err().unwrap(),
+        Store::open_read_only(dir.path()).err().unwrap(),
+    ] {
+        assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+        assert!(
+            err.to_string().contains("newer than this build knows"),
+            "{err}"
+        );
+    }
+}

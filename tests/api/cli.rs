@@ -478,3 +478,144 @@ async fn incidents_all_pages_past_the_largest_page() {
     assert_eq!(ids, expected);
     assert_eq!(v["next"], Value::Null);
 }
+
+/// A populated store (one an older build wrote, migrated once by a service start).
+fn populated_store() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        repo().join("tests/fixtures/store-v6/remediator.db"),
+        data.path().join("remediator.db"),
+    )
+    .unwrap();
+    // simulate reads only the current schema: an older store is refused, not migrated.
+    let out = bin()
+        .args([
+            "simulate",
+            "--labels",
+            "alertname=PostgresDown",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an un-migrated store is refused"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("start `remediator serve` once to migrate it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
+}
+
+/// The store's files: the database's name, length and SHA-256, and the write-ahead log's
+/// length (a read-only reader of a WAL database may create the empty `-wal` and the `-shm`
+/// index beside it; it must write no frame and change no byte of the database).
+fn files(dir: &std::path::Path) -> Vec<(String, usize, String)> {
+    use sha2::Digest;
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with("-shm"))
+        .filter(|p| !(p.to_string_lossy().ends_with("-wal") && p.metadata().unwrap().len() == 0))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                bytes.len(),
+                hex::encode(sha2::Sha256::digest(&bytes)),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn simulate_reads_a_populated_store_and_changes_not_one_byte() {
+    let data = populated_store();
+    // Migrate it the way an upgrade does: the service's store opens it once.
+    {
+        let store = remediator::store::Store::open(data.path()).unwrap();
+        let page = store.list_incidents(None, None, 10).unwrap();
+        assert_eq!(page.incidents.len(), 4);
+    }
+    let before = files(data.path());
+    let out = bin()
+        .args([
+            "simulate",
+            "-o",
+            "json",
+            "--labels",
+            "alertname=PostgresDown,service=postgres",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["simulated"][0]["rule"], "postgres-down");
+    assert_eq!(v["simulated"][0]["match"]["guard"], "match");
+    assert_eq!(files(data.path()), before, "simulate changed the store");
+
+    let table = bin()
+        .args([
+            "simulate",
+            "--labels",
+            "alertname=PostgresDown,service=postgres",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.starts_with(
+            "Alert:     {alertname=PostgresDown, service=postgres}\nRule:      postgres-down ("
+        ),
+        "{text}"
+    );
+    assert!(text.contains("\n  rate_limit  continue  run "), "{text}");
+    assert!(text.contains("\nSteps:\n  1. "), "{text}");
+    assert_eq!(files(data.path()), before);
+}
+
+#[test]
+fn simulate_refuses_a_store_of_a_newer_schema() {
+    let data = tempfile::tempdir().unwrap();
+    let conn_path = data.path().join("remediator.db");
+    std::fs::copy(
+        repo().join("tests/fixtures/store-v6/remediator.db"),
+        &conn_path,
+    )
+    .unwrap();
+    // The header's user_version field (bytes 60..64), as a newer build would leave it.
+    let mut bytes = std::fs::read(&conn_path).unwrap();
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    std::fs::write(&conn_path, bytes).unwrap();
+    let out = bin()
+        .args([
+            "simulate",
+            "--labels",
+            "alertname=PostgresDown",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has schema version 99, newer than this build knows"),
+        "{err}"
+    );
+}
