@@ -174,28 +174,7 @@ impl Harness {
 
     /// Delivers one webhook with the given alerts: (labels, startsAt offset in minutes, status).
     async fn deliver(&self, alerts: &[(serde_json::Value, i64, &str)]) {
-        let alerts: Vec<_> = alerts
-            .iter()
-            .map(|(labels, starts, status)| {
-                let starts_at = base_time() + chrono::Duration::minutes(*starts);
-                let ends_at = if *status == "resolved" {
-                    starts_at + chrono::Duration::minutes(3)
-                } else {
-                    Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap()
-                };
-                json!({
-                    "status": status, "labels": labels, "annotations": {},
-                    "startsAt": starts_at.to_rfc3339(), "endsAt": ends_at.to_rfc3339(),
-                })
-            })
-            .collect();
-        let body =
-            json!({"version": "4", "status": "firing", "alerts": alerts, "groupKey": "{}:{}"});
-        let body = body.to_string().into_bytes();
-        let notification = crate::alert::parse_webhook(&body).unwrap();
-        self.store()
-            .ingest(&body, &notification, self.engine.clock.now())
-            .unwrap();
+        deliver_only(self, alerts).await;
         self.engine.process_pending().unwrap();
         self.engine.wait_idle().await;
     }
@@ -703,6 +682,7 @@ async fn settle(h: &Harness) {
     panic!("the queue never emptied");
 }
 
+/// Stores one webhook with the given alerts, without handling the queue.
 async fn deliver_only(h: &Harness, alerts: &[(serde_json::Value, i64, &str)]) {
     let alerts: Vec<_> = alerts
         .iter()

@@ -84,27 +84,20 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `crate::a::b` paths in code (comments stripped), as their first segments.
-fn crate_paths(text: &str) -> Vec<Vec<String>> {
+/// The first path segment after each `prefix` (`crate::`, `super::`) in code, comments
+/// stripped.
+fn used_after(text: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
-        while let Some(i) = rest.find("crate::") {
-            let after = &rest[i + "crate::".len()..];
-            let path: Vec<String> = after
-                .split("::")
-                .map(|seg| {
-                    seg.chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect::<String>()
-                })
-                .take_while(|s| !s.is_empty())
+        for (i, _) in code.match_indices(prefix) {
+            let seg: String = code[i + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            if !path.is_empty() {
-                out.push(path);
+            if !seg.is_empty() {
+                out.push(seg);
             }
-            rest = after;
         }
     }
     out
@@ -141,8 +134,8 @@ fn modules_use_only_what_the_architecture_allows_and_siblings_form_no_cycle() {
             ));
             continue;
         };
-        for path in crate_paths(&text) {
-            let used = path[0].as_str();
+        for used in used_after(&text, "crate::") {
+            let used = used.as_str();
             if used != top && !ok.contains(used) {
                 broken.push(format!("{}: {top} uses crate::{used}", rel.display()));
             }
@@ -154,17 +147,7 @@ fn modules_use_only_what_the_architecture_allows_and_siblings_form_no_cycle() {
             if me == "mod" || me == "tests" {
                 continue;
             }
-            let mut uses = BTreeSet::new();
-            for line in text.lines() {
-                let code = line.split("//").next().unwrap_or("");
-                for (i, _) in code.match_indices("super::") {
-                    let seg: String = code[i + 7..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    uses.insert(seg);
-                }
-            }
+            let uses = used_after(&text, "super::").into_iter().collect();
             siblings.insert((dir, me), uses);
         }
     }

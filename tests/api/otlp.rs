@@ -17,6 +17,18 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 /// The batch processor's thread (`OpenTelemetry.Traces.BatchProcessor`, cut to 15 bytes).
 const EXPORTER_THREAD: &str = "OpenTelemetry.T";
 
+/// Posts a PostgresDown firing as a traced caller would: with its `traceparent`.
+async fn post_traced(client: &reqwest::Client, service: &Service) -> reqwest::Response {
+    client
+        .post(format!("{}/hooks/alertmanager", service.base))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .body(fixture("postgres-down-firing.json"))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn otlp_the_delivery_span_continues_the_callers_trace_and_is_flushed_on_sigterm() {
     let receiver = OtlpReceiver::start();
@@ -34,14 +46,7 @@ async fn otlp_the_delivery_span_continues_the_callers_trace_and_is_flushed_on_si
         service.threads()
     );
 
-    let r = client
-        .post(format!("{}/hooks/alertmanager", service.base))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .body(fixture("postgres-down-firing.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_traced(&client, &service).await;
     assert_eq!(r.status(), 200);
     let delivery_id = r.json::<Value>().await.unwrap()["delivery"]
         .as_i64()
@@ -112,14 +117,7 @@ async fn otlp_no_endpoint_set_means_no_exporter_and_no_thread() {
     let service = Service::spawn(&[]);
     let client = reqwest::Client::new();
     service.wait_healthy(&client).await;
-    let r = client
-        .post(format!("{}/hooks/alertmanager", service.base))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .body(fixture("postgres-down-firing.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_traced(&client, &service).await;
     assert_eq!(r.status(), 200);
     let threads = service.threads();
     assert!(
@@ -152,14 +150,7 @@ async fn otlp_one_alerts_remediation_is_one_span_tree_from_delivery_to_each_noti
     ]);
     let client = reqwest::Client::new();
     service.wait_healthy(&client).await;
-    let r = client
-        .post(format!("{}/hooks/alertmanager", service.base))
-        .bearer_auth(TOKEN)
-        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .body(fixture("postgres-down-firing.json"))
-        .send()
-        .await
-        .unwrap();
+    let r = post_traced(&client, &service).await;
     assert_eq!(r.status(), 200);
     // No compose project is set, so the shipped postgres rule's steps fail, on_failure runs
     // and people are paged: every kind of span appears.
