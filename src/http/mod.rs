@@ -3,9 +3,13 @@
 //! `POST /hooks/alertmanager` authenticates, bounds and validates the body, hands it to the
 //! durable intake and answers 200 only once it is committed; remediation never happens inside
 //! the request. Errors are JSON `{"error": ..., "detail": ...}`.
+//!
+//! `POST /hooks/slack/interactions` takes the Acknowledge button; [`slack`] verifies Slack's
+//! signature over the raw body and reads the payload.
 
 mod auth;
 mod error;
+pub mod slack;
 
 use std::sync::Arc;
 
@@ -391,7 +395,7 @@ async fn slack_interactions(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    use crate::notify::slack::{parse_interaction, verify_signature, Interaction};
+    use self::slack::{parse_interaction, verify_signature, Interaction};
     use secrecy::ExposeSecret;
     let Some(secret) = &state.settings.slack.signing_secret else {
         return Err(ApiError::Unauthorized(

@@ -102,3 +102,17 @@ pub(crate) fn truncate(text: &str, max: usize) -> String {
         _ => text.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_counts_characters_and_marks_the_cut() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "ab…");
+        assert_eq!(truncate("ééé", 3), "ééé");
+        assert_eq!(truncate("éééé", 3).chars().count(), 3);
+        assert_eq!(truncate("", 3), "");
+    }
+}

@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
+use remediator::http::slack::{parse_interaction, verify_signature, Interaction, SignatureError};
 use remediator::notify::pagerduty::{PagerDutyClient, PagerDutyError, Severity};
-use remediator::notify::slack::{
-    incident_blocks, parse_interaction, verify_signature, IncidentView, Interaction,
-    SignatureError, SlackClient, SlackError,
-};
+use remediator::notify::slack::{incident_blocks, IncidentView, SlackClient, SlackError};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 

@@ -1,0 +1,384 @@
+//! Inbound Slack requests: the interactivity endpoint's signature check and payload.
+//!
+//! - [`verify_signature`]: Slack's v0 request signing over the raw body.
+//! - [`parse_interaction`]: the `block_actions` payload of the Acknowledge button, whose
+//!   `action_id` is [`ACK_ACTION_ID`], defined with the blocks that render it.
+//!
+//! Both are the interactivity endpoint's (CONTRACTS.md §2.7, §2.8).
+//!
+//! The messages we send, and their blocks, are `notify::slack`'s; this module reads only what
+//! Slack sends us.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::notify::slack::ACK_ACTION_ID;
+use crate::notify::truncate;
+
+/// Replay window for signed requests, in seconds (both directions).
+pub const SIGNATURE_WINDOW_SECS: u64 = 60 * 5;
+
+/// Why a request to the interactivity endpoint is not trusted as coming from Slack.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("no Slack signing secret configured: set it from the app's Basic Information page")]
+    NoSecret,
+    #[error("missing X-Slack-Request-Timestamp header: the request was not sent by Slack")]
+    MissingTimestamp,
+    #[error("X-Slack-Request-Timestamp {0:?} is not a Unix time in seconds")]
+    BadTimestamp(String),
+    #[error(
+        "X-Slack-Request-Timestamp is {skew_secs}s away from now (limit {limit}s): \
+         a replayed request, or a clock that needs NTP",
+        limit = SIGNATURE_WINDOW_SECS
+    )]
+    StaleTimestamp { skew_secs: u64 },
+    #[error("missing X-Slack-Signature header: the request was not sent by Slack")]
+    MissingSignature,
+    #[error("X-Slack-Signature is not `v0=` followed by 64 hex digits")]
+    BadFormat,
+    #[error(
+        "X-Slack-Signature does not match: check the signing secret (Basic Information → \
+         App Credentials) and that the raw body reaches the check unchanged"
+    )]
+    Mismatch,
+}
+
+/// Verifies a Slack request signature (v0): `v0=` + hex HMAC-SHA256 over
+/// `v0:{timestamp}:{raw body}` with the signing secret, the timestamp within 5 minutes of
+/// `now_unix` either way, compared in constant time.
+pub fn verify_signature(
+    signing_secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+    now_unix: i64,
+) -> Result<(), SignatureError> {
+    if signing_secret.is_empty() {
+        return Err(SignatureError::NoSecret);
+    }
+    let timestamp = timestamp.trim();
+    if timestamp.is_empty() {
+        return Err(SignatureError::MissingTimestamp);
+    }
+    let sent: i64 = match timestamp.parse() {
+        Ok(t) if timestamp.bytes().all(|b| b.is_ascii_digit()) => t,
+        _ => return Err(SignatureError::BadTimestamp(truncate(timestamp, 32))),
+    };
+    let skew_secs = now_unix.abs_diff(sent);
+    if skew_secs > SIGNATURE_WINDOW_SECS {
+        return Err(SignatureError::StaleTimestamp { skew_secs });
+    }
+    let signature = signature.trim();
+    if signature.is_empty() {
+        return Err(SignatureError::MissingSignature);
+    }
+    let given = signature
+        .strip_prefix("v0=")
+        .filter(|hex| hex.len() == 64)
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::BadFormat)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(signing_secret).map_err(|_| SignatureError::NoSecret)?;
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    if bool::from(expected.as_slice().ct_eq(given.as_slice())) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+/// What a (verified) interactivity request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interaction {
+    /// Someone pressed Acknowledge on incident `incident_id`.
+    Ack {
+        incident_id: i64,
+        user_id: String,
+        user_name: String,
+    },
+    /// Anything else (other payload types or actions); answer 200 and ignore.
+    Other,
+}
+
+/// Why an interactivity body cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InteractionError {
+    #[error("interaction body is not application/x-www-form-urlencoded: {0}")]
+    NotForm(String),
+    #[error("interaction body has no `payload` field")]
+    MissingPayload,
+    #[error("interaction payload is not the JSON Slack sends: {0}")]
+    BadJson(String),
+    #[error("block_actions payload has no `user`")]
+    MissingUser,
+    #[error("Acknowledge button value {0:?} is not an incident id")]
+    BadIncidentId(String),
+}
+
+#[derive(Deserialize)]
+struct RawInteraction {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    user: Option<RawUser>,
+    #[serde(default)]
+    actions: Vec<RawAction>,
+}
+
+#[derive(Deserialize)]
+struct RawUser {
+    id: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawAction {
+    #[serde(default)]
+    action_id: Option<String>,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+/// Reads an interactivity request body (`payload=<url-encoded JSON>`); call it only after
+/// [`verify_signature`] accepted the same raw bytes.
+pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionError> {
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(form_body)
+        .map_err(|e| InteractionError::NotForm(e.to_string()))?;
+    let payload = fields
+        .into_iter()
+        .find_map(|(k, v)| (k == "payload").then_some(v))
+        .ok_or(InteractionError::MissingPayload)?;
+    let raw: RawInteraction =
+        serde_json::from_str(&payload).map_err(|e| InteractionError::BadJson(e.to_string()))?;
+    if raw.kind != "block_actions" {
+        return Ok(Interaction::Other);
+    }
+    let Some(action) = raw
+        .actions
+        .iter()
+        .find(|a| a.action_id.as_deref() == Some(ACK_ACTION_ID))
+    else {
+        return Ok(Interaction::Other);
+    };
+    let value = action.value.clone().unwrap_or_default();
+    let incident_id = value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| InteractionError::BadIncidentId(truncate(&value, 64)))?;
+    let user = raw.user.ok_or(InteractionError::MissingUser)?;
+    let user_name = user
+        .username
+        .or(user.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| user.id.clone());
+    Ok(Interaction::Ack {
+        incident_id,
+        user_id: user.id,
+        user_name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    const SECRET: &[u8] = b"8f742231b10e8888abcd99yyyzzz85a5";
+
+    fn sign(ts: &str, body: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("key");
+        mac.update(format!("v0:{ts}:").as_bytes());
+        mac.update(body);
+        format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn signature_accepts_slacks_documented_example() {
+        // The worked example from Slack's "Verifying requests from Slack" page.
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let sig = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert_eq!(
+            verify_signature(SECRET, "1531420618", body, sig, 1531420618 + 10),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn signature_rejections_say_what_is_wrong() {
+        let body = b"payload=%7B%7D";
+        let now = 1_700_000_000;
+        let ts = now.to_string();
+        let good = sign(&ts, body);
+        assert_eq!(verify_signature(SECRET, &ts, body, &good, now), Ok(()));
+        assert_eq!(
+            verify_signature(SECRET, &ts, body, &good, now + 300),
+            Ok(())
+        );
+        assert_eq!(
+            verify_signature(SECRET, &ts, body, &good, now - 300),
+            Ok(())
+        );
+        // (secret, timestamp, body, signature, expected error)
+        type Case<'a> = (&'a [u8], String, &'a [u8], String, SignatureError);
+        let cases: Vec<Case> = vec![
+            (
+                b"",
+                ts.clone(),
+                body,
+                good.clone(),
+                SignatureError::NoSecret,
+            ),
+            (
+                SECRET,
+                "".into(),
+                body,
+                good.clone(),
+                SignatureError::MissingTimestamp,
+            ),
+            (
+                SECRET,
+                "-5".into(),
+                body,
+                good.clone(),
+                SignatureError::BadTimestamp("-5".into()),
+            ),
+            (
+                SECRET,
+                (now - 301).to_string(),
+                body,
+                sign(&(now - 301).to_string(), body),
+                SignatureError::StaleTimestamp { skew_secs: 301 },
+            ),
+            (
+                SECRET,
+                (now + 301).to_string(),
+                body,
+                sign(&(now + 301).to_string(), body),
+                SignatureError::StaleTimestamp { skew_secs: 301 },
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                "".into(),
+                SignatureError::MissingSignature,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                good[3..].into(),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                "v1=00".into(),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                body,
+                format!("v0={}", "z".repeat(64)),
+                SignatureError::BadFormat,
+            ),
+            (
+                SECRET,
+                ts.clone(),
+                b"payload=%7B%7D ",
+                good.clone(),
+                SignatureError::Mismatch,
+            ),
+            (
+                b"another-secret",
+                ts.clone(),
+                body,
+                good.clone(),
+                SignatureError::Mismatch,
+            ),
+        ];
+        for (secret, ts, body, sig, want) in cases {
+            assert_eq!(
+                verify_signature(secret, &ts, body, &sig, now),
+                Err(want.clone()),
+                "{want}"
+            );
+        }
+    }
+
+    fn form(payload: &Value) -> Vec<u8> {
+        serde_urlencoded::to_string([("payload", payload.to_string())])
+            .expect("form")
+            .into_bytes()
+    }
+
+    #[test]
+    fn parse_interaction_finds_the_ack_button() {
+        let payload = json!({
+            "type": "block_actions",
+            "user": { "id": "U2CERLKJA", "username": "roadrunner", "name": "roadrunner", "team_id": "T1" },
+            "team": { "id": "T1", "domain": "x" },
+            "channel": { "id": "C1", "name": "voiceai-incidents" },
+            "message": { "ts": "1700000000.000100", "text": "x" },
+            "response_url": "https://hooks.slack.com/actions/T1/1/x",
+            "trigger_id": "1.2.3",
+            "actions": [ {
+                "type": "button", "block_id": "incident-42", "action_id": "ack",
+                "value": "42", "action_ts": "1700000001.000200",
+                "text": { "type": "plain_text", "text": "Acknowledge" }
+            } ]
+        });
+        assert_eq!(
+            parse_interaction(&form(&payload)),
+            Ok(Interaction::Ack {
+                incident_id: 42,
+                user_id: "U2CERLKJA".into(),
+                user_name: "roadrunner".into()
+            })
+        );
+    }
+
+    #[test]
+    fn parse_interaction_ignores_other_payloads_and_reports_bad_ones() {
+        let other = json!({ "type": "view_submission", "user": { "id": "U1" } });
+        assert_eq!(parse_interaction(&form(&other)), Ok(Interaction::Other));
+        let other_action = json!({ "type": "block_actions", "user": { "id": "U1" },
+            "actions": [ { "action_id": "open", "value": "1" } ] });
+        assert_eq!(
+            parse_interaction(&form(&other_action)),
+            Ok(Interaction::Other)
+        );
+        let bad_id = json!({ "type": "block_actions", "user": { "id": "U1" },
+            "actions": [ { "action_id": "ack", "value": "forty-two" } ] });
+        assert_eq!(
+            parse_interaction(&form(&bad_id)),
+            Err(InteractionError::BadIncidentId("forty-two".into()))
+        );
+        let no_user =
+            json!({ "type": "block_actions", "actions": [ { "action_id": "ack", "value": "1" } ] });
+        assert_eq!(
+            parse_interaction(&form(&no_user)),
+            Err(InteractionError::MissingUser)
+        );
+        assert_eq!(
+            parse_interaction(b"token=x"),
+            Err(InteractionError::MissingPayload)
+        );
+        assert!(matches!(
+            parse_interaction(b"payload=%7Bnot"),
+            Err(InteractionError::BadJson(_))
+        ));
+    }
+}
