@@ -99,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
                 // As Application::build does, minus the engine.
                 let store = std::sync::Arc::new(Store::open(&settings.data_dir)?);
                 let committed = std::sync::Arc::new(tokio::sync::Notify::new());
-                Some(IntakeWriter::spawn(store, committed)?)
+                Some(IntakeWriter::spawn(
+                    store,
+                    committed,
+                    std::sync::Arc::new(remediator::domain::SystemClock),
+                )?)
             } else {
                 None
             };

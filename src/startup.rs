@@ -64,7 +64,7 @@ impl Application {
 
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let wake = Arc::new(Notify::new());
-        let intake = IntakeWriter::spawn(store.clone(), wake.clone())?;
+        let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
         let metrics = Arc::new(Metrics::new());
 
         let engine = Engine::new(
@@ -132,6 +132,7 @@ impl Application {
             engine: engine.clone(),
             deliverer: deliverer.clone(),
             reload: reload.clone(),
+            clock: clock.clone(),
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;

@@ -41,6 +41,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub deliverer: Arc<crate::notify::outbox::Deliverer>,
     pub reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
+    /// The service's one clock (Slack's signature window is checked against it).
+    pub clock: Arc<dyn crate::domain::Clock>,
 }
 
 /// The running HTTP server: await it to serve until SIGINT/SIGTERM.
@@ -413,7 +415,7 @@ async fn slack_interactions(
         header("X-Slack-Request-Timestamp"),
         &body,
         header("X-Slack-Signature"),
-        chrono::Utc::now().timestamp(),
+        state.clock.now().timestamp(),
     )
     .map_err(|e| {
         tracing::warn!(error = %e, "refused a Slack request");

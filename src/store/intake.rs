@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::Utc;
+use crate::domain::Clock;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::apply::{ingest_group, Delivery};
@@ -51,12 +51,17 @@ impl IntakeWriter {
     /// Starts the writer thread on `store`. It writes through the store's own connection, so
     /// every write of the process is serialised by one mutex and SQLite never answers
     /// "database is locked". `wake` is notified whenever the engine's queue got entries.
-    pub fn spawn(store: Arc<Store>, wake: Arc<Notify>) -> Result<IntakeHandle, StoreError> {
+    /// `clock` stamps every delivery's `received_at`.
+    pub fn spawn(
+        store: Arc<Store>,
+        wake: Arc<Notify>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<IntakeHandle, StoreError> {
         let (tx, rx) = mpsc::channel(1024);
         let path = store.path().to_path_buf();
         std::thread::Builder::new()
             .name("intake-writer".into())
-            .spawn(move || run(&store, rx, wake))
+            .spawn(move || run(&store, rx, wake, &*clock))
             .map_err(|e| StoreError::CreateDir { path, source: e })?;
         Ok(IntakeHandle {
             tx,
@@ -111,10 +116,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
+fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>, clock: &dyn Clock) {
     // Deliveries stored but never applied (after an upgrade) go first, in order; until that
     // succeeds no new delivery is applied either.
-    let mut caught_up = catch_up(store, &wake).is_ok();
+    let mut caught_up = catch_up(store, &wake, clock).is_ok();
     let mut group: Vec<Item> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -125,7 +130,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
             }
         }
         if !caught_up {
-            caught_up = catch_up(store, &wake).is_ok();
+            caught_up = catch_up(store, &wake, clock).is_ok();
         }
         let result = if caught_up {
             let deliveries: Vec<Delivery<'_>> = group
@@ -139,7 +144,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
             let mut conn = store.conn();
             let mut known = store.identities();
             let out = fsynced(&mut conn, |conn| {
-                ingest_group(conn, &mut known, &deliveries, Utc::now())
+                ingest_group(conn, &mut known, &deliveries, clock.now())
             });
             if out.is_err() {
                 known.clear();
@@ -168,8 +173,8 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>) {
     }
 }
 
-fn catch_up(store: &Store, wake: &Notify) -> Result<(), StoreError> {
-    match store.apply_backlog(Utc::now()) {
+fn catch_up(store: &Store, wake: &Notify, clock: &dyn Clock) -> Result<(), StoreError> {
+    match store.apply_backlog(clock.now()) {
         Ok(0) => Ok(()),
         Ok(applied) => {
             tracing::info!(applied, "applied deliveries stored by a previous version");
