@@ -272,7 +272,11 @@ impl GuardState for History {
     fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, Self::Error> {
         match self {
             History::Store(store) => Recorded(store).facts(q),
-            History::None => Ok(GuardFacts::default()),
+            // No history but this alert's own firing (counted as the engine counts it).
+            History::None => Ok(GuardFacts {
+                firings: 1,
+                ..GuardFacts::default()
+            }),
         }
     }
 }

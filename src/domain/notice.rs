@@ -240,7 +240,9 @@ pub enum Notice {
     State {
         change: StateChange,
     },
-    /// A message stored by a version before notices were typed: delivered as its text.
+    /// A message stored by a version before notices were typed: delivered as its text, in
+    /// the role its kind had (`was`: a `state` still updates the root, an `opened` is the
+    /// root), with the structured data it was stored with (`details`: PagerDuty's).
     Recorded {
         was: String,
         text: String,
@@ -248,6 +250,8 @@ pub enum Notice {
         who: Vec<String>,
         #[serde(default)]
         priority: Option<Priority>,
+        #[serde(default)]
+        details: Option<serde_json::Value>,
     },
 }
 
@@ -282,6 +286,15 @@ impl Notice {
             Notice::Resolved { .. } => NoticeKind::Resolved,
             Notice::State { .. } => NoticeKind::State,
             Notice::Recorded { .. } => NoticeKind::Recorded,
+        }
+    }
+
+    /// The role the notice plays in the thread: its kind, or for a recorded one the kind it
+    /// was stored as.
+    pub fn role(&self) -> NoticeKind {
+        match self {
+            Notice::Recorded { was, .. } => was.parse().unwrap_or(NoticeKind::Recorded),
+            other => other.kind(),
         }
     }
 

@@ -89,18 +89,21 @@ impl GuardState for Live<'_> {
     }
 }
 
-/// The guards' view of a store alone, with no runbook running (`simulate`).
+/// The guards' view of a store alone, with no runbook running, for an alert that is not in
+/// it (`simulate`): its own firing counts towards flapping, as the engine's stored one does.
 pub struct Recorded<'a>(pub &'a Store);
 
 impl GuardState for Recorded<'_> {
     type Error = StoreError;
 
     fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, StoreError> {
-        Live {
+        let mut facts = Live {
             store: self.0,
             busy: &HashMap::new(),
         }
-        .facts(q)
+        .facts(q)?;
+        facts.firings += 1;
+        Ok(facts)
     }
 }
 
@@ -192,9 +195,32 @@ impl Engine {
     }
 
     /// Picks up after a crash (see the module documentation): one commit per incident.
+    /// Incidents an older version matched get the RTO and told list their thread's root
+    /// shows, from the rules in force.
     pub fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
         let now = self.clock.now();
         let rules = self.rules();
+        for id in self.store.incidents_missing_match_facts()? {
+            let Some(inc) = self.store.incident(id)? else {
+                continue;
+            };
+            let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
+                continue;
+            };
+            let priority = inc.priority.unwrap_or(rule.priority);
+            let told = plan::contacts(
+                &rules,
+                rules
+                    .escalation
+                    .policy(priority)
+                    .notify
+                    .iter()
+                    .chain([&rule.owner]),
+            );
+            let mut c = Commit::new(id, now);
+            c.matched(&rule.name, priority, inc.target.clone(), rule.rto, told);
+            self.store.commit(&c)?;
+        }
         for id in self.store.incidents_in_phase(Phase::Remediating)? {
             let Some(inc) = self.store.incident(id)? else {
                 continue;
@@ -209,14 +235,14 @@ impl Engine {
                     "the service restarted while this runbook ran; it is not run again, a human takes over",
                 );
             let who = paged(&rules, &inc);
-            self.page(
+            let page = self.page(
                 &mut c,
                 &inc,
                 who,
                 "the runbook was interrupted by a restart of remediator",
             );
             self.store.commit(&c)?;
-            self.metrics.pages.inc();
+            page.sent(&self.metrics);
         }
         Ok(())
     }
@@ -366,13 +392,13 @@ impl Engine {
                 } else {
                     Phase::Skipped
                 });
-                if *pages {
+                let page = pages.then(|| {
                     let who = plan::paged(&rules, m.priority, Some(&rule.owner));
-                    self.page(&mut c, &matched, who, reason);
-                }
+                    self.page(&mut c, &matched, who, reason)
+                });
                 self.store.commit(&c)?;
-                if *pages {
-                    self.metrics.pages.inc();
+                if let Some(page) = page {
+                    page.sent(&self.metrics);
                 }
                 outcome = if *pages { "escalated" } else { "skipped" };
             }
@@ -426,9 +452,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Emits the committed decisions (log line, metric, span attributes).
+    /// Emits the committed guard decisions (log line, metric, span attributes); the match is
+    /// not a guard and is not counted.
     fn counted(&self, id: i64, decisions: &[Decision]) {
-        for d in decisions {
+        for d in decisions.iter().filter(|d| d.guard != DecisionKind::Match) {
             GuardDecided {
                 incident_id: id,
                 guard: d.guard.as_str(),
@@ -463,9 +490,7 @@ impl Engine {
                 change: StateChange::Resolved,
             },
         );
-        if self.store.has_message(id, Sink::PagerDuty, "trigger")? {
-            c.notice(Sink::PagerDuty, notice);
-        }
+        c.follow_up(notice);
         self.store.commit(&c)?;
         IncidentResolved {
             incident_id: id,
@@ -479,8 +504,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds a page to `c`: the decision, the Slack reply and the PagerDuty trigger.
-    fn page(&self, c: &mut Commit, inc: &IncidentRecord, who: Vec<Contact>, why: &str) {
+    /// Adds a page to `c`: the decision, the Slack reply and the PagerDuty trigger. Once `c`
+    /// is committed, the returned [`PageQueued::sent`] logs and counts it.
+    fn page(
+        &self,
+        c: &mut Commit,
+        inc: &IncidentRecord,
+        who: Vec<Contact>,
+        why: &str,
+    ) -> PageQueued {
         let text = format!(
             "paging {}: {why}",
             if who.is_empty() {
@@ -489,7 +521,6 @@ impl Engine {
                 crate::domain::notice::keys(&who)
             }
         );
-        tracing::warn!(incident = inc.id, "{text}");
         c.decision(DecisionKind::Page, Verdict::Continue, &text);
         let page = Notice::Page(Page {
             who,
@@ -502,6 +533,10 @@ impl Engine {
         });
         c.notice(Sink::Slack, page.clone());
         c.notice(Sink::PagerDuty, page);
+        PageQueued {
+            incident: inc.id,
+            text,
+        }
     }
 
     /// Records who acknowledged; stops the escalation tiers. `None` when there is no such
@@ -530,9 +565,7 @@ impl Engine {
                     change: StateChange::Acknowledged,
                 },
             );
-        if self.store.has_message(id, Sink::PagerDuty, "trigger")? {
-            c.notice(Sink::PagerDuty, notice);
-        }
+        c.follow_up(notice);
         match self.store.commit(&c) {
             Ok(()) => Ok(Some(true)),
             Err(StoreError::AlreadyAcknowledged(_)) => Ok(Some(false)),
@@ -595,6 +628,20 @@ impl Engine {
         if busy.get(&key) == Some(&incident_id) {
             busy.remove(&key);
         }
+    }
+}
+
+/// A page written into a commit, to log and count once that commit is stored.
+#[must_use = "call sent() after the commit"]
+struct PageQueued {
+    incident: i64,
+    text: String,
+}
+
+impl PageQueued {
+    fn sent(self, metrics: &Metrics) {
+        tracing::warn!(incident = self.incident, "{}", self.text);
+        metrics.pages.inc();
     }
 }
 

@@ -125,16 +125,19 @@ impl Engine {
                 .await?;
         }
         let mut c = self.commit_now(id);
-        if !rule
+        let pages_itself = rule
             .on_failure
             .iter()
-            .any(|s| matches!(s.kind, StepKind::Page { .. }))
-        {
+            .any(|s| matches!(s.kind, StepKind::Page { .. }));
+        let page = (!pages_itself).then(|| {
             let who = super::plan::paged(&self.rules(), priority, Some(&rule.owner));
-            self.page(&mut c, inc, who, &format!("automation failed: {failure}"));
-        }
+            self.page(&mut c, inc, who, &format!("automation failed: {failure}"))
+        });
         c.finish_run(RunOutcome::Failed).phase(Phase::Failed);
         self.persist(|| self.store.commit(&c)).await?;
+        if let Some(page) = page {
+            page.sent(&self.metrics);
+        }
         Ok(RunOutcome::Failed)
     }
 
@@ -263,11 +266,11 @@ impl Engine {
                     .map_err(store_err)?
                     .ok_or_else(|| StepError::Unavailable("the incident is gone".into()))?;
                 let mut c = self.commit_now(ctx.incident_id);
-                self.page(&mut c, &inc, who.clone(), &why);
+                let page = self.page(&mut c, &inc, who.clone(), &why);
                 self.persist(|| self.store.commit(&c))
                     .await
                     .map_err(store_err)?;
-                self.metrics.pages.inc();
+                page.sent(&self.metrics);
                 Ok(StepOutput::new(format!(
                     "paged {}",
                     crate::domain::notice::keys(&who)

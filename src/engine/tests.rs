@@ -774,3 +774,43 @@ async fn a_failure_at_any_commit_of_the_opened_path_leaves_everything_once() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn incidents_an_older_version_matched_get_their_rto_and_told_list_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/store-v6/remediator.db"
+        ),
+        dir.path().join(crate::store::DB_FILE),
+    )
+    .unwrap();
+    let shipped = crate::loader::load_rules(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules"
+    )))
+    .unwrap();
+    let engine = Engine::new(
+        Arc::new(Store::open(dir.path()).unwrap()),
+        Arc::new(RwLock::new(Arc::new(shipped))),
+        Arc::new(Recorder::default()),
+        Arc::new(TokioClock::starting_at(base_time())),
+        GuardSettings::default(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    );
+    let before = engine.store().incident(2).unwrap().unwrap();
+    assert_eq!((before.rto, before.told.len()), (None, 0));
+    engine.recover().unwrap();
+    let after = engine.store().incident(2).unwrap().unwrap();
+    assert_eq!(after.rule.as_deref(), Some("disk-space-low"));
+    assert!(after.rto.is_some());
+    assert!(
+        after.told.iter().any(|c| c.key == "infra"),
+        "{:?}",
+        after.told
+    );
+    let no_rule = engine.store().incident(4).unwrap().unwrap();
+    assert_eq!((no_rule.rto, no_rule.told.len()), (None, 0));
+}

@@ -265,7 +265,7 @@ impl Deliverer {
                 }
             }
         };
-        let kind = row.notice.kind();
+        let kind = row.notice.role();
         let result = match (kind, &root) {
             // The root: posted once, its ts kept so a restart keeps the same thread.
             (_, None) => {
@@ -352,10 +352,18 @@ impl Deliverer {
                         p.target.clone().unwrap_or_else(|| "remediator".into()),
                         page_details(p, row.incident_id),
                     ),
-                    Notice::Recorded { priority, .. } => (
+                    Notice::Recorded {
+                        priority, details, ..
+                    } => (
                         priority.and_then(|p| Severity::from_priority(p.as_str())),
-                        "remediator".into(),
-                        json!({ "incident": row.incident_id }),
+                        details
+                            .as_ref()
+                            .and_then(|d| d["source"].as_str())
+                            .unwrap_or("remediator")
+                            .to_owned(),
+                        details
+                            .clone()
+                            .unwrap_or_else(|| json!({ "incident": row.incident_id })),
                     ),
                     _ => (None, "remediator".into(), json!({})),
                 };

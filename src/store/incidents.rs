@@ -269,3 +269,21 @@ impl Store {
             .ctx("count firings")
     }
 }
+
+impl Store {
+    /// Matched incidents stored before their RTO and told list were recorded (by a version
+    /// before typed notices): the engine fills them in from the rules at start.
+    pub fn incidents_missing_match_facts(&self) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id FROM incidents WHERE rule IS NOT NULL AND rto_ms IS NULL ORDER BY id",
+            )
+            .ctx("incidents missing match facts")?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .ctx("incidents missing match facts")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("incidents missing match facts")
+    }
+}

@@ -69,6 +69,8 @@ enum Write {
         sink: Sink,
         notice: Notice,
     },
+    /// A PagerDuty follow-up (acknowledge, resolve), stored only if the incident was paged.
+    FollowUp(Notice),
     Phase(Phase),
     StartRun {
         rule: String,
@@ -150,6 +152,14 @@ impl Commit {
 
     pub fn notice(&mut self, sink: Sink, notice: Notice) -> &mut Self {
         self.writes.push(Write::Notice { sink, notice });
+        self
+    }
+
+    /// A PagerDuty follow-up of a page (acknowledge, resolve): stored only if the incident
+    /// has a trigger, decided inside the transaction, so a page committed at the same moment
+    /// by a runbook is never left without it.
+    pub fn follow_up(&mut self, notice: Notice) -> &mut Self {
+        self.writes.push(Write::FollowUp(notice));
         self
     }
 
@@ -275,6 +285,23 @@ impl Commit {
                         at
                     ])
                     .ctx("enqueue notice")?;
+                }
+                Write::FollowUp(notice) => {
+                    tx.prepare_cached(
+                        "INSERT INTO outbox (incident_id, sink, kind, text, data, notice, trace, created_at)
+                         SELECT ?1, 'pagerduty', ?2, ?3, '{}', ?4, ?5, ?6
+                         WHERE EXISTS (SELECT 1 FROM outbox WHERE incident_id = ?1 AND sink = 'pagerduty' AND kind = 'trigger')",
+                    )
+                    .ctx("enqueue follow-up")?
+                    .execute(params![
+                        id,
+                        notice.kind_for(Sink::PagerDuty),
+                        notice.pagerduty_summary(),
+                        notice_json(notice),
+                        self.trace,
+                        at
+                    ])
+                    .ctx("enqueue follow-up")?;
                 }
                 Write::Phase(phase) => {
                     tx.prepare_cached("UPDATE incidents SET phase = ?2 WHERE id = ?1")

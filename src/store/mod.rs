@@ -75,6 +75,12 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("the store at {path} has schema version {found}, older than this build's {known}: start `remediator serve` once to migrate it")]
+    Older {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("store query failed ({what}): {source}")]
     Query {
         what: &'static str,
@@ -173,8 +179,11 @@ pub(crate) fn fsynced<T>(
     conn.pragma_update(None, "synchronous", "FULL")
         .ctx("synchronous=FULL")?;
     let out = f(conn);
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .ctx("synchronous=NORMAL")?;
+    // What `f` committed stays committed: failing to return to NORMAL only costs speed, and
+    // must not turn a stored commit into a reported failure.
+    if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+        tracing::error!(error = %e, "could not set synchronous=NORMAL again; later commits stay fsynced");
+    }
     out
 }
 
@@ -243,9 +252,9 @@ impl Store {
         Ok(Store::with(conn, path))
     }
 
-    /// Opens an existing store read-only, changing nothing (`simulate`, `incidents`): no
-    /// migration, no WAL checkpoint, no file created. A store of a newer schema is refused;
-    /// an older one is read as it is only if it already has the current schema.
+    /// Opens an existing store read-only (`simulate`): no migration, no checkpoint, no byte of
+    /// the database written (SQLite may create the empty `-wal` and the `-shm` index beside
+    /// it for the read). A store of another schema version is refused, with what to do.
     pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(DB_FILE);
         if !path.exists() {
@@ -271,12 +280,10 @@ impl Store {
                     known: schema::VERSION,
                 }
             } else {
-                StoreError::Open {
+                StoreError::Older {
                     path,
-                    source: rusqlite::Error::InvalidParameterName(format!(
-                        "schema version {found} is older than this build's {}: start `remediator serve` once to migrate it",
-                        schema::VERSION
-                    )),
+                    found,
+                    known: schema::VERSION,
                 }
             });
         }

@@ -147,10 +147,6 @@ ALTER TABLE intake ADD COLUMN encoding TEXT;
 -- Typed notices: each outbox row carries its notice as JSON (see domain/notice.rs); rows an
 -- older version stored keep their text and become `recorded` notices.
 ALTER TABLE outbox ADD COLUMN notice TEXT;
-UPDATE outbox SET notice = json_object(
-    'kind', 'recorded', 'was', kind, 'text', text,
-    'who', json(coalesce(json_extract(data, '$.who'), '[]')),
-    'priority', json_extract(data, '$.priority'));
 -- The trace context a decision carries to the spans of its notices and of the engine.
 ALTER TABLE outbox ADD COLUMN trace TEXT;
 ALTER TABLE engine_queue ADD COLUMN trace TEXT;
@@ -159,6 +155,16 @@ ALTER TABLE incidents ADD COLUMN rto_ms INTEGER;
 ALTER TABLE incidents ADD COLUMN told TEXT;
 "#,
 ];
+
+/// Rows without a notice become `recorded` notices: every row an older version stored, at the
+/// migration, and again at every start, because an older build run on this store (a
+/// rollback) keeps writing rows without one.
+pub(super) const BACKFILL_NOTICES: &str = "UPDATE outbox SET notice = json_object(
+    'kind', 'recorded', 'was', kind, 'text', text,
+    'who', json(coalesce(json_extract(data, '$.who'), '[]')),
+    'priority', json_extract(data, '$.priority'),
+    'details', json(CASE WHEN data IN ('', '{}') THEN 'null' ELSE data END))
+  WHERE notice IS NULL";
 
 /// The schema version this build writes.
 pub(super) const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -176,5 +182,5 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             i + 1
         ))?;
     }
-    Ok(())
+    conn.execute_batch(BACKFILL_NOTICES)
 }

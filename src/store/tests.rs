@@ -244,13 +244,46 @@ fn a_store_written_before_typed_notices_opens_and_keeps_every_row() {
         .all(|r| matches!(&r.notice, Notice::Recorded { was, .. } if was == "opened")));
     let pd = store.due_outbox(Sink::PagerDuty, Utc::now(), 100).unwrap();
     assert_eq!(pd.len(), 2);
+    // Each keeps the role its kind had: a recorded `state` still updates the root.
+    let roles: Vec<String> = store
+        .messages(1)
+        .unwrap()
+        .iter()
+        .map(|m| m.kind.clone())
+        .collect();
+    assert!(roles.iter().any(|k| k == "state"), "{roles:?}");
     for row in &pd {
         assert_eq!(row.notice.pagerduty_event(), Some(PagerDutyEvent::Trigger));
+        let Notice::Recorded { details, .. } = &row.notice else {
+            panic!("{:?}", row.notice)
+        };
+        let source = details.as_ref().and_then(|d| d["source"].as_str());
+        assert!(source.is_some_and(|s| s != "remediator"), "{details:?}");
         assert!(matches!(
             &row.notice,
             Notice::Recorded { who, priority: Some(_), .. } if !who.is_empty()
         ));
     }
+}
+
+#[test]
+fn rows_an_older_build_writes_after_an_upgrade_read_as_recorded_notices() {
+    use crate::domain::{Notice, NoticeKind, Sink};
+    let (dir, store) = v6_store();
+    // A rollback: the older build knows no `notice` column and leaves it NULL.
+    store
+        .conn()
+        .execute(
+            "INSERT INTO outbox (incident_id, sink, kind, text, created_at) VALUES (4, 'slack', 'state', 'resolved', '2026-12-01T00:00:00.000000000Z')",
+            [],
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let due = store.due_outbox(Sink::Slack, Utc::now(), 100).unwrap();
+    let row = due.iter().find(|r| r.incident_id == 4).unwrap();
+    assert!(matches!(&row.notice, Notice::Recorded { text, .. } if text == "resolved"));
+    assert_eq!(row.notice.role(), NoticeKind::State);
 }
 
 #[test]

@@ -208,7 +208,7 @@ impl InternalEvent for GuardsPassed {
 #[derive(Debug, Clone, Copy)]
 pub struct StepStarted<'a> {
     pub incident_id: i64,
-    /// `steps` or `on_failure`.
+    /// `main` or `on_failure`.
     pub phase: &'a str,
     pub seq: usize,
     pub kind: &'a str,
@@ -471,7 +471,7 @@ mod tests {
                 spans::step().in_scope(|| {
                     let step = |outcome| StepEnded {
                         incident_id: 7,
-                        phase: "steps",
+                        phase: "main",
                         seq: 0,
                         kind: "restart",
                         outcome,
@@ -480,7 +480,7 @@ mod tests {
                     };
                     StepStarted {
                         incident_id: 7,
-                        phase: "steps",
+                        phase: "main",
                         seq: 0,
                         kind: "restart",
                     }
@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(attr(g, "outcome").as_deref(), Some("skip"));
         assert_eq!(attr(g, "reason").as_deref(), Some("2 of 2 runs in 1h"));
         assert_eq!(attr(s, "step.kind").as_deref(), Some("restart"));
-        assert_eq!(attr(s, "step.phase").as_deref(), Some("steps"));
+        assert_eq!(attr(s, "step.phase").as_deref(), Some("main"));
         assert_eq!(attr(s, "outcome").as_deref(), Some("failed"));
         assert_eq!(attr(s, "step.duration_ms").as_deref(), Some("1500"));
         assert!(matches!(s.status, Status::Error { .. }));
