@@ -5,22 +5,17 @@
 //! Order: dedup, flapping, dry-run, rate limit (rule × target), global action budget, busy
 //! target. Dry-run comes before the limiters so that it never spends their budget.
 //!
-//! The limiters are governor GCRA limiters with a burst of `runs` and one run replenished per
-//! `per`: never more than `runs` in any window of `per`. Their state is the stored runs: each
-//! check replays the runs of the window into a fresh limiter at their start times and asks
-//! whether one more fits now. So a restart, a reload that changes a limit, and `simulate` all
-//! see the same limits, and a runbook that was never started spends nothing.
+//! The limiters are GCRA limiters (see [`super::limits`]) with a burst of `runs` and one run
+//! replenished per `per`. Their state is stored with each run's start, so a restart keeps it
+//! exactly, `simulate` sees what the engine sees, and a runbook that a later guard stopped
+//! spends nothing.
 
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use governor::clock::Clock as _;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+
+use super::limits::{Gcra, LimitState};
 
 use crate::domain::duration::{format as human, round_up_secs};
 use crate::domain::{DecisionKind, Verdict};
@@ -97,6 +92,9 @@ pub struct GuardFacts {
     pub rule_runs: Vec<DateTime<Utc>>,
     /// Start times of every run within the budget's window.
     pub all_runs: Vec<DateTime<Utc>>,
+    /// The stored state of this rule × target's limiter, and of the global budget's.
+    pub rule_limit: Option<LimitState>,
+    pub budget_limit: Option<LimitState>,
     /// The incident whose runbook holds the target now.
     pub busy: Option<i64>,
 }
@@ -108,6 +106,28 @@ pub enum Mode {
     Simulate,
 }
 
+/// What a runbook that starts spends: the limiters' new states, stored with its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    pub rule: LimitState,
+    pub budget: LimitState,
+}
+
+/// The guards' verdicts, and what a run would spend when none refused.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub decisions: Vec<Decision>,
+    pub spent: Option<Spent>,
+}
+
+/// The key of a rule × target limiter in the store.
+pub fn rule_limit_key(rule: &str, target: &TargetRef) -> String {
+    format!("rule\t{rule}\t{}", target.key())
+}
+
+/// The key of the global action budget's limiter in the store.
+pub const BUDGET_LIMIT_KEY: &str = "budget";
+
 /// Evaluates the guards in order against `facts`.
 pub fn evaluate(
     settings: &GuardSettings,
@@ -116,9 +136,14 @@ pub fn evaluate(
     facts: &GuardFacts,
     now: DateTime<Utc>,
     mode: Mode,
-) -> Vec<Decision> {
+) -> Evaluation {
     let mut out = Vec::new();
     let target_key = target.key();
+    let rule_gcra = Gcra::new(rule.limit.runs, rule.limit.per);
+    let rule_check = rule_gcra.check(rule_gcra.state(facts.rule_limit, &facts.rule_runs), now);
+    let budget_gcra = Gcra::new(settings.budget_runs, settings.budget_per);
+    let budget_check =
+        budget_gcra.check(budget_gcra.state(facts.budget_limit, &facts.all_runs), now);
     let checks: [&dyn Fn() -> Decision; 6] = [
         // dedup: another open incident of this rule and target already ran its runbook.
         &|| {
@@ -177,8 +202,8 @@ pub fn evaluate(
         &|| {
             let used = facts.rule_runs.len();
             let (runs, per) = (rule.limit.runs, rule.limit.per);
-            match one_more(runs, per, &facts.rule_runs, now) {
-                Ok(()) => Decision::go(
+            match rule_check {
+                Ok(_) => Decision::go(
                     DecisionKind::RateLimit,
                     format!("run {} of {runs} allowed for {target_key} in {}", used + 1, human(per)),
                 ),
@@ -195,8 +220,8 @@ pub fn evaluate(
         },
         &|| {
             let (runs, per) = (settings.budget_runs, settings.budget_per);
-            match one_more(runs, per, &facts.all_runs, now) {
-                Ok(()) => Decision::go(
+            match budget_check {
+                Ok(_) => Decision::go(
                     DecisionKind::Budget,
                     format!("within the global budget of {runs} runbooks per {}", human(per)),
                 ),
@@ -232,78 +257,19 @@ pub fn evaluate(
             break;
         }
     }
-    out
-}
-
-fn quota(runs: u32, per: Duration) -> Quota {
-    let burst = NonZeroU32::new(runs.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(per.max(Duration::from_millis(1)))
-        .unwrap_or_else(|| Quota::per_hour(burst))
-        .allow_burst(burst)
-}
-
-/// A governor clock that reads what it is set to: the limiter replays history on it.
-#[derive(Clone, Default)]
-struct ReplayClock(Arc<Mutex<Option<SystemTime>>>);
-
-impl ReplayClock {
-    fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.into());
+    let spent = match (rule_check, budget_check) {
+        (Ok(rule), Ok(budget)) if out.iter().all(|d| d.verdict == Verdict::Continue) => {
+            Some(Spent { rule, budget })
+        }
+        _ => None,
+    };
+    Evaluation {
+        decisions: out,
+        spent,
     }
-}
-
-impl governor::clock::Clock for ReplayClock {
-    type Instant = SystemTime;
-
-    fn now(&self) -> SystemTime {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(SystemTime::UNIX_EPOCH)
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, ReplayClock, NoOpMiddleware<SystemTime>>;
-
-/// Whether one more run fits at `now` after the runs that started at `history` (oldest
-/// first); if not, how long until one does.
-fn one_more(
-    runs: u32,
-    per: Duration,
-    history: &[DateTime<Utc>],
-    now: DateTime<Utc>,
-) -> Result<(), Duration> {
-    let clock = ReplayClock::default();
-    let limiter: Limiter = RateLimiter::direct_with_clock(quota(runs, per), clock.clone());
-    for t in history {
-        clock.set(*t);
-        let _ = limiter.check();
-    }
-    clock.set(now);
-    limiter
-        .check()
-        .map_err(|not_until| not_until.wait_time_from(clock.now()))
 }
 
 /// `now` minus a std duration, saturating.
 pub(crate) fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(d).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn the_limit_replays_history_with_governors_semantics() {
-        let t0 = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
-        let hour = Duration::from_secs(3600);
-        let at = |m: i64| t0 + chrono::Duration::minutes(m);
-        assert!(one_more(2, hour, &[], at(0)).is_ok());
-        assert!(one_more(2, hour, &[at(0)], at(1)).is_ok());
-        let wait = one_more(2, hour, &[at(0), at(1)], at(2)).unwrap_err();
-        assert!(wait > Duration::from_secs(3000), "{wait:?}");
-        assert!(one_more(2, hour, &[at(0), at(1)], at(61)).is_ok());
-    }
 }

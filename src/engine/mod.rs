@@ -22,6 +22,7 @@
 
 mod executor;
 pub mod guards;
+pub mod limits;
 pub mod plan;
 mod runbook;
 
@@ -84,6 +85,10 @@ impl GuardState for Live<'_> {
             firings: self.store.count_firings(q.fingerprint, q.flapping_since)?,
             rule_runs: starts(self.store.runs_since(q.rule_since, Some((q.rule, &key)))?),
             all_runs: starts(self.store.runs_since(q.budget_since, None)?),
+            rule_limit: self
+                .store
+                .limit(&guards::rule_limit_key(q.rule, q.target))?,
+            budget_limit: self.store.limit(guards::BUDGET_LIMIT_KEY)?,
             busy: self.busy.get(&key).copied(),
         })
     }
@@ -402,8 +407,10 @@ impl Engine {
                 }
                 outcome = if *pages { "escalated" } else { "skipped" };
             }
-            Action::Run { target, .. } => {
-                c.start_run(&rule.name, &target.key());
+            Action::Run { target, spent, .. } => {
+                c.start_run(&rule.name, &target.key())
+                    .limit(&guards::rule_limit_key(&rule.name, target), spent.rule)
+                    .limit(guards::BUDGET_LIMIT_KEY, spent.budget);
                 self.store.commit(&c)?;
                 if !matches!(target, crate::rules::TargetRef::None) {
                     self.busy

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::guards::{self, ago, Decision, GuardFacts, GuardSettings, Mode};
+use super::guards::{self, ago, Decision, GuardFacts, GuardSettings, Mode, Spent};
 use crate::alert::Labels;
 use crate::domain::duration::format as human;
 use crate::domain::{Contact, DecisionKind, Priority};
@@ -49,11 +49,12 @@ pub enum Action<'a> {
     Nothing,
     /// A guard (or the target) refused; `pages` when people must be paged.
     Skip { pages: bool, reason: String },
-    /// Run the rule's steps on the target.
+    /// Run the rule's steps on the target; the run spends `spent` of its limits.
     Run {
         target: TargetRef,
         steps: &'a [Step],
         on_failure: &'a [Step],
+        spent: Spent,
     },
 }
 
@@ -166,22 +167,29 @@ pub fn plan<'a, S: GuardState>(
         rule_since: ago(now, rule.limit.per),
         budget_since: ago(now, settings.budget_per),
     })?;
-    let verdicts = guards::evaluate(settings, rule, &target, &facts, now, mode);
-    let action = match verdicts
+    let evaluation = guards::evaluate(settings, rule, &target, &facts, now, mode);
+    let skip = evaluation
+        .decisions
         .iter()
-        .find(|d| d.verdict == crate::domain::Verdict::Skip)
-    {
-        Some(skip) => Action::Skip {
+        .find(|d| d.verdict == crate::domain::Verdict::Skip);
+    let action = match (skip, evaluation.spent) {
+        (Some(skip), _) => Action::Skip {
             pages: skip.pages,
             reason: skip.reason.clone(),
         },
-        None => Action::Run {
+        (None, Some(spent)) => Action::Run {
             target,
             steps: &rule.steps,
             on_failure: &rule.on_failure,
+            spent,
+        },
+        // Every guard continued, so both limits had room: `spent` is always there.
+        (None, None) => Action::Skip {
+            pages: true,
+            reason: "the rate limits could not be computed; a human decides".into(),
         },
     };
-    decisions.extend(verdicts);
+    decisions.extend(evaluation.decisions);
     Ok(Plan {
         matched: Some(matched),
         decisions,

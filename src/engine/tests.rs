@@ -103,6 +103,8 @@ impl StepExecutor for Recorder {
 struct Harness {
     _dir: tempfile::TempDir,
     dir: PathBuf,
+    /// One clock across restarts, as the wall clock is.
+    clock: Arc<TokioClock>,
     engine: Arc<Engine>,
     exec: Arc<Recorder>,
     settings: GuardSettings,
@@ -137,10 +139,12 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let exec = Arc::new(Recorder::default());
-        let engine = Self::engine_on(&path, exec.clone(), settings.clone());
+        let clock = Arc::new(TokioClock::starting_at(base_time()));
+        let engine = Self::engine_on(&path, exec.clone(), settings.clone(), clock.clone());
         Harness {
             _dir: dir,
             dir: path,
+            clock,
             engine,
             exec,
             settings,
@@ -151,12 +155,13 @@ impl Harness {
         dir: &std::path::Path,
         exec: Arc<Recorder>,
         settings: GuardSettings,
+        clock: Arc<TokioClock>,
     ) -> Arc<Engine> {
         Engine::new(
             Arc::new(Store::open(dir).unwrap()),
             rules(),
             exec,
-            Arc::new(TokioClock::starting_at(base_time())),
+            clock,
             settings,
             Arc::new(Metrics::new()),
             Arc::new(Notify::new()),
@@ -165,7 +170,12 @@ impl Harness {
 
     /// A new engine on the same store, as after a restart.
     fn restart(&mut self) {
-        self.engine = Self::engine_on(&self.dir, self.exec.clone(), self.settings.clone());
+        self.engine = Self::engine_on(
+            &self.dir,
+            self.exec.clone(),
+            self.settings.clone(),
+            self.clock.clone(),
+        );
     }
 
     fn store(&self) -> &Store {
@@ -301,6 +311,40 @@ async fn rate_limit_allows_exactly_runs_per_window_and_survives_a_restart() {
     tokio::time::advance(Duration::from_secs(3601)).await;
     h.deliver(&[(pg(), 100, "firing")]).await;
     assert_eq!(h.exec.count("restart"), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_at_the_limit_gets_the_burst_then_one_run_an_hour_across_a_restart() {
+    // pg allows 2 per hour: GCRA lets 2 through at once, then one per hour. A firing every
+    // 20 minutes for 3 hours runs at 0, 20, 60, 120 and 180 minutes, and a restart at 70
+    // minutes changes nothing (a window of the last hour's runs would allow 80 and 140).
+    let mut h = Harness::new(GuardSettings {
+        flapping_firings: 100,
+        ..Default::default()
+    });
+    let mut ran = Vec::new();
+    for i in 0..10 {
+        let minute = i * 20;
+        if minute == 80 {
+            h.restart();
+        }
+        let before = h.exec.count("restart");
+        h.deliver(&[(pg(), minute, "firing")]).await;
+        if h.exec.count("restart") > before {
+            ran.push(minute);
+        }
+        h.deliver(&[(pg(), minute, "resolved")]).await;
+        tokio::time::advance(Duration::from_secs(20 * 60)).await;
+    }
+    let skips: Vec<_> = h
+        .store()
+        .list_incidents(None, None, 20)
+        .unwrap()
+        .incidents
+        .into_iter()
+        .filter_map(|i| h.skipped_by(i.id))
+        .collect();
+    assert_eq!(ran, [0, 20, 60, 120, 180], "{skips:#?}");
 }
 
 #[tokio::test(start_paused = true)]

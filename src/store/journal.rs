@@ -14,6 +14,7 @@ use crate::domain::notice::RunOutcome;
 use crate::domain::{
     Contact, DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict,
 };
+use crate::engine::limits::LimitState;
 
 /// A guard's (or the matcher's) stored decision.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -88,6 +89,10 @@ enum Write {
     },
     FireTier(usize),
     Dequeue(i64),
+    Limit {
+        key: String,
+        state: LimitState,
+    },
 }
 
 /// Everything one decision point of one incident writes, committed together or not at all.
@@ -215,6 +220,15 @@ impl Commit {
 
     pub fn fire_tier(&mut self, tier: usize) -> &mut Self {
         self.writes.push(Write::FireTier(tier));
+        self
+    }
+
+    /// A limiter's new state, spent by the run this commit starts.
+    pub fn limit(&mut self, key: &str, state: LimitState) -> &mut Self {
+        self.writes.push(Write::Limit {
+            key: key.to_owned(),
+            state,
+        });
         self
     }
 
@@ -365,6 +379,20 @@ impl Commit {
                     .ctx("fire tier")?
                     .execute(params![id, *tier as i64, at])
                     .ctx("fire tier")?;
+                }
+                Write::Limit { key, state } => {
+                    tx.prepare_cached(
+                        "INSERT INTO limits (key, tat, runs, per_ms) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (key) DO UPDATE SET tat = ?2, runs = ?3, per_ms = ?4",
+                    )
+                    .ctx("store a limit")?
+                    .execute(params![
+                        key,
+                        ts(state.tat),
+                        state.runs,
+                        i64::try_from(state.per.as_millis()).unwrap_or(i64::MAX)
+                    ])
+                    .ctx("store a limit")?;
                 }
                 Write::Dequeue(queue_id) => {
                     tx.prepare_cached("DELETE FROM engine_queue WHERE id = ?1")
@@ -517,6 +545,25 @@ impl Store {
                 started_at: field::<Ts>(r, 3, "runs", "started_at", id)?.0,
             })
         })
+    }
+
+    /// A limiter's stored state (see `engine::limits`).
+    pub fn limit(&self, key: &str) -> Result<Option<LimitState>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT rowid, tat, runs, per_ms FROM limits WHERE key = ?1")
+            .ctx("limit")?;
+        let rows = stmt.query([key]).ctx("limit")?;
+        let mut found = collect(rows, "limit", |r| {
+            let id: i64 = r.get(0).ctx("limit id")?;
+            let per_ms: i64 = field(r, 3, "limits", "per_ms", id)?;
+            Ok(LimitState {
+                tat: field::<Ts>(r, 1, "limits", "tat", id)?.0,
+                runs: field(r, 2, "limits", "runs", id)?,
+                per: Duration::from_millis(per_ms.max(0) as u64),
+            })
+        })?;
+        Ok(found.pop())
     }
 
     /// Another open incident of the same rule and target that already ran or is running.

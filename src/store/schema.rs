@@ -153,6 +153,13 @@ ALTER TABLE engine_queue ADD COLUMN trace TEXT;
 -- What the root message shows for a matched incident: its RTO and who was told.
 ALTER TABLE incidents ADD COLUMN rto_ms INTEGER;
 ALTER TABLE incidents ADD COLUMN told TEXT;
+-- Each rate limiter's GCRA state (engine/limits.rs), written with the run that spends it.
+CREATE TABLE limits (
+    key    TEXT PRIMARY KEY,
+    tat    TEXT NOT NULL,
+    runs   INTEGER NOT NULL,
+    per_ms INTEGER NOT NULL
+);
 "#,
 ];
 
