@@ -259,15 +259,22 @@ fn modules_use_only_what_the_architecture_allows_and_siblings_form_no_cycle() {
                 broken.push(format!("{}: {top} uses crate::{used}", rel.display()));
             }
         }
-        // Sibling files of one module directory: `super::x` and `crate::top::x`.
+        // Sibling files of one module directory: `super::x` and `crate::top::x` (for
+        // `src/top/sub/me.rs`, `crate::top::sub::x`).
         if parts.len() >= 2 {
-            let dir = parts[..parts.len() - 1].join("/");
+            let here = &parts[..parts.len() - 1];
             let me = parts[parts.len() - 1].clone();
             if me == "mod" || me == "tests" {
                 continue;
             }
-            let uses = used_after(&text, "super::").into_iter().collect();
-            siblings.insert((dir, me), uses);
+            let mut uses = used_after(&text, "super::");
+            uses.extend(
+                paths_after(&text, "crate::")
+                    .into_iter()
+                    .filter(|p| p.len() > here.len() && p.starts_with(here))
+                    .map(|p| p[here.len()].clone()),
+            );
+            siblings.insert((here.join("/"), me), uses);
         }
     }
     let names: BTreeSet<(String, String)> = siblings.keys().cloned().collect();
