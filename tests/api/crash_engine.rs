@@ -1,9 +1,9 @@
-//! kill -9 in a loop while a burst of matching alerts is decided and remediated: afterwards
-//! every incident has each decision once and each notice once, and no runbook ran twice.
+//! kill -9 in a loop while a burst of matching alerts is decided and remediated, and while a
+//! slow runbook is in its wait step: afterwards every incident has each decision once and
+//! each notice once, no runbook ran twice, and every slow runbook was interrupted and paged.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,12 +12,23 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// Each alert's own target (its `n` label), so that no runbook waits for another's.
-fn rule(alerts: u64) -> String {
-    let allow: Vec<String> = (0..alerts).map(|n| format!("t{n}")).collect();
-    RULE.replace("{allow}", &allow.join(", "))
+/// Each alert's own target (its `n` label), so that no runbook waits for another's: `t0`…
+/// for the burst, `s0`… for the slow alert of each cycle.
+fn rule(alerts: u64, slow: u64) -> String {
+    let allow = |prefix: &str, n: u64| -> String {
+        (0..n)
+            .map(|i| format!("{prefix}{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    RULE.replace("{allow}", &allow("t", alerts))
+        .replace("{slow}", &allow("s", slow))
 }
 
+/// The burst's runbooks are short. The slow one's middle step waits far longer than any
+/// cycle lasts, so the kill always lands in it, however loaded the machine (nothing waits
+/// for it to end: it never runs again after the kill). Its steps end with distinct texts,
+/// so a run to the end would be told apart from a rerun.
 const RULE: &str = r#"
 rules:
   - name: burst
@@ -31,67 +42,62 @@ rules:
       - notify: { message: "step one" }
       - wait: { duration: 20ms }
       - wait: { duration: 30ms }
+  - name: burst-slow
+    matchers: ['alertname="BurstSlow"']
+    priority: P3
+    rto: 15m
+    owner: infra
+    target: { label: n, allow: [{slow}] }
+    limit: { runs: 100000, per: 1h }
+    steps:
+      - wait: { duration: 1ms }
+      - wait: { duration: 10m }
+      - wait: { duration: 2ms }
 "#;
 
-/// The service, killed with SIGKILL when dropped (no shutdown hook runs).
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data: &Path, rules: &Path, port: u16) -> Killed {
-    Killed(
-        Command::new(env!("CARGO_BIN_EXE_remediator"))
-            .current_dir(repo())
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--rules")
-            .arg(rules)
-            .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
-            .env("REMEDIATOR_ENGINE__BUDGET_RUNS", "100000")
-            .env("REMEDIATOR_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start remediator"),
+/// The service on `port`, up; dropping it (or its `process`) is SIGKILL, no shutdown hook.
+async fn serve(data: &Path, rules: &Path, port: u16) -> Served {
+    Served::start(
+        data,
+        port,
+        Some(rules),
+        &[("REMEDIATOR_ENGINE__BUDGET_RUNS", "100000")],
     )
+    .await
 }
 
-fn payload(n: u64) -> String {
+/// A burst alert's fingerprint.
+fn burst_fp(n: u64) -> String {
+    format!("{n:016x}")
+}
+
+/// The fingerprint of `cycle`'s slow alert, far from the burst's.
+fn slow_fp(cycle: u64) -> String {
+    format!("{:016x}", 0x5_0000_0000_u64 + cycle)
+}
+
+fn payload(alertname: &str, target: &str, fingerprint: &str) -> String {
     json!({
         "version": "4", "status": "firing", "receiver": "remediator",
-        "groupKey": format!("{{}}:{{n=\"{n}\"}}"),
+        "groupKey": format!("{{}}:{{n=\"{target}\"}}"),
         "alerts": [{
             "status": "firing",
-            "labels": {"alertname": "Burst", "n": format!("t{n}")},
+            "labels": {"alertname": alertname, "n": target},
             "startsAt": Utc::now().to_rfc3339(),
             "endsAt": "0001-01-01T00:00:00Z",
-            "fingerprint": format!("{n:016x}"),
+            "fingerprint": fingerprint,
         }]
     })
     .to_string()
 }
 
-async fn up(client: &reqwest::Client, base: &str) {
-    eventually(20, "service up", || async {
-        client
-            .get(format!("{base}/-/healthy"))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-            .map(|_| ())
-    })
-    .await;
+fn burst(n: u64) -> String {
+    payload("Burst", &format!("t{n}"), &burst_fp(n))
 }
 
-/// Every incident, through the pages of the list.
-async fn all_incidents(client: &reqwest::Client, base: &str) -> Option<Vec<Value>> {
+/// Every incident, through the pages of the list; `None` when the service does not answer
+/// (the helpers' `all_incidents` fails the test instead).
+async fn try_all_incidents(client: &reqwest::Client, base: &str) -> Option<Vec<Value>> {
     let mut out = Vec::new();
     let mut before = String::new();
     loop {
@@ -109,6 +115,39 @@ async fn all_incidents(client: &reqwest::Client, base: &str) -> Option<Vec<Value
             None => return Some(out),
         }
     }
+}
+
+async fn detail(client: &reqwest::Client, base: &str, id: i64) -> Option<Value> {
+    client
+        .get(format!("{base}/api/v1/incidents/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// Waits until the incident of `fingerprint` is in its runbook's long wait step (so its
+/// phase is `remediating`, and its first step ended).
+async fn in_wait_step(client: &reqwest::Client, base: &str, fingerprint: &str) -> i64 {
+    let what = format!("the slow incident {fingerprint} in its wait step");
+    eventually(20, &what, || async {
+        let list = try_all_incidents(client, base).await?;
+        let id = list.iter().find(|i| i["fingerprint"] == fingerprint)?["id"].as_i64()?;
+        let d = detail(client, base, id).await?;
+        let phase = d["phase"].as_str()?;
+        assert!(
+            ["new", "remediating"].contains(&phase),
+            "the slow incident {id} went {phase} before the kill: {d:#}"
+        );
+        let waiting = step_outcomes(&d)
+            .iter()
+            .map(|(_, kind, outcome)| (kind.as_str(), outcome.as_str()))
+            .eq([("wait", "ok"), ("wait", "running")]);
+        (phase == "remediating" && waiting).then_some(id)
+    })
+    .await
 }
 
 /// What occurs more than once in `items`.
@@ -129,17 +168,7 @@ const PER_CYCLE: u64 = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_notice_once() {
     let data = tempfile::tempdir().unwrap();
-    let rules = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        repo().join("rules/escalation.yaml"),
-        rules.path().join("escalation.yaml"),
-    )
-    .unwrap();
-    std::fs::write(
-        rules.path().join("10-burst.yaml"),
-        rule((CYCLES + 1) * PER_CYCLE),
-    )
-    .unwrap();
+    let rules = rule_dir(&[("10-burst.yaml", &rule((CYCLES + 1) * PER_CYCLE, CYCLES))]);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -147,9 +176,22 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
         .build()
         .unwrap();
     let acked = Arc::new(Mutex::new(HashSet::new()));
+    let mut slow = BTreeSet::new();
     for cycle in 0..CYCLES {
-        let service = serve(data.path(), rules.path(), port);
-        up(&client, &base).await;
+        let service = serve(data.path(), rules.path(), port).await;
+        // First a slow runbook, in its long wait step when the kill comes.
+        let fp = slow_fp(cycle);
+        let r = client
+            .post(format!("{base}/hooks/alertmanager"))
+            .bearer_auth(TOKEN)
+            .body(payload("BurstSlow", &format!("s{cycle}"), &fp))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        acked.lock().unwrap().insert(fp.clone());
+        slow.insert(in_wait_step(&client, &base, &fp).await);
+        let before = acked.lock().unwrap().len();
         let mut senders = Vec::new();
         for n in cycle * PER_CYCLE..(cycle + 1) * PER_CYCLE {
             let (client, base, acked) = (client.clone(), base.clone(), acked.clone());
@@ -157,17 +199,17 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
                 let r = client
                     .post(format!("{base}/hooks/alertmanager"))
                     .bearer_auth(TOKEN)
-                    .body(payload(n))
+                    .body(burst(n))
                     .send()
                     .await;
                 if matches!(r, Ok(r) if r.status() == 200) {
-                    acked.lock().unwrap().insert(format!("{n:016x}"));
+                    acked.lock().unwrap().insert(burst_fp(n));
                 }
             }));
         }
-        // Kill once about half of this cycle's alerts are in: the engine is then deciding
-        // and running the others' runbooks.
-        let want = (cycle * PER_CYCLE + PER_CYCLE / 2) as usize;
+        // Kill once about half of this cycle's burst is in: the engine is then deciding and
+        // running the others' runbooks.
+        let want = before + PER_CYCLE as usize / 2;
         eventually(20, "half the cycle acknowledged", || async {
             (acked.lock().unwrap().len() >= want).then_some(())
         })
@@ -180,48 +222,60 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
             let _ = s.await;
         }
     }
-    let acked = acked.lock().unwrap().clone();
+    let mut acked = acked.lock().unwrap().clone();
 
-    let _service = serve(data.path(), rules.path(), port);
-    up(&client, &base).await;
+    let service = serve(data.path(), rules.path(), port).await;
     // And a last burst that nothing interrupts.
     let last = CYCLES * PER_CYCLE;
-    let mut acked = acked;
     for n in last..last + PER_CYCLE / 2 {
         let r = client
-            .post(format!("{base}/hooks/alertmanager"))
+            .post(format!("{}/hooks/alertmanager", service.base))
             .bearer_auth(TOKEN)
-            .body(payload(n))
+            .body(burst(n))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        acked.insert(format!("{n:016x}"));
+        acked.insert(burst_fp(n));
     }
-    let settled = eventually(60, "every acknowledged alert decided", || async {
-        let list = all_incidents(&client, &base).await?;
-        let have: HashSet<String> = list
-            .iter()
-            .filter_map(|i| i["fingerprint"].as_str().map(str::to_owned))
-            .collect();
-        let busy = list
-            .iter()
-            .any(|i| i["phase"] == "new" || i["phase"] == "remediating");
-        (acked.is_subset(&have) && !busy).then_some(list)
-    })
+    let settled = eventually(
+        60,
+        "every acknowledged alert decided, none new or remediating",
+        || async {
+            let list = try_all_incidents(&client, &base).await?;
+            let have: HashSet<String> = list
+                .iter()
+                .filter_map(|i| i["fingerprint"].as_str().map(str::to_owned))
+                .collect();
+            let busy = list
+                .iter()
+                .any(|i| i["phase"] == "new" || i["phase"] == "remediating");
+            (acked.is_subset(&have) && !busy).then_some(list)
+        },
+    )
     .await;
-    assert!(settled.len() >= acked.len());
-    let (mut interrupted, mut recovered) = (0, 0);
+    // One incident per alert: each fingerprint once (every alert starts once), and only
+    // alerts that were sent (one the kill cut before its 200 may be there or not).
+    let fingerprints: Vec<String> = settled
+        .iter()
+        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        twice(fingerprints.clone()).is_empty(),
+        "one incident per alert: {:?}",
+        twice(fingerprints)
+    );
+    let posted: HashSet<String> = (0..last + PER_CYCLE / 2)
+        .map(burst_fp)
+        .chain((0..CYCLES).map(slow_fp))
+        .collect();
+    for fp in &fingerprints {
+        assert!(posted.contains(fp), "an incident nobody sent: {fp}");
+    }
+    let (mut interrupted, mut recovered, mut slow_seen) = (0, 0, 0);
     for inc in &settled {
         let id = inc["id"].as_i64().unwrap();
-        let d: Value = client
-            .get(format!("{base}/api/v1/incidents/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let d = detail(&client, &base, id).await.unwrap();
         let rows = |key: &str, f: &dyn Fn(&Value) -> String| -> Vec<String> {
             d[key].as_array().unwrap().iter().map(f).collect()
         };
@@ -234,9 +288,12 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
             twice(decisions.clone()).is_empty(),
             "incident {id}: {decisions:?}"
         );
+        // A rerun adds no step row (the engine reuses a started one), but it sends the
+        // notices of the steps it runs again (the burst's notify step, the end of the slow
+        // runbook's first step): this is the check that catches a rerun.
         assert!(
             twice(notices.clone()).is_empty(),
-            "incident {id}: {notices:?}"
+            "incident {id} ran its runbook twice: {notices:?}"
         );
         assert!(
             twice(steps.clone()).is_empty(),
@@ -247,7 +304,39 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
             Some("\"match\""),
             "{id}"
         );
-        match d["phase"].as_str().unwrap() {
+        let phase = d["phase"].as_str().unwrap();
+        if slow.contains(&id) {
+            slow_seen += 1;
+            // Killed in its wait step: found `remediating` at the restart, so interrupted,
+            // paged once, and never run on.
+            assert_eq!(phase, "interrupted", "slow incident {id}: {d:#}");
+            let count = |guard: &str| {
+                decisions
+                    .iter()
+                    .filter(|g| **g == format!("\"{guard}\""))
+                    .count()
+            };
+            assert_eq!(count("recovery"), 1, "slow incident {id}: {decisions:?}");
+            assert_eq!(count("page"), 1, "slow incident {id}: {decisions:?}");
+            let outcomes: Vec<(String, String)> = step_outcomes(&d)
+                .into_iter()
+                .map(|(_, kind, outcome)| (kind, outcome))
+                .collect();
+            let want = [("wait", "ok"), ("wait", "interrupted")]
+                .map(|(k, o)| (k.to_owned(), o.to_owned()));
+            assert_eq!(outcomes, want, "slow incident {id}: {d:#}");
+            let sent = |what: &str| notices.iter().filter(|n| n.contains(what)).count();
+            assert_eq!(sent("main wait: ok"), 1, "slow incident {id}: {notices:?}");
+            assert_eq!(
+                (
+                    sent("\"slack\" \"page\""),
+                    sent("\"pagerduty\" \"trigger\"")
+                ),
+                (1, 1),
+                "slow incident {id} paged once on each sink: {notices:?}"
+            );
+        }
+        match phase {
             "recovered" => {
                 recovered += 1;
                 assert_eq!(steps.len(), 3, "incident {id}: {steps:?}");
@@ -260,7 +349,11 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
         recovered as u64 >= PER_CYCLE / 2,
         "the last burst recovered"
     );
-    // Which incidents a kill cut is up to the race; say what this run exercised.
+    assert_eq!(slow_seen, slow.len(), "every slow incident was checked");
+    assert!(
+        interrupted as u64 >= CYCLES,
+        "each kill interrupted at least the slow runbook: {interrupted} interrupted"
+    );
     eprintln!(
         "{} incidents: {recovered} recovered, {interrupted} interrupted by a kill",
         settled.len()
