@@ -8,11 +8,13 @@
 
 pub mod clock;
 pub mod duration;
+pub mod limit;
 pub mod notice;
 pub mod phase;
 pub mod priority;
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use limit::LimitState;
 pub use notice::{
     Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,

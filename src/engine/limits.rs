@@ -14,13 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// A limiter's stored state, with the quota it was computed under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitState {
-    pub tat: DateTime<Utc>,
-    pub runs: u32,
-    pub per: Duration,
-}
+pub use crate::domain::LimitState;
 
 /// A quota: `runs` at once, then one per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use super::codec::{collect, field, notice_json, state_change, Ts};
 use super::{fsynced, ts, ts_serde, Ctx, Store, StoreError};
 use crate::domain::notice::RunOutcome;
 use crate::domain::{
-    Contact, DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict,
+    Contact, DecisionKind, LimitState, Notice, Phase, Priority, RunPhase, Sink, StepOutcome,
+    Verdict,
 };
-use crate::engine::limits::LimitState;
 
 /// A guard's (or the matcher's) stored decision.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
