@@ -20,6 +20,10 @@ use tracing::Instrument;
 /// `remediating`, and the next start of the service hands it to a human).
 const COMMIT_ATTEMPTS: usize = 8;
 
+/// After those, how often and how many times the hand-over to a human is tried.
+const HAND_OVER_EVERY: Duration = Duration::from_secs(5);
+const HAND_OVER_ATTEMPTS: usize = 60;
+
 impl Engine {
     /// Retries `f` (a store write) with exponential backoff from 50 ms, [`COMMIT_ATTEMPTS`]
     /// times.
@@ -62,8 +66,9 @@ impl Engine {
         let outcome = match self.run_steps(inc, rule, priority, &ctx).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(error = %e, "the store failed during the runbook; it stays remediating and the next start hands it to a human");
-                RunOutcome::Failed
+                tracing::error!(error = %e, "the store failed during the runbook; handing it to a human once the store answers");
+                self.hand_over(inc, priority, &e).await;
+                RunOutcome::Interrupted
             }
         };
         RunbookEnded {
@@ -73,6 +78,45 @@ impl Engine {
         }
         .emit(&self.metrics);
         self.release(&ctx.target, inc.id);
+    }
+
+    /// The store refused a runbook's records even after retries: once it answers again, the
+    /// incident is marked `interrupted` and people are paged, as a restart would. Tried for a
+    /// few minutes; after that the next start of the service does it.
+    async fn hand_over(&self, inc: &IncidentRecord, priority: Priority, e: &StoreError) {
+        let mut c = self.commit_now(inc.id);
+        c.interrupt_running_steps()
+            .finish_run(RunOutcome::Interrupted)
+            .phase(Phase::Interrupted)
+            .decision(
+                DecisionKind::Recovery,
+                Verdict::Skip,
+                "the store failed while this runbook ran; it is not run again, a human takes over",
+            );
+        let owner = inc
+            .rule
+            .as_deref()
+            .and_then(|r| self.rules().get(r).map(|r| r.owner.clone()));
+        let who = super::plan::paged(&self.rules(), priority, owner.as_deref());
+        let page = self.page(
+            &mut c,
+            inc,
+            who,
+            &format!("the store failed during the runbook: {e}"),
+        );
+        for _ in 0..HAND_OVER_ATTEMPTS {
+            match self.store.commit(&c) {
+                Ok(()) => {
+                    page.sent(&self.metrics);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, incident = inc.id, "the store still refuses; retrying the hand-over");
+                    tokio::time::sleep(HAND_OVER_EVERY).await;
+                }
+            }
+        }
+        tracing::error!(incident = inc.id, "could not record the hand-over; the next start of the service marks the incident interrupted and pages");
     }
 
     async fn run_steps(
@@ -168,13 +212,6 @@ impl Engine {
         and: impl FnOnce(&mut Commit, StepOutcome),
     ) -> Result<Result<(), String>, StoreError> {
         let id = ctx.incident_id;
-        StepStarted {
-            incident_id: id,
-            phase: phase.as_str(),
-            seq,
-            kind: step.name,
-        }
-        .emit(&self.metrics);
         let step_id = self
             .persist(|| match self.store.step_at(id, phase, seq)? {
                 Some(started) => Ok(started),
@@ -183,6 +220,13 @@ impl Engine {
                     .start_step(id, phase, seq, step.name, self.clock.now()),
             })
             .await?;
+        StepStarted {
+            incident_id: id,
+            phase: phase.as_str(),
+            seq,
+            kind: step.name,
+        }
+        .emit(&self.metrics);
         let started = tokio::time::Instant::now();
         let result =
             tokio::time::timeout(step.timeout, self.execute(ctx, &step.kind, priority)).await;

@@ -858,3 +858,32 @@ async fn incidents_an_older_version_matched_get_their_rto_and_told_list_at_start
     let no_rule = engine.store().incident(4).unwrap().unwrap();
     assert_eq!((no_rule.rto, no_rule.told.len()), (None, 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_refuses_a_runbooks_records_hands_the_incident_to_a_human() {
+    let h = Harness::new(GuardSettings::default());
+    // Commit 0 decides and starts the run, 1 starts the first step; from its end on the
+    // store refuses 10 times in a row: more than the runbook's retries, then the hand-over
+    // gets through on its second try.
+    h.store().fail_commits(2..12);
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "interrupted");
+    assert_eq!(
+        h.exec.calls().len(),
+        1,
+        "nothing ran after the store failed"
+    );
+    let decisions: Vec<String> = h.decisions(inc.id).into_iter().map(|d| d.0).collect();
+    assert_eq!(
+        decisions.iter().filter(|d| *d == "recovery").count(),
+        1,
+        "{decisions:?}"
+    );
+    assert_eq!(
+        decisions.iter().filter(|d| *d == "page").count(),
+        1,
+        "{decisions:?}"
+    );
+    assert_eq!(h.store().faults_left(), 0);
+}
