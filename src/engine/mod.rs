@@ -405,7 +405,11 @@ impl Engine {
                 if let Some(page) = page {
                     page.sent(&self.metrics);
                 }
-                outcome = if *pages { "escalated" } else { "skipped" };
+                outcome = Some(if *pages {
+                    Phase::Escalated
+                } else {
+                    Phase::Skipped
+                });
             }
             Action::Run { target, spent, .. } => {
                 c.start_run(&rule.name, &target.key())
@@ -437,7 +441,8 @@ impl Engine {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(handle);
-                outcome = "run";
+                // The runbook's end records the span's outcome.
+                outcome = None;
             }
         }
         IncidentOpened {
@@ -453,8 +458,8 @@ impl Engine {
                 GuardsPassed { incident_id: id }.emit(&self.metrics);
             }
         });
-        if outcome != "run" {
-            span.record("outcome", outcome);
+        if let Some(phase) = outcome {
+            span.record("outcome", phase.as_str());
         }
         Ok(())
     }

@@ -191,14 +191,12 @@ impl ListQuery {
                 "state" => {
                     q.state = match value.as_str() {
                         "" | "all" => None,
-                        "open" => Some(IncidentState::Open),
-                        "resolved" => Some(IncidentState::Resolved),
-                        other => {
-                            return Err(ApiError::BadRequest(
+                        other => Some(other.parse::<IncidentState>().map_err(|_| {
+                            ApiError::BadRequest(
                                 "invalid state filter".into(),
                                 format!("state={other:?}; use open, resolved or all"),
-                            ))
-                        }
+                            )
+                        })?),
                     }
                 }
                 "limit" => {

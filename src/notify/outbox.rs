@@ -393,7 +393,7 @@ impl Deliverer {
                 let after = e.retry_after();
                 let text = e.to_string();
                 if let PagerDutyError::Rejected { .. } = e {
-                    self.metrics.outbox("pagerduty", "rejected");
+                    self.metrics.outbox(Sink::PagerDuty.as_str(), "rejected");
                 }
                 if retriable {
                     Outcome::Retry(text, after)
@@ -481,7 +481,7 @@ impl Deliverer {
                 .or_else(|| inc.target.clone())
                 .unwrap_or_else(|| "-".into()),
             rto: inc.rto.map(human).unwrap_or_else(|| "-".into()),
-            state: state.as_str().into(),
+            state,
             owner_mentions: owners,
             summary: inc.annotations.get("summary").cloned().unwrap_or_default(),
             time_to_recover: inc

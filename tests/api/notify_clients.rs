@@ -35,7 +35,7 @@ fn view(id: i64) -> IncidentView {
         alertname: "PostgresDown".into(),
         service: "postgres".into(),
         rto: "15m".into(),
-        state: "firing".into(),
+        state: remediator::domain::RootState::Firing,
         owner_mentions: vec!["<@U0DBA0001>".into()],
         summary: "postgres is not answering".into(),
         time_to_recover: None,

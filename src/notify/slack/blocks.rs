@@ -4,6 +4,7 @@
 //! Pure: no I/O. [`ACK_ACTION_ID`] names the Acknowledge button here, where it is rendered;
 //! `http::slack` imports it to read the button presses Slack sends back.
 
+use crate::domain::RootState;
 use serde_json::{json, Value};
 
 use super::MAX_TEXT_CHARS;
@@ -41,8 +42,7 @@ pub struct IncidentView {
     pub alertname: String,
     pub service: String,
     pub rto: String,
-    /// `firing`, `remediating`, `recovered`, `escalated` or `resolved`.
-    pub state: String,
+    pub state: RootState,
     /// Already formatted with [`mention`].
     pub owner_mentions: Vec<String>,
     pub summary: String,
@@ -53,14 +53,13 @@ pub struct IncidentView {
 /// The `action_id` of the Acknowledge button; its `value` is the incident id.
 pub const ACK_ACTION_ID: &str = "ack";
 
-fn state_emoji(state: &str) -> &'static str {
+fn state_emoji(state: RootState) -> &'static str {
     match state {
-        "firing" => ":red_circle:",
-        "remediating" => ":hammer_and_wrench:",
-        "recovered" => ":large_green_circle:",
-        "escalated" => ":rotating_light:",
-        "resolved" => ":white_check_mark:",
-        _ => ":grey_question:",
+        RootState::Firing => ":red_circle:",
+        RootState::Remediating => ":hammer_and_wrench:",
+        RootState::Recovered => ":large_green_circle:",
+        RootState::Escalated => ":rotating_light:",
+        RootState::Resolved => ":white_check_mark:",
     }
 }
 
@@ -80,7 +79,7 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
         escape(&view.priority),
         escape(&view.alertname),
         escape(&view.service),
-        escape(&view.state),
+        escape(view.state.as_str()),
         escape(&view.rto),
         view.id
     );
@@ -94,7 +93,7 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
     let header = truncate(
         &format!(
             "{} [{}] {} — {}",
-            state_emoji(&view.state),
+            state_emoji(view.state),
             view.priority,
             view.alertname,
             view.state
@@ -106,7 +105,7 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
         field("Alert", &escape(&view.alertname)),
         field("Service", &escape(&view.service)),
         field("RTO", &escape(&view.rto)),
-        field("State", &escape(&view.state)),
+        field("State", &escape(view.state.as_str())),
         field("Owner", &owners),
     ];
     if let Some(ttr) = &view.time_to_recover {
@@ -129,7 +128,7 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
         "type": "context",
         "elements": [ { "type": "mrkdwn", "text": format!("Incident #{}", view.id) } ],
     }));
-    if view.acknowledged_by.is_none() && view.state != "resolved" {
+    if view.acknowledged_by.is_none() && view.state != RootState::Resolved {
         blocks.push(json!({
             "type": "actions",
             "block_id": format!("incident-{}", view.id),
@@ -174,7 +173,7 @@ mod tests {
             alertname: "PostgresDown".into(),
             service: "postgres".into(),
             rto: "15m".into(),
-            state: "firing".into(),
+            state: RootState::Firing,
             owner_mentions: vec!["<@U1>".into()],
             summary: "db <down> & out".into(),
             time_to_recover: None,
@@ -217,7 +216,7 @@ mod tests {
         acked.acknowledged_by = Some("alice".into());
         assert!(ack_button(&incident_blocks(&acked).1).is_none());
         let mut resolved = view();
-        resolved.state = "resolved".into();
+        resolved.state = RootState::Resolved;
         resolved.time_to_recover = Some("4m 12s".into());
         let (text, blocks) = incident_blocks(&resolved);
         assert!(ack_button(&blocks).is_none());
