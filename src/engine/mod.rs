@@ -39,7 +39,7 @@ use crate::metrics::Metrics;
 use crate::rules::{RuleSet, TierAfter};
 use crate::store::{Commit, IncidentEvent, IncidentRecord, Store, StoreError};
 use crate::telemetry::events::{
-    GuardDecided, GuardsPassed, IncidentOpened, IncidentResolved, InternalEvent,
+    GuardDecided, GuardsPassed, IncidentOpened, IncidentResolved, InternalEvent, RowQuarantined,
 };
 use crate::telemetry::{spans, trace_context};
 
@@ -223,7 +223,11 @@ impl Engine {
 
     /// Acts on everything the intake queued (incidents opened, incidents resolved), oldest
     /// first; each entry leaves the queue in the commit that handles it, so a crash resumes
-    /// with the entry it was on. Returns how many it handled.
+    /// with the entry it was on. An entry that cannot be handled because a row does not read
+    /// (the entry itself, its incident, a row the guards read) is no reason to stop the
+    /// queue: it leaves the queue into the quarantine, and the next entry is handled. Any
+    /// other error (the store failing) ends the pass, to be retried. Returns how many it
+    /// handled.
     pub fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut handled = 0;
         loop {
@@ -231,20 +235,78 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(handled);
             }
-            for q in batch {
-                let trace = q.trace.as_deref();
-                match q.event {
-                    IncidentEvent::Opened(id) => {
-                        let span = spans::incident(trace, id);
-                        span.in_scope(|| self.handle_opened(q.id, id, &span))?
+            for entry in batch {
+                let q = match entry {
+                    Ok(q) => q,
+                    // The entry itself does not read: its error names it.
+                    Err(e) => {
+                        let Some((_, queue_id)) = e.damaged_row() else {
+                            return Err(e);
+                        };
+                        self.quarantine_entry(queue_id, None, &e)?;
+                        continue;
                     }
-                    IncidentEvent::Resolved(id) => {
-                        spans::incident(trace, id).in_scope(|| self.handle_resolved(q.id, id))?
+                };
+                let (id, opened) = match q.event {
+                    IncidentEvent::Opened(id) => (id, true),
+                    IncidentEvent::Resolved(id) => (id, false),
+                };
+                let span = spans::incident(q.trace.as_deref(), id);
+                let result = span.in_scope(|| {
+                    if opened {
+                        self.handle_opened(q.id, id, &span)
+                    } else {
+                        self.handle_resolved(q.id, id)
                     }
+                });
+                match result {
+                    Ok(()) => handled += 1,
+                    // Nothing of the entry was committed: the rows that did not read are
+                    // read before its commit.
+                    Err(e) if e.damaged_row().is_some() => {
+                        span.in_scope(|| self.quarantine_entry(q.id, Some(id), &e))?
+                    }
+                    Err(e) => return Err(e),
                 }
-                handled += 1;
             }
         }
+    }
+
+    /// Takes queue entry `queue_id` out of the queue into the quarantine, in one transaction,
+    /// because handling it met the damaged row that `e` names; says so.
+    fn quarantine_entry(
+        &self,
+        queue_id: i64,
+        incident: Option<i64>,
+        e: &StoreError,
+    ) -> Result<(), StoreError> {
+        let Some((table, row)) = e.damaged_row() else {
+            return Ok(());
+        };
+        let error = e.to_string();
+        let Some(n) =
+            self.store
+                .quarantine_queued(queue_id, table, row, &error, self.clock.now())?
+        else {
+            return Ok(());
+        };
+        RowQuarantined {
+            table,
+            row_id: row,
+            incident_id: incident.or((table == "incidents").then_some(row)),
+            queue_id: Some(queue_id),
+            error: &error,
+            done: &format!(
+                "engine queue entry {queue_id} is not handled: it moved to quarantine row {n}, and the engine goes on with the next"
+            ),
+            remedy: &format!(
+                "repair row {row} of table {table} (or restore the store from a backup), then queue the entry again: \
+                 INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n}; \
+                 DELETE FROM quarantine WHERE id = {n}"
+            ),
+        }
+        .emit(&self.metrics);
+        Ok(())
     }
 
     /// Waits for every runbook started so far to end.

@@ -36,7 +36,7 @@ fn ingest_at(store: &Store, body: &[u8], received: chrono::DateTime<Utc>) -> i64
 /// The engine's queue, oldest first.
 fn queued(store: &Store) -> Vec<IncidentEvent> {
     let all = store.queued_events(100).unwrap();
-    all.into_iter().map(|q| q.event).collect()
+    all.into_iter().map(|q| q.unwrap().event).collect()
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -92,7 +92,7 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
     );
     let backlog = store.backlog().unwrap();
     assert_eq!((backlog.intake, backlog.engine), (0, 3));
-    let first = store.queued_events(1).unwrap()[0].id;
+    let first = store.queued_events(1).unwrap()[0].as_ref().unwrap().id;
     store.dequeue_event(first).unwrap();
     assert_eq!(store.backlog().unwrap().engine, 2);
 }
@@ -298,4 +298,103 @@ fn a_store_of_a_newer_schema_is_refused_read_only_or_not() {
             "{err}"
         );
     }
+}
+
+/// The incidents' ids, oldest first.
+fn incident_ids(store: &Store) -> Vec<i64> {
+    let page = store.list_incidents(None, None, 100).unwrap();
+    page.incidents.iter().rev().map(|i| i.id).collect()
+}
+
+#[test]
+fn a_damaged_queue_entry_is_its_own_error_and_leaves_for_the_quarantine_whole() {
+    let (_dir, store) = open();
+    for starts in 0..3 {
+        ingest(&store, &body("firing", starts));
+    }
+    let incidents = incident_ids(&store);
+    let queue: Vec<i64> = store
+        .queued_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.unwrap().id)
+        .collect();
+    store
+        .conn()
+        .execute(
+            "UPDATE engine_queue SET trace = x'00ff' WHERE id = ?1",
+            [queue[1]],
+        )
+        .unwrap();
+
+    let entries = store.queued_events(10).unwrap();
+    assert_eq!(entries.len(), 3, "the others still read, in order");
+    assert_eq!(entries[0].as_ref().unwrap().id, queue[0]);
+    assert_eq!(entries[2].as_ref().unwrap().id, queue[2]);
+    let err = entries[1].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("engine_queue", queue[1])));
+    let error = err.to_string();
+    assert!(
+        error.starts_with(&format!(
+            "row {} of table engine_queue is damaged (column trace:",
+            queue[1]
+        )),
+        "{error}"
+    );
+
+    let now = Utc::now();
+    let n = store
+        .quarantine_queued(queue[1], "engine_queue", queue[1], &error, now)
+        .unwrap()
+        .expect("quarantined");
+    let left: Vec<i64> = store
+        .queued_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.unwrap().id)
+        .collect();
+    assert_eq!(left, [queue[0], queue[2]]);
+    let q = store.quarantined(10).unwrap();
+    assert_eq!(
+        q,
+        Quarantined {
+            count: 1,
+            latest: vec![QuarantineRecord {
+                id: n,
+                source_table: "engine_queue".into(),
+                row_id: queue[1],
+                error: error.clone(),
+                at: parse_ts(&ts(now)).unwrap(),
+                incident_id: Some(incidents[1]),
+                queue_id: Some(queue[1]),
+            }],
+        }
+    );
+    assert_eq!(
+        store
+            .quarantine_queued(queue[1], "engine_queue", queue[1], &error, now)
+            .unwrap(),
+        None,
+        "an entry no longer queued is not quarantined twice"
+    );
+
+    // The way back that the log gives, once the row is repaired.
+    store
+        .conn()
+        .execute_batch(&format!(
+            "UPDATE quarantine SET trace = NULL WHERE id = {n};
+             INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n};
+             DELETE FROM quarantine WHERE id = {n};"
+        ))
+        .unwrap();
+    assert_eq!(
+        queued(&store),
+        [
+            IncidentEvent::Opened(incidents[0]),
+            IncidentEvent::Opened(incidents[2]),
+            IncidentEvent::Opened(incidents[1]),
+        ],
+        "queued again, last"
+    );
+    assert_eq!(store.quarantined(10).unwrap().count, 0);
 }
