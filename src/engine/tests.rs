@@ -979,3 +979,98 @@ fn queue_ids_raw(h: &Harness) -> Vec<i64> {
     let rows = stmt.query_map([], |r| r.get(0)).unwrap();
     rows.map(Result::unwrap).collect()
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_tiers_pass_over_a_damaged_incident_once_and_the_others_escalate() {
+    use crate::telemetry::testing::traced;
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    h.deliver(&[(
+        json!({"alertname": "PostgresDown", "service": "postgres", "n": "2"}),
+        0,
+        "firing",
+    )])
+    .await;
+    let ids = incident_ids(&h);
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+    // P1: the engineering lead at half the 30m RTO.
+    tokio::time::advance(Duration::from_secs(16 * 60)).await;
+    let (_, lines) = traced(|| {
+        assert_eq!(h.engine.escalation_tick().unwrap(), 1, "the other fires");
+        for _ in 0..3 {
+            assert_eq!(h.engine.escalation_tick().unwrap(), 0);
+        }
+    });
+    assert!(h.decisions(ids[1]).iter().any(|(g, ..)| g == "tier"));
+    assert!(!h.decisions(ids[0]).iter().any(|(g, ..)| g == "tier"));
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "told once, not every tick: {errors:#?}");
+    assert_eq!(
+        (&errors[0]["table"], &errors[0]["row"]),
+        (&json!("incidents"), &json!(ids[0]))
+    );
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!(q.count, 1);
+    assert_eq!(
+        (
+            q.latest[0].source_table.as_str(),
+            q.latest[0].row_id,
+            q.latest[0].queue_id
+        ),
+        ("incidents", ids[0], None)
+    );
+    assert_eq!(
+        metric(&h, "remediator_quarantined_rows_total{table=\"incidents\"}").as_deref(),
+        Some("remediator_quarantined_rows_total{table=\"incidents\"} 1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_recovery_passes_over_a_damaged_incident_and_interrupts_the_others() {
+    let mut h = Harness::new(GuardSettings::default());
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    deliver_only(
+        &h,
+        &[(
+            json!({"alertname": "ServiceDown", "service": "redis"}),
+            0,
+            "firing",
+        )],
+    )
+    .await;
+    let ids = incident_ids(&h);
+    for id in &ids {
+        let mut c = crate::store::Commit::new(*id, Utc::now());
+        c.phase_silently(Phase::Remediating);
+        h.store().commit(&c).unwrap();
+    }
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+    h.restart();
+    h.engine.recover().unwrap();
+    assert_eq!(
+        h.store().incident(ids[1]).unwrap().unwrap().phase,
+        "interrupted"
+    );
+    assert_eq!(
+        h.store().incidents_in_phase(Phase::Remediating).unwrap(),
+        [ids[0]]
+    );
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!((q.count, q.latest[0].row_id), (1, ids[0]));
+    // Another start meets it again: recorded once.
+    h.restart();
+    h.engine.recover().unwrap();
+    assert_eq!(h.store().quarantined(10).unwrap().count, 1);
+}

@@ -398,3 +398,66 @@ fn a_damaged_queue_entry_is_its_own_error_and_leaves_for_the_quarantine_whole() 
     );
     assert_eq!(store.quarantined(10).unwrap().count, 0);
 }
+
+#[test]
+fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_read() {
+    use crate::domain::Priority;
+    let (_dir, store) = open();
+    ingest(&store, &body("firing", 0));
+    ingest(&store, &body("firing", 1));
+    let (a, b) = (incident_ids(&store)[0], incident_ids(&store)[1]);
+    for id in [a, b] {
+        let mut c = Commit::new(id, Utc::now());
+        c.matched(
+            "pg",
+            Priority::P1,
+            None,
+            std::time::Duration::from_secs(1800),
+            vec![],
+        );
+        store.commit(&c).unwrap();
+    }
+    store
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+    let candidates = store.escalation_candidates().unwrap();
+    assert_eq!(candidates.len(), 2);
+    let err = candidates[0].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("incidents", a)));
+    assert_eq!(candidates[1].as_ref().unwrap().id, b);
+
+    // Passed over where it stands: recorded once, however often it is met.
+    let error = err.to_string();
+    let now = Utc::now();
+    assert!(store
+        .quarantine_row("incidents", a, &error, Some(a), now)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .quarantine_row("incidents", a, &error, Some(a), now)
+            .unwrap(),
+        None
+    );
+    let q = store.quarantined(10).unwrap();
+    assert_eq!(q.count, 1);
+    assert_eq!(
+        (q.latest[0].incident_id, q.latest[0].queue_id),
+        (Some(a), None)
+    );
+
+    store
+        .conn()
+        .execute(
+            "INSERT INTO tiers_fired (incident_id, tier, at) VALUES (?1, 'second', ?2)",
+            rusqlite::params![b, ts(now)],
+        )
+        .unwrap();
+    let err = store.fired_tiers(b).unwrap_err();
+    assert_eq!(err.damaged_row().map(|(t, _)| t), Some("tiers_fired"));
+    assert!(err.to_string().contains("column tier"), "{err}");
+}
