@@ -1074,3 +1074,83 @@ async fn crash_recovery_passes_over_a_damaged_incident_and_interrupts_the_others
     h.engine.recover().unwrap();
     assert_eq!(h.store().quarantined(10).unwrap().count, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_notice_or_incident_holds_its_own_messages_and_the_others_are_delivered() {
+    use crate::notify::outbox::Deliverer;
+    use crate::notify::{PagerDutySettings, SlackSettings};
+    let h = Harness::new(GuardSettings::default());
+    for svc in ["redis", "backend"] {
+        h.deliver(&[(
+            json!({"alertname": "ServiceDown", "service": svc}),
+            0,
+            "firing",
+        )])
+        .await;
+    }
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let ids = incident_ids(&h);
+    // 1: its first message's notice is damaged; 2: its incident's labels; 3: nothing.
+    let first = h.store().messages(ids[0]).unwrap()[0].id;
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE outbox SET notice = '{\"kind\": \"opened\"' WHERE id = ?1",
+            [first],
+        )
+        .unwrap();
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '[1, 2]' WHERE id = ?1",
+            [ids[1]],
+        )
+        .unwrap();
+    let deliverer = Deliverer::new(
+        h.engine.store().clone(),
+        h.engine.clock.clone(),
+        h.engine.metrics.clone(),
+        &SlackSettings::default(),
+        &PagerDutySettings::default(),
+    )
+    .unwrap();
+    // Logged only (no token): every message it can read is delivered at once.
+    while deliverer.deliver_due().await.unwrap() > 0 {}
+
+    let pending = |id: i64| -> Vec<(String, Option<String>)> {
+        let all = h.store().messages(id).unwrap();
+        all.into_iter()
+            .filter(|m| m.delivered_at.is_none())
+            .map(|m| (m.kind, m.last_error))
+            .collect()
+    };
+    assert_eq!(
+        pending(ids[2]),
+        [],
+        "the third incident's messages all went"
+    );
+    assert!(!h.store().messages(ids[2]).unwrap().is_empty());
+    // The first: held at its damaged message, the later ones behind it.
+    let held = pending(ids[0]);
+    assert_eq!(held.len(), h.store().messages(ids[0]).unwrap().len());
+    assert!(held[0].1.as_deref().unwrap().starts_with(&format!(
+        "row {first} of table outbox is damaged (column notice:"
+    )));
+    assert!(held[1..].iter().all(|(_, e)| e.is_none()));
+    // The second: its first message held with its incident's error.
+    let held = pending(ids[1]);
+    assert!(held[0].1.as_deref().unwrap().starts_with(&format!(
+        "row {} of table incidents is damaged (column labels:",
+        ids[1]
+    )));
+    let blocked = h.store().outbox_blocked().unwrap();
+    assert_eq!(
+        blocked.iter().map(|b| b.messages).sum::<i64>(),
+        2,
+        "{blocked:?}"
+    );
+    for table in ["outbox", "incidents"] {
+        let line = format!("remediator_quarantined_rows_total{{table=\"{table}\"}}");
+        assert_eq!(metric(&h, &line), Some(format!("{line} 1")));
+    }
+}

@@ -26,7 +26,11 @@
 //! alert or a started runbook.
 //!
 //! Rows are read into typed records; a value that does not parse is
-//! [`StoreError::Corrupt`] naming the table and the row, never a default.
+//! [`StoreError::Corrupt`] naming the table and the row, never a default. The batches the
+//! service works through (the engine's queue, the due outbox, the escalation candidates) are
+//! read row by row, so that one damaged row is an error of its own and not of the batch: the
+//! caller sets it aside ([`Store::quarantine_queued`], [`Store::quarantine_row`], a held
+//! message) and goes on with the rest.
 
 pub(crate) mod apply;
 pub mod body;

@@ -236,13 +236,17 @@ fn a_store_written_before_typed_notices_opens_and_keeps_every_row() {
     }
     assert_eq!((decisions, steps, messages), (23, 4, 35));
     // Every pending message is still due, and reads as a notice for its sink.
-    let slack = store.due_outbox(Sink::Slack, Utc::now(), 100).unwrap();
+    let due = |sink| -> Vec<OutboxRow> {
+        let rows = store.due_outbox(sink, Utc::now(), 100).unwrap();
+        rows.into_iter().map(Result::unwrap).collect()
+    };
+    let slack = due(Sink::Slack);
     // The oldest pending message of each incident that has a thread (no rule: none).
     assert_eq!(slack.len(), 3);
     assert!(slack
         .iter()
         .all(|r| matches!(&r.notice, Notice::Recorded { was, .. } if was == "opened")));
-    let pd = store.due_outbox(Sink::PagerDuty, Utc::now(), 100).unwrap();
+    let pd = due(Sink::PagerDuty);
     assert_eq!(pd.len(), 2);
     for row in &pd {
         assert_eq!(row.notice.pagerduty_event(), Some(PagerDutyEvent::Trigger));
@@ -397,6 +401,56 @@ fn a_damaged_queue_entry_is_its_own_error_and_leaves_for_the_quarantine_whole() 
         "queued again, last"
     );
     assert_eq!(store.quarantined(10).unwrap().count, 0);
+}
+
+#[test]
+fn a_damaged_notice_is_its_own_error_and_once_held_only_its_incident_waits() {
+    use crate::domain::{Notice, Sink};
+    let (_dir, store) = open();
+    ingest(&store, &body("firing", 0));
+    ingest(&store, &body("firing", 1));
+    let (a, b) = (incident_ids(&store)[0], incident_ids(&store)[1]);
+    for (id, text) in [(a, "a1"), (a, "a2"), (b, "b1")] {
+        let mut c = Commit::new(id, Utc::now());
+        c.notice(Sink::Slack, Notice::Message { text: text.into() });
+        store.commit(&c).unwrap();
+    }
+    let a1 = store.messages(a).unwrap()[0].id;
+    store
+        .conn()
+        .execute("UPDATE outbox SET notice = '{not json' WHERE id = ?1", [a1])
+        .unwrap();
+
+    let due = store.due_outbox(Sink::Slack, Utc::now(), 10).unwrap();
+    assert_eq!(due.len(), 2, "a2 waits behind a1");
+    let err = due[0].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("outbox", a1)));
+    let error = err.to_string();
+    assert!(
+        error.starts_with(&format!(
+            "row {a1} of table outbox is damaged (column notice:"
+        )),
+        "{error}"
+    );
+    let b1 = due[1].as_ref().unwrap();
+    assert_eq!(b1.incident_id, b);
+    assert!(matches!(&b1.notice, Notice::Message { text } if text == "b1"));
+
+    // Held as a refusal is: shown with its error, its incident's later messages behind it.
+    store.outbox_block(a1, &error).unwrap();
+    let held = store.outbox_blocked().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].sink, held[0].error.as_str(), held[0].messages),
+        (Sink::Slack, error.as_str(), 1)
+    );
+    let due: Vec<i64> = store
+        .due_outbox(Sink::Slack, Utc::now(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(due, [b1.id]);
 }
 
 #[test]
