@@ -37,6 +37,7 @@ pub struct Metrics {
     pub rule_reloads: Family<Labels, Counter>,
     pub outbox_deliveries: Family<Labels, Counter>,
     pub slack_errors: Family<Labels, Counter>,
+    pub quarantined_rows: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -71,6 +72,7 @@ impl Metrics {
             rule_reloads: Family::default(),
             outbox_deliveries: Family::default(),
             slack_errors: Family::default(),
+            quarantined_rows: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -150,6 +152,12 @@ impl Metrics {
             "Slack Web API errors by code (ok:false error, ratelimited, http_N, transport)",
             m.slack_errors.clone(),
         );
+        registry.register(
+            "quarantined_rows",
+            "Damaged rows set aside so that the rest goes on, by table: engine queue entries \
+             and incidents quarantined, outbox messages held",
+            m.quarantined_rows.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -224,6 +232,12 @@ impl Metrics {
     pub fn slack_error(&self, code: &str) {
         self.slack_errors
             .get_or_create(&vec![("error", code.to_string())])
+            .inc();
+    }
+
+    pub fn quarantined(&self, table: &str) {
+        self.quarantined_rows
+            .get_or_create(&vec![("table", table.to_string())])
             .inc();
     }
 

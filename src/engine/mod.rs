@@ -26,7 +26,7 @@ pub mod limits;
 pub mod plan;
 mod runbook;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ use crate::metrics::Metrics;
 use crate::rules::{RuleSet, TierAfter};
 use crate::store::{Commit, IncidentEvent, IncidentRecord, Store, StoreError};
 use crate::telemetry::events::{
-    GuardDecided, GuardsPassed, IncidentOpened, IncidentResolved, InternalEvent,
+    GuardDecided, GuardsPassed, IncidentOpened, IncidentResolved, InternalEvent, RowQuarantined,
 };
 use crate::telemetry::{spans, trace_context};
 
@@ -67,6 +67,9 @@ pub struct Engine {
     runbooks: Mutex<Vec<JoinHandle<()>>>,
     /// Webhook requests waiting for their commit (see [`Engine::give_way_to`]).
     ingress: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
+    /// Damaged rows passed over where they stand (table, id), told once per process: the
+    /// escalation timers meet them every second.
+    passed_over: Mutex<HashSet<(&'static str, i64)>>,
 }
 
 /// The store and the running runbooks, as the guards see them.
@@ -137,6 +140,7 @@ impl Engine {
             busy: Mutex::new(HashMap::new()),
             runbooks: Mutex::new(Vec::new()),
             ingress: Mutex::new(None),
+            passed_over: Mutex::new(HashSet::new()),
         })
     }
 
@@ -227,8 +231,18 @@ impl Engine {
             self.store.commit(&c)?;
         }
         for id in self.store.incidents_in_phase(Phase::Remediating)? {
-            let Some(inc) = self.store.incident(id)? else {
-                continue;
+            let inc = match self.store.incident(id) {
+                Ok(Some(inc)) => inc,
+                Ok(None) => continue,
+                Err(e) => {
+                    self.pass_over(
+                        e,
+                        Some(id),
+                        "crash recovery passed over it: it stays `remediating`, not marked interrupted, and nobody is paged for it",
+                        "the next start marks it interrupted and pages for it",
+                    )?;
+                    continue;
+                }
             };
             let mut c = Commit::new(id, now);
             c.interrupt_running_steps()
@@ -254,7 +268,11 @@ impl Engine {
 
     /// Acts on everything the intake queued (incidents opened, incidents resolved), oldest
     /// first; each entry leaves the queue in the commit that handles it, so a crash resumes
-    /// with the entry it was on. Returns how many it handled.
+    /// with the entry it was on. An entry that cannot be handled because a row does not read
+    /// (the entry itself, its incident, a row the guards read) is no reason to stop the
+    /// queue: it leaves the queue into the quarantine, and the next entry is handled. Any
+    /// other error (the store failing) ends the pass, to be retried. Returns how many it
+    /// handled.
     pub fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut handled = 0;
         loop {
@@ -262,20 +280,126 @@ impl Engine {
             if batch.is_empty() {
                 return Ok(handled);
             }
-            for q in batch {
-                let trace = q.trace.as_deref();
-                match q.event {
-                    IncidentEvent::Opened(id) => {
-                        let span = spans::incident(trace, id);
-                        span.in_scope(|| self.handle_opened(q.id, id, &span))?
+            for entry in batch {
+                let q = match entry {
+                    Ok(q) => q,
+                    // The entry itself does not read: its error names it.
+                    Err(e) => {
+                        let Some((_, queue_id)) = e.damaged_row() else {
+                            return Err(e);
+                        };
+                        self.quarantine_entry(queue_id, None, &e)?;
+                        continue;
                     }
-                    IncidentEvent::Resolved(id) => {
-                        spans::incident(trace, id).in_scope(|| self.handle_resolved(q.id, id))?
+                };
+                let (id, opened) = match q.event {
+                    IncidentEvent::Opened(id) => (id, true),
+                    IncidentEvent::Resolved(id) => (id, false),
+                };
+                let span = spans::incident(q.trace.as_deref(), id);
+                let result = span.in_scope(|| {
+                    if opened {
+                        self.handle_opened(q.id, id, &span)
+                    } else {
+                        self.handle_resolved(q.id, id)
                     }
+                });
+                match result {
+                    Ok(()) => handled += 1,
+                    // Nothing of the entry was committed: the rows that did not read are
+                    // read before its commit.
+                    Err(e) if e.damaged_row().is_some() => {
+                        span.in_scope(|| self.quarantine_entry(q.id, Some(id), &e))?
+                    }
+                    Err(e) => return Err(e),
                 }
-                handled += 1;
             }
         }
+    }
+
+    /// Takes queue entry `queue_id` out of the queue into the quarantine, in one transaction,
+    /// because handling it met the damaged row that `e` names; says so.
+    fn quarantine_entry(
+        &self,
+        queue_id: i64,
+        incident: Option<i64>,
+        e: &StoreError,
+    ) -> Result<(), StoreError> {
+        let Some((table, row)) = e.damaged_row() else {
+            return Ok(());
+        };
+        let error = e.to_string();
+        let Some(n) =
+            self.store
+                .quarantine_queued(queue_id, table, row, &error, self.clock.now())?
+        else {
+            return Ok(());
+        };
+        RowQuarantined {
+            table,
+            row_id: row,
+            incident_id: incident.or((table == "incidents").then_some(row)),
+            queue_id: Some(queue_id),
+            error: &error,
+            done: &format!(
+                "engine queue entry {queue_id} is not handled: it moved to quarantine row {n}, and the engine goes on with the next"
+            ),
+            remedy: &format!(
+                "repair row {row} of table {table} (or restore the store from a backup), then queue the entry again: \
+                 INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n}; \
+                 DELETE FROM quarantine WHERE id = {n}"
+            ),
+        }
+        .emit(&self.metrics);
+        Ok(())
+    }
+
+    /// A damaged row that `e` names is passed over where it stands (`done`): recorded in the
+    /// quarantine and told once per process. Any other error is returned.
+    fn pass_over(
+        &self,
+        e: StoreError,
+        incident: Option<i64>,
+        done: &str,
+        then: &str,
+    ) -> Result<(), StoreError> {
+        let Some((table, row)) = e.damaged_row() else {
+            return Err(e);
+        };
+        let first = self
+            .passed_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((table, row));
+        if !first {
+            return Ok(());
+        }
+        let error = e.to_string();
+        let incident = incident.or((table == "incidents").then_some(row));
+        if let Err(e) = self
+            .store
+            .quarantine_row(table, row, &error, incident, self.clock.now())
+        {
+            // Told next time, when the quarantine may be written.
+            self.passed_over
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(table, row));
+            return Err(e);
+        }
+        RowQuarantined {
+            table,
+            row_id: row,
+            incident_id: incident,
+            queue_id: None,
+            error: &error,
+            done,
+            remedy: &format!(
+                "repair row {row} of table {table} (or restore the store from a backup); {then}"
+            ),
+        }
+        .emit(&self.metrics);
+        Ok(())
     }
 
     /// Waits for every runbook started so far to end.
@@ -588,17 +712,39 @@ impl Engine {
     /// Fires the escalation tiers that are due: open, unacknowledged incidents, timed from
     /// when the incident opened as a share of the rule's RTO (or a delay). Fired tiers are
     /// stored with their decision and notice, so a restart neither loses a timer nor fires
-    /// one twice.
+    /// one twice. An incident that does not read is passed over (quarantined, told once).
     pub fn escalation_tick(&self) -> Result<usize, StoreError> {
         let now = self.clock.now();
         let rules = self.rules();
         let mut fired = 0;
-        for inc in self.store.escalation_candidates()? {
+        // A damaged incident (or fired tier) is passed over; the others still escalate.
+        let pass_over = |e, incident| {
+            self.pass_over(
+                e,
+                incident,
+                "the escalation timers pass over this incident: no tier fires for it",
+                "its tiers fire once it reads",
+            )
+        };
+        for candidate in self.store.escalation_candidates()? {
+            let inc = match candidate {
+                Ok(inc) => inc,
+                Err(e) => {
+                    pass_over(e, None)?;
+                    continue;
+                }
+            };
             let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
                 continue;
             };
             let priority = inc.priority.unwrap_or(rule.priority);
-            let done = self.store.fired_tiers(inc.id)?;
+            let done = match self.store.fired_tiers(inc.id) {
+                Ok(done) => done,
+                Err(e) => {
+                    pass_over(e, Some(inc.id))?;
+                    continue;
+                }
+            };
             let mut c = Commit::new(inc.id, now);
             let mut n = 0;
             for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {

@@ -887,3 +887,383 @@ async fn a_store_that_refuses_a_runbooks_records_hands_the_incident_to_a_human()
     );
     assert_eq!(h.store().faults_left(), 0);
 }
+
+/// The incidents' ids, oldest first.
+fn incident_ids(h: &Harness) -> Vec<i64> {
+    let page = h.store().list_incidents(None, None, 100).unwrap();
+    page.incidents.iter().rev().map(|i| i.id).collect()
+}
+
+/// The engine queue's ids, oldest first.
+fn queue_ids(h: &Harness) -> Vec<i64> {
+    let entries = h.store().queued_events(100).unwrap();
+    entries.into_iter().map(|q| q.unwrap().id).collect()
+}
+
+fn metric(h: &Harness, line: &str) -> Option<String> {
+    h.engine
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(line))
+        .map(str::to_string)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_row_sends_its_queue_entry_to_quarantine_and_the_next_incident_still_runs() {
+    use crate::telemetry::testing::traced;
+    let h = Harness::new(GuardSettings::default());
+    let backend = json!({"alertname": "ServiceDown", "service": "backend"});
+    // 1: its incident's labels are damaged; 2: its queue entry is; 3: nothing is.
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    deliver_only(&h, &[(json!({"alertname": "Dry"}), 0, "firing")]).await;
+    deliver_only(&h, &[(backend, 0, "firing")]).await;
+    let (ids, queue) = (incident_ids(&h), queue_ids(&h));
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE engine_queue SET trace = x'00ff' WHERE id = ?1",
+            [queue[1]],
+        )
+        .unwrap();
+
+    let (_, lines) = traced(|| assert_eq!(h.engine.process_pending().unwrap(), 1));
+    h.engine.wait_idle().await;
+
+    // The third incident ran its runbook and its thread was told.
+    assert_eq!(
+        h.exec.calls(),
+        [("service:backend".into(), "restart".into())]
+    );
+    let third = h.store().incident(ids[2]).unwrap().unwrap();
+    assert_eq!(third.phase, "recovered");
+    let told: Vec<String> = h
+        .store()
+        .messages(ids[2])
+        .unwrap()
+        .into_iter()
+        .map(|m| m.kind)
+        .collect();
+    assert!(told.iter().any(|k| k == "opened"), "{told:?}");
+
+    // The other two left the queue into the quarantine with their errors; nothing decided.
+    assert_eq!(h.store().backlog().unwrap().engine, 0);
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!(q.count, 2);
+    let (labels, entry) = (&q.latest[1], &q.latest[0]);
+    assert_eq!(
+        (
+            labels.source_table.as_str(),
+            labels.row_id,
+            labels.incident_id,
+            labels.queue_id
+        ),
+        ("incidents", ids[0], Some(ids[0]), Some(queue[0]))
+    );
+    assert!(labels.error.contains("column labels"), "{}", labels.error);
+    assert_eq!(
+        (
+            entry.source_table.as_str(),
+            entry.row_id,
+            entry.incident_id,
+            entry.queue_id
+        ),
+        ("engine_queue", queue[1], Some(ids[1]), Some(queue[1]))
+    );
+    assert!(entry.error.contains("column trace"), "{}", entry.error);
+    for id in &ids[..2] {
+        assert!(h.decisions(*id).is_empty());
+        assert!(h.store().messages(*id).unwrap().is_empty());
+    }
+    assert_eq!(
+        metric(&h, "remediator_quarantined_rows_total{table=\"incidents\"}").as_deref(),
+        Some("remediator_quarantined_rows_total{table=\"incidents\"} 1")
+    );
+    assert_eq!(
+        metric(
+            &h,
+            "remediator_quarantined_rows_total{table=\"engine_queue\"}"
+        )
+        .as_deref(),
+        Some("remediator_quarantined_rows_total{table=\"engine_queue\"} 1")
+    );
+    // Told at error level, with the row and the way back.
+    let told: Vec<_> = lines
+        .iter()
+        .filter(|l| l["level"] == "ERROR" && l["table"] == "incidents")
+        .collect();
+    assert_eq!(told.len(), 1, "{lines:#?}");
+    assert_eq!(told[0]["row"], ids[0]);
+    assert_eq!(told[0]["span"]["name"], "incident");
+    let remedy = told[0]["remedy"].as_str().unwrap();
+    assert!(
+        remedy.contains(&format!(
+            "INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {}",
+            labels.id
+        )),
+        "{remedy}"
+    );
+
+    // Repaired and queued again as the log says: handled like any other.
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = ?2 WHERE id = ?1",
+            rusqlite::params![ids[0], pg().to_string()],
+        )
+        .unwrap();
+    let n = labels.id;
+    h.store()
+        .conn()
+        .execute_batch(&format!(
+            "INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n};
+             DELETE FROM quarantine WHERE id = {n};"
+        ))
+        .unwrap();
+    assert_eq!(h.engine.process_pending().unwrap(), 1);
+    h.engine.wait_idle().await;
+    assert_eq!(h.exec.count("diagnose"), 1);
+    assert_eq!(
+        h.store().incident(ids[0]).unwrap().unwrap().phase,
+        "recovered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_failure_while_quarantining_stops_the_pass_and_the_retry_finishes_it() {
+    let h = Harness::new(GuardSettings::default());
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    deliver_only(
+        &h,
+        &[(
+            json!({"alertname": "ServiceDown", "service": "backend"}),
+            0,
+            "firing",
+        )],
+    )
+    .await;
+    let queue = queue_ids(&h);
+    // The CHECK refuses that word: damage it the way a disk would, past the check.
+    h.store()
+        .conn()
+        .execute_batch(&format!(
+            "PRAGMA ignore_check_constraints = ON;
+             UPDATE engine_queue SET kind = 'reopened' WHERE id = {};
+             PRAGMA ignore_check_constraints = OFF;",
+            queue[0]
+        ))
+        .unwrap();
+    // The quarantine's commit is the pass's first.
+    h.store().fail_commits([0]);
+    assert!(matches!(
+        h.engine.process_pending(),
+        Err(StoreError::Injected(_))
+    ));
+    assert_eq!(queue_ids_raw(&h), queue, "nothing left the queue");
+    assert_eq!(h.store().quarantined(10).unwrap().count, 0);
+    assert!(h.exec.calls().is_empty(), "the pass stopped there");
+
+    settle(&h).await;
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!(q.count, 1);
+    assert!(
+        q.latest[0]
+            .error
+            .contains("column kind: \"reopened\" is neither opened nor resolved"),
+        "{}",
+        q.latest[0].error
+    );
+    assert_eq!(h.exec.count("restart"), 1, "the next entry ran");
+}
+
+/// The engine queue's ids as stored, damaged entries too.
+fn queue_ids_raw(h: &Harness) -> Vec<i64> {
+    let conn = h.store().conn();
+    let mut stmt = conn
+        .prepare("SELECT id FROM engine_queue ORDER BY id")
+        .unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tiers_pass_over_a_damaged_incident_once_and_the_others_escalate() {
+    use crate::telemetry::testing::traced;
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    h.deliver(&[(
+        json!({"alertname": "PostgresDown", "service": "postgres", "n": "2"}),
+        0,
+        "firing",
+    )])
+    .await;
+    let ids = incident_ids(&h);
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+    // P1: the engineering lead at half the 30m RTO.
+    tokio::time::advance(Duration::from_secs(16 * 60)).await;
+    let (_, lines) = traced(|| {
+        assert_eq!(h.engine.escalation_tick().unwrap(), 1, "the other fires");
+        for _ in 0..3 {
+            assert_eq!(h.engine.escalation_tick().unwrap(), 0);
+        }
+    });
+    assert!(h.decisions(ids[1]).iter().any(|(g, ..)| g == "tier"));
+    assert!(!h.decisions(ids[0]).iter().any(|(g, ..)| g == "tier"));
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "told once, not every tick: {errors:#?}");
+    assert_eq!(
+        (&errors[0]["table"], &errors[0]["row"]),
+        (&json!("incidents"), &json!(ids[0]))
+    );
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!(q.count, 1);
+    assert_eq!(
+        (
+            q.latest[0].source_table.as_str(),
+            q.latest[0].row_id,
+            q.latest[0].queue_id
+        ),
+        ("incidents", ids[0], None)
+    );
+    assert_eq!(
+        metric(&h, "remediator_quarantined_rows_total{table=\"incidents\"}").as_deref(),
+        Some("remediator_quarantined_rows_total{table=\"incidents\"} 1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn crash_recovery_passes_over_a_damaged_incident_and_interrupts_the_others() {
+    let mut h = Harness::new(GuardSettings::default());
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    deliver_only(
+        &h,
+        &[(
+            json!({"alertname": "ServiceDown", "service": "redis"}),
+            0,
+            "firing",
+        )],
+    )
+    .await;
+    let ids = incident_ids(&h);
+    for id in &ids {
+        let mut c = crate::store::Commit::new(*id, Utc::now());
+        c.phase_silently(Phase::Remediating);
+        h.store().commit(&c).unwrap();
+    }
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [ids[0]],
+        )
+        .unwrap();
+    h.restart();
+    h.engine.recover().unwrap();
+    assert_eq!(
+        h.store().incident(ids[1]).unwrap().unwrap().phase,
+        "interrupted"
+    );
+    assert_eq!(
+        h.store().incidents_in_phase(Phase::Remediating).unwrap(),
+        [ids[0]]
+    );
+    let q = h.store().quarantined(10).unwrap();
+    assert_eq!((q.count, q.latest[0].row_id), (1, ids[0]));
+    // Another start meets it again: recorded once.
+    h.restart();
+    h.engine.recover().unwrap();
+    assert_eq!(h.store().quarantined(10).unwrap().count, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_damaged_notice_or_incident_holds_its_own_messages_and_the_others_are_delivered() {
+    use crate::notify::outbox::Deliverer;
+    use crate::notify::{PagerDutySettings, SlackSettings};
+    let h = Harness::new(GuardSettings::default());
+    for svc in ["redis", "backend"] {
+        h.deliver(&[(
+            json!({"alertname": "ServiceDown", "service": svc}),
+            0,
+            "firing",
+        )])
+        .await;
+    }
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let ids = incident_ids(&h);
+    // 1: its first message's notice is damaged; 2: its incident's labels; 3: nothing.
+    let first = h.store().messages(ids[0]).unwrap()[0].id;
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE outbox SET notice = '{\"kind\": \"opened\"' WHERE id = ?1",
+            [first],
+        )
+        .unwrap();
+    h.store()
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '[1, 2]' WHERE id = ?1",
+            [ids[1]],
+        )
+        .unwrap();
+    let deliverer = Deliverer::new(
+        h.engine.store().clone(),
+        h.engine.clock.clone(),
+        h.engine.metrics.clone(),
+        &SlackSettings::default(),
+        &PagerDutySettings::default(),
+    )
+    .unwrap();
+    // Logged only (no token): every message it can read is delivered at once.
+    while deliverer.deliver_due().await.unwrap() > 0 {}
+
+    let pending = |id: i64| -> Vec<(String, Option<String>)> {
+        let all = h.store().messages(id).unwrap();
+        all.into_iter()
+            .filter(|m| m.delivered_at.is_none())
+            .map(|m| (m.kind, m.last_error))
+            .collect()
+    };
+    assert_eq!(
+        pending(ids[2]),
+        [],
+        "the third incident's messages all went"
+    );
+    assert!(!h.store().messages(ids[2]).unwrap().is_empty());
+    // The first: held at its damaged message, the later ones behind it.
+    let held = pending(ids[0]);
+    assert_eq!(held.len(), h.store().messages(ids[0]).unwrap().len());
+    assert!(held[0].1.as_deref().unwrap().starts_with(&format!(
+        "row {first} of table outbox is damaged (column notice:"
+    )));
+    assert!(held[1..].iter().all(|(_, e)| e.is_none()));
+    // The second: its first message held with its incident's error.
+    let held = pending(ids[1]);
+    assert!(held[0].1.as_deref().unwrap().starts_with(&format!(
+        "row {} of table incidents is damaged (column labels:",
+        ids[1]
+    )));
+    let blocked = h.store().outbox_blocked().unwrap();
+    assert_eq!(
+        blocked.iter().map(|b| b.messages).sum::<i64>(),
+        2,
+        "{blocked:?}"
+    );
+    for table in ["outbox", "incidents"] {
+        let line = format!("remediator_quarantined_rows_total{{table=\"{table}\"}}");
+        assert_eq!(metric(&h, &line), Some(format!("{line} 1")));
+    }
+}

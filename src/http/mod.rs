@@ -282,6 +282,13 @@ async fn healthy() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "healthy" }))
 }
 
+/// Quarantined rows listed on `/-/ready` (the latest; `count` has them all).
+const QUARANTINE_SHOWN: usize = 20;
+
+/// Readiness: the store answers. Also shown, never failing it: the rules loaded, each sink's
+/// state, the held notifications, and the rows quarantined because they do not read
+/// (`{"count": n, "latest": [{"id", "source_table", "row_id", "error", "at", "incident_id",
+/// "queue_id"}]}`).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     let store_ok = web::block(move || store.ping())
@@ -306,8 +313,15 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
+    let store = state.store.clone();
+    let quarantined = match web::block(move || store.quarantined(QUARANTINE_SHOWN)).await {
+        Ok(Ok(q)) => json!(q),
+        Ok(Err(e)) => json!(format!("failing: {e}")),
+        Err(e) => json!(format!("failing: {e}")),
+    };
     // Notification trouble is reported, not made a readiness failure: Alertmanager's
-    // webhooks must keep being taken while Slack is down.
+    // webhooks must keep being taken while Slack is down. Nor are quarantined rows: they
+    // were set aside so that everything else goes on.
     let body = json!({
         "ready": ready,
         "checks": {
@@ -316,6 +330,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "slack": sinks.slack,
             "pagerduty": sinks.pagerduty,
             "held_notifications": held,
+            "quarantined": quarantined,
         }
     });
     if ready {

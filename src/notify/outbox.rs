@@ -10,7 +10,9 @@
 //! - **Never dropped**: a retriable failure (429 with `Retry-After`, 5xx, timeouts, refused
 //!   connections) is retried with exponential backoff; a refusal (`ok:false` such as
 //!   `channel_not_found`, PagerDuty 400) holds the message and the incident's later ones,
-//!   counts it, shows it on `/-/ready`, and is tried again after a reload.
+//!   counts it, shows it on `/-/ready`, and is tried again after a reload. A message that
+//!   does not read (its notice, or its incident: `StoreError::Corrupt`) is held the same way
+//!   with that error, and the other incidents' messages go on.
 //! - **Off the remediation path**: the engine only writes rows; this task sends them.
 //! - Without a bot token (or routing key) messages are logged and marked delivered.
 //! - A restart resumes where delivery stopped: the state is the outbox table.
@@ -32,7 +34,9 @@ use crate::domain::notice::{recovery_text, Page};
 use crate::domain::{Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Sink};
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
-use crate::telemetry::events::{InternalEvent, NoticeDelivered, NoticeRefused, NoticeRetried};
+use crate::telemetry::events::{
+    InternalEvent, NoticeDelivered, NoticeRefused, NoticeRetried, RowQuarantined,
+};
 use crate::telemetry::spans::{self, Outgoing};
 use tracing::Instrument;
 
@@ -140,11 +144,22 @@ impl Deliverer {
         }
     }
 
-    /// One pass over both sinks; returns how many messages were delivered.
+    /// One pass over both sinks; returns how many messages were delivered. A message that
+    /// does not read is held (see [`Deliverer::hold_damaged`]) and the others go on.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let mut delivered = 0;
         for sink in Sink::ALL.iter().copied() {
-            for row in self.store.due_outbox(sink, self.clock.now(), 64)? {
+            for due in self.store.due_outbox(sink, self.clock.now(), 64)? {
+                let row = match due {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let Some((_, msg)) = e.damaged_row() else {
+                            return Err(e);
+                        };
+                        self.hold_damaged(sink, msg, None, e)?;
+                        continue;
+                    }
+                };
                 let kind = row.notice.kind_for(sink).to_owned();
                 let span = spans::notify(
                     row.trace.as_deref(),
@@ -172,8 +187,17 @@ impl Deliverer {
         kind: &str,
     ) -> Result<bool, StoreError> {
         let outcome = match sink {
-            Sink::Slack => self.to_slack(row).await?,
-            Sink::PagerDuty => self.to_pagerduty(row).await?,
+            Sink::Slack => self.to_slack(row).await,
+            Sink::PagerDuty => self.to_pagerduty(row).await,
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            // Its incident does not read.
+            Err(e) if e.damaged_row().is_some() => {
+                self.hold_damaged(sink, row.id, Some(row.incident_id), e)?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         };
         let now = self.clock.now();
         let (incident_id, message_id, sink_name) = (row.incident_id, row.id, sink.as_str());
@@ -222,6 +246,39 @@ impl Deliverer {
                 Ok(false)
             }
         }
+    }
+
+    /// Message `msg` cannot be sent because a row does not read (`e`: the message itself, or
+    /// its incident). It is held as a refusal is: its incident's later messages wait behind
+    /// it, `/-/ready` shows it with the error, a reload tries it again; and it is counted.
+    /// The other incidents' messages go on. Any other error is returned.
+    fn hold_damaged(
+        &self,
+        sink: Sink,
+        msg: i64,
+        incident: Option<i64>,
+        e: StoreError,
+    ) -> Result<(), StoreError> {
+        let Some((table, row)) = e.damaged_row() else {
+            return Err(e);
+        };
+        let error = e.to_string();
+        self.store.outbox_block(msg, &error)?;
+        RowQuarantined {
+            table,
+            row_id: row,
+            incident_id: incident,
+            queue_id: None,
+            error: &error,
+            done: &format!(
+                "{sink} message {msg} is held, and its incident's later {sink} messages wait behind it"
+            ),
+            remedy: &format!(
+                "repair row {row} of table {table} (or restore the store from a backup), then reload (POST /-/reload or SIGHUP) to send the held messages"
+            ),
+        }
+        .emit(&self.metrics);
+        Ok(())
     }
 
     fn set_status(&self, sink: Sink, text: String) {

@@ -421,8 +421,14 @@ impl Store {
     }
 
     /// The oldest entries of the engine's queue: (queue id, event). The entry leaves the
-    /// queue in the [`super::Commit`] of the decision point that handles it.
-    pub fn queued_events(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+    /// queue in the [`super::Commit`] of the decision point that handles it. Each entry is
+    /// read on its own: one that does not read is its own [`StoreError::Corrupt`] (naming
+    /// `engine_queue` and its id, for [`Store::quarantine_queued`]), and the others are
+    /// still returned, in order.
+    pub fn queued_events(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<Result<Queued, StoreError>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
@@ -430,7 +436,7 @@ impl Store {
             )
             .ctx("engine queue")?;
         let rows = stmt.query([limit as i64]).ctx("engine queue")?;
-        super::codec::collect(rows, "engine queue", |r| {
+        super::codec::collect_each(rows, "engine queue", |r| {
             let id: i64 = r.get(0).ctx("queue id")?;
             let incident: i64 = super::codec::field(r, 1, "engine_queue", "incident_id", id)?;
             let kind: String = super::codec::field(r, 2, "engine_queue", "kind", id)?;

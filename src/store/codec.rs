@@ -122,3 +122,22 @@ pub(crate) fn collect<T>(
     }
     Ok(out)
 }
+
+/// Reads every row of a query through `map`, one result per row: a row that does not parse
+/// ([`StoreError::Corrupt`]) is that row's error and the rows after it are still read; any
+/// other error (the query itself failing) fails the whole read.
+pub(crate) fn collect_each<T>(
+    mut rows: rusqlite::Rows<'_>,
+    what: &'static str,
+    mut map: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<Result<T, StoreError>>, StoreError> {
+    use super::Ctx;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().ctx(what)? {
+        match map(r) {
+            Err(e) if e.damaged_row().is_none() => return Err(e),
+            read => out.push(read),
+        }
+    }
+    Ok(out)
+}

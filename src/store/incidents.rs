@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::codec::{collect, field, Json, Ts};
+use super::codec::{collect, collect_each, field, Json, Ts};
 use super::{body, ts, ts_serde, Ctx, Store, StoreError};
 use crate::alert::Labels;
 use crate::domain::{Contact, IncidentState, Phase, Priority};
@@ -242,8 +242,12 @@ impl Store {
             .ctx("incidents in phase")
     }
 
-    /// Open, unacknowledged incidents that matched a rule (the escalation timers' work).
-    pub fn escalation_candidates(&self) -> Result<Vec<IncidentRecord>, StoreError> {
+    /// Open, unacknowledged incidents that matched a rule (the escalation timers' work). Each
+    /// is read on its own: a damaged one is its own [`StoreError::Corrupt`] and the others
+    /// are still returned.
+    pub fn escalation_candidates(
+        &self,
+    ) -> Result<Vec<Result<IncidentRecord, StoreError>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
@@ -251,7 +255,7 @@ impl Store {
             ))
             .ctx("escalation candidates")?;
         let rows = stmt.query([]).ctx("escalation candidates")?;
-        collect(rows, "escalation candidates", incident_row)
+        collect_each(rows, "escalation candidates", incident_row)
     }
 
     /// How many incidents of this fingerprint started at or after `since` (flapping).

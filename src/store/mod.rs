@@ -2,7 +2,8 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `codec` (how typed values are written).
+//! `intake`/`apply` (webhooks stored and applied), `quarantine` (damaged rows set aside),
+//! `codec` (how typed values are written).
 //!
 //! One connection behind a mutex serves the whole process:
 //! - the intake writer, a dedicated OS thread that takes webhook bodies from a channel and
@@ -25,7 +26,11 @@
 //! alert or a started runbook.
 //!
 //! Rows are read into typed records; a value that does not parse is
-//! [`StoreError::Corrupt`] naming the table and the row, never a default.
+//! [`StoreError::Corrupt`] naming the table and the row, never a default. The batches the
+//! service works through (the engine's queue, the due outbox, the escalation candidates) are
+//! read row by row, so that one damaged row is an error of its own and not of the batch: the
+//! caller sets it aside ([`Store::quarantine_queued`], [`Store::quarantine_row`], a held
+//! message) and goes on with the rest.
 
 pub(crate) mod apply;
 pub mod body;
@@ -35,6 +40,7 @@ mod incidents;
 mod intake;
 mod journal;
 mod outbox;
+mod quarantine;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +55,7 @@ pub use incidents::{IncidentPage, IncidentRecord, MAX_PAGE};
 pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
+pub use quarantine::{QuarantineRecord, Quarantined};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "remediator.db";
@@ -103,6 +110,17 @@ pub enum StoreError {
     #[cfg(test)]
     #[error("injected failure at commit {0}")]
     Injected(usize),
+}
+
+impl StoreError {
+    /// The table and id of the row a [`StoreError::Corrupt`] names: a row that no retry will
+    /// read, to be set aside so that the rest goes on. `None` for every other error.
+    pub fn damaged_row(&self) -> Option<(&'static str, i64)> {
+        match self {
+            StoreError::Corrupt { table, id, .. } => Some((table, *id)),
+            _ => None,
+        }
+    }
 }
 
 trait Ctx<T> {

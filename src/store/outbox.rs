@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Row};
 use serde::Serialize;
 
-use super::codec::{collect, field, Json, Ts};
+use super::codec::{collect, collect_each, field, Json, Ts};
 use super::{ts, ts_serde, Ctx, Store, StoreError};
 use crate::domain::{Notice, Sink};
 
@@ -62,28 +62,44 @@ fn outbox_row(r: &Row<'_>) -> Result<OutboxRow, StoreError> {
 
 impl Store {
     /// For each incident, its oldest undelivered notice for `sink` if it is due: later ones
-    /// wait behind it, so an incident's notices go out in order.
+    /// wait behind it, so an incident's notices go out in order. The due ids are chosen from
+    /// plain columns first, then each row is read on its own: one whose notice (or any other
+    /// column) does not read is its own [`StoreError::Corrupt`], for the caller to hold
+    /// ([`Store::outbox_block`]), and the other incidents' notices are still returned.
     pub fn due_outbox(
         &self,
         sink: Sink,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+    ) -> Result<Vec<Result<OutboxRow, StoreError>>, StoreError> {
         let conn = self.conn();
+        let ids: Vec<i64> = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.id FROM outbox o
+                     WHERE o.sink = ?1 AND o.delivered_at IS NULL AND o.blocked = 0
+                       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?2)
+                       AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.incident_id = o.incident_id
+                                       AND p.delivered_at IS NULL AND p.id < o.id)
+                     ORDER BY o.id LIMIT ?3",
+                )
+                .ctx("due outbox")?;
+            let rows = stmt
+                .query_map(params![sink, ts(now), limit as i64], |r| r.get(0))
+                .ctx("due outbox")?;
+            rows.collect::<rusqlite::Result<_>>().ctx("due outbox")?
+        };
         let mut stmt = conn
             .prepare_cached(
-                "SELECT o.id, o.incident_id, o.sink, o.notice, o.attempts, o.trace FROM outbox o
-                 WHERE o.sink = ?1 AND o.delivered_at IS NULL AND o.blocked = 0
-                   AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= ?2)
-                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.incident_id = o.incident_id
-                                   AND p.delivered_at IS NULL AND p.id < o.id)
-                 ORDER BY o.id LIMIT ?3",
+                "SELECT id, incident_id, sink, notice, attempts, trace FROM outbox WHERE id = ?1",
             )
-            .ctx("due outbox")?;
-        let rows = stmt
-            .query(params![sink, ts(now), limit as i64])
-            .ctx("due outbox")?;
-        collect(rows, "due outbox", outbox_row)
+            .ctx("due outbox row")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let rows = stmt.query([id]).ctx("due outbox row")?;
+            out.extend(collect_each(rows, "due outbox row", outbox_row)?);
+        }
+        Ok(out)
     }
 
     pub fn outbox_delivered(
@@ -117,8 +133,9 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Holds a message the sink refused for good; it and the incident's later messages wait
-    /// for [`Store::outbox_unblock_all`].
+    /// Holds a message the sink refused for good, or one that does not read (`error` is then
+    /// the [`StoreError::Corrupt`] text); it and the incident's later messages wait for
+    /// [`Store::outbox_unblock_all`].
     pub fn outbox_block(&self, msg: i64, error: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(

@@ -161,6 +161,25 @@ CREATE TABLE limits (
     per_ms INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Rows that could not be read (StoreError::Corrupt), set aside so that the rest goes on:
+-- which row of which table, the error, when, and the incident it was for. The engine-queue
+-- entry taken out for it, if any, is kept as it was stored (queue_id, kind, trace, and
+-- incident_id: untyped, copied as they are), so that once the row is repaired it can be
+-- queued again. No foreign keys: what it names may be damaged beyond reading.
+CREATE TABLE quarantine (
+    id           INTEGER PRIMARY KEY,
+    source_table TEXT NOT NULL,
+    row_id       INTEGER NOT NULL,
+    error        TEXT NOT NULL,
+    at           TEXT NOT NULL,
+    incident_id,
+    queue_id     INTEGER,
+    kind,
+    trace
+);
+CREATE INDEX quarantine_row ON quarantine (source_table, row_id);
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the

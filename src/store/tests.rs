@@ -36,7 +36,7 @@ fn ingest_at(store: &Store, body: &[u8], received: chrono::DateTime<Utc>) -> i64
 /// The engine's queue, oldest first.
 fn queued(store: &Store) -> Vec<IncidentEvent> {
     let all = store.queued_events(100).unwrap();
-    all.into_iter().map(|q| q.event).collect()
+    all.into_iter().map(|q| q.unwrap().event).collect()
 }
 
 fn open() -> (tempfile::TempDir, Store) {
@@ -92,7 +92,7 @@ fn an_acknowledged_delivery_is_already_an_incident_and_queued_once() {
     );
     let backlog = store.backlog().unwrap();
     assert_eq!((backlog.intake, backlog.engine), (0, 3));
-    let first = store.queued_events(1).unwrap()[0].id;
+    let first = store.queued_events(1).unwrap()[0].as_ref().unwrap().id;
     store.dequeue_event(first).unwrap();
     assert_eq!(store.backlog().unwrap().engine, 2);
 }
@@ -236,13 +236,17 @@ fn a_store_written_before_typed_notices_opens_and_keeps_every_row() {
     }
     assert_eq!((decisions, steps, messages), (23, 4, 35));
     // Every pending message is still due, and reads as a notice for its sink.
-    let slack = store.due_outbox(Sink::Slack, Utc::now(), 100).unwrap();
+    let due = |sink| -> Vec<OutboxRow> {
+        let rows = store.due_outbox(sink, Utc::now(), 100).unwrap();
+        rows.into_iter().map(Result::unwrap).collect()
+    };
+    let slack = due(Sink::Slack);
     // The oldest pending message of each incident that has a thread (no rule: none).
     assert_eq!(slack.len(), 3);
     assert!(slack
         .iter()
         .all(|r| matches!(&r.notice, Notice::Recorded { was, .. } if was == "opened")));
-    let pd = store.due_outbox(Sink::PagerDuty, Utc::now(), 100).unwrap();
+    let pd = due(Sink::PagerDuty);
     assert_eq!(pd.len(), 2);
     // Each keeps the role its kind had: a recorded `state` still updates the root.
     let roles: Vec<String> = store
@@ -281,7 +285,11 @@ fn rows_an_older_build_writes_after_an_upgrade_read_as_recorded_notices() {
     drop(store);
     let store = Store::open(dir.path()).unwrap();
     let due = store.due_outbox(Sink::Slack, Utc::now(), 100).unwrap();
-    let row = due.iter().find(|r| r.incident_id == 4).unwrap();
+    let row = due
+        .iter()
+        .map(|r| r.as_ref().unwrap())
+        .find(|r| r.incident_id == 4)
+        .unwrap();
     assert!(matches!(&row.notice, Notice::Recorded { text, .. } if text == "resolved"));
     assert_eq!(row.notice.role(), NoticeKind::State);
 }
@@ -331,4 +339,216 @@ fn a_store_of_a_newer_schema_is_refused_read_only_or_not() {
             "{err}"
         );
     }
+}
+
+/// The incidents' ids, oldest first.
+fn incident_ids(store: &Store) -> Vec<i64> {
+    let page = store.list_incidents(None, None, 100).unwrap();
+    page.incidents.iter().rev().map(|i| i.id).collect()
+}
+
+#[test]
+fn a_damaged_queue_entry_is_its_own_error_and_leaves_for_the_quarantine_whole() {
+    let (_dir, store) = open();
+    for starts in 0..3 {
+        ingest(&store, &body("firing", starts));
+    }
+    let incidents = incident_ids(&store);
+    let queue: Vec<i64> = store
+        .queued_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.unwrap().id)
+        .collect();
+    store
+        .conn()
+        .execute(
+            "UPDATE engine_queue SET trace = x'00ff' WHERE id = ?1",
+            [queue[1]],
+        )
+        .unwrap();
+
+    let entries = store.queued_events(10).unwrap();
+    assert_eq!(entries.len(), 3, "the others still read, in order");
+    assert_eq!(entries[0].as_ref().unwrap().id, queue[0]);
+    assert_eq!(entries[2].as_ref().unwrap().id, queue[2]);
+    let err = entries[1].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("engine_queue", queue[1])));
+    let error = err.to_string();
+    assert!(
+        error.starts_with(&format!(
+            "row {} of table engine_queue is damaged (column trace:",
+            queue[1]
+        )),
+        "{error}"
+    );
+
+    let now = Utc::now();
+    let n = store
+        .quarantine_queued(queue[1], "engine_queue", queue[1], &error, now)
+        .unwrap()
+        .expect("quarantined");
+    let left: Vec<i64> = store
+        .queued_events(10)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.unwrap().id)
+        .collect();
+    assert_eq!(left, [queue[0], queue[2]]);
+    let q = store.quarantined(10).unwrap();
+    assert_eq!(
+        q,
+        Quarantined {
+            count: 1,
+            latest: vec![QuarantineRecord {
+                id: n,
+                source_table: "engine_queue".into(),
+                row_id: queue[1],
+                error: error.clone(),
+                at: parse_ts(&ts(now)).unwrap(),
+                incident_id: Some(incidents[1]),
+                queue_id: Some(queue[1]),
+            }],
+        }
+    );
+    assert_eq!(
+        store
+            .quarantine_queued(queue[1], "engine_queue", queue[1], &error, now)
+            .unwrap(),
+        None,
+        "an entry no longer queued is not quarantined twice"
+    );
+
+    // The way back that the log gives, once the row is repaired.
+    store
+        .conn()
+        .execute_batch(&format!(
+            "UPDATE quarantine SET trace = NULL WHERE id = {n};
+             INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n};
+             DELETE FROM quarantine WHERE id = {n};"
+        ))
+        .unwrap();
+    assert_eq!(
+        queued(&store),
+        [
+            IncidentEvent::Opened(incidents[0]),
+            IncidentEvent::Opened(incidents[2]),
+            IncidentEvent::Opened(incidents[1]),
+        ],
+        "queued again, last"
+    );
+    assert_eq!(store.quarantined(10).unwrap().count, 0);
+}
+
+#[test]
+fn a_damaged_notice_is_its_own_error_and_once_held_only_its_incident_waits() {
+    use crate::domain::{Notice, Sink};
+    let (_dir, store) = open();
+    ingest(&store, &body("firing", 0));
+    ingest(&store, &body("firing", 1));
+    let (a, b) = (incident_ids(&store)[0], incident_ids(&store)[1]);
+    for (id, text) in [(a, "a1"), (a, "a2"), (b, "b1")] {
+        let mut c = Commit::new(id, Utc::now());
+        c.notice(Sink::Slack, Notice::Message { text: text.into() });
+        store.commit(&c).unwrap();
+    }
+    let a1 = store.messages(a).unwrap()[0].id;
+    store
+        .conn()
+        .execute("UPDATE outbox SET notice = '{not json' WHERE id = ?1", [a1])
+        .unwrap();
+
+    let due = store.due_outbox(Sink::Slack, Utc::now(), 10).unwrap();
+    assert_eq!(due.len(), 2, "a2 waits behind a1");
+    let err = due[0].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("outbox", a1)));
+    let error = err.to_string();
+    assert!(
+        error.starts_with(&format!(
+            "row {a1} of table outbox is damaged (column notice:"
+        )),
+        "{error}"
+    );
+    let b1 = due[1].as_ref().unwrap();
+    assert_eq!(b1.incident_id, b);
+    assert!(matches!(&b1.notice, Notice::Message { text } if text == "b1"));
+
+    // Held as a refusal is: shown with its error, its incident's later messages behind it.
+    store.outbox_block(a1, &error).unwrap();
+    let held = store.outbox_blocked().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        (held[0].sink, held[0].error.as_str(), held[0].messages),
+        (Sink::Slack, error.as_str(), 1)
+    );
+    let due: Vec<i64> = store
+        .due_outbox(Sink::Slack, Utc::now(), 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap().id)
+        .collect();
+    assert_eq!(due, [b1.id]);
+}
+
+#[test]
+fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_read() {
+    use crate::domain::Priority;
+    let (_dir, store) = open();
+    ingest(&store, &body("firing", 0));
+    ingest(&store, &body("firing", 1));
+    let (a, b) = (incident_ids(&store)[0], incident_ids(&store)[1]);
+    for id in [a, b] {
+        let mut c = Commit::new(id, Utc::now());
+        c.matched(
+            "pg",
+            Priority::P1,
+            None,
+            std::time::Duration::from_secs(1800),
+            vec![],
+        );
+        store.commit(&c).unwrap();
+    }
+    store
+        .conn()
+        .execute(
+            "UPDATE incidents SET labels = '{not json' WHERE id = ?1",
+            [a],
+        )
+        .unwrap();
+    let candidates = store.escalation_candidates().unwrap();
+    assert_eq!(candidates.len(), 2);
+    let err = candidates[0].as_ref().unwrap_err();
+    assert_eq!(err.damaged_row(), Some(("incidents", a)));
+    assert_eq!(candidates[1].as_ref().unwrap().id, b);
+
+    // Passed over where it stands: recorded once, however often it is met.
+    let error = err.to_string();
+    let now = Utc::now();
+    assert!(store
+        .quarantine_row("incidents", a, &error, Some(a), now)
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .quarantine_row("incidents", a, &error, Some(a), now)
+            .unwrap(),
+        None
+    );
+    let q = store.quarantined(10).unwrap();
+    assert_eq!(q.count, 1);
+    assert_eq!(
+        (q.latest[0].incident_id, q.latest[0].queue_id),
+        (Some(a), None)
+    );
+
+    store
+        .conn()
+        .execute(
+            "INSERT INTO tiers_fired (incident_id, tier, at) VALUES (?1, 'second', ?2)",
+            rusqlite::params![b, ts(now)],
+        )
+        .unwrap();
+    let err = store.fired_tiers(b).unwrap_err();
+    assert_eq!(err.damaged_row().map(|(t, _)| t), Some("tiers_fired"));
+    assert!(err.to_string().contains("column tier"), "{err}");
 }

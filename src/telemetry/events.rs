@@ -386,6 +386,49 @@ impl InternalEvent for NoticeRefused<'_> {
     }
 }
 
+/// A row that does not read (`StoreError::Corrupt`) was set aside so that the rest goes on:
+/// an engine-queue entry quarantined, an incident passed over by the escalation timers or
+/// crash recovery, an outbox message held. Call sites: `Engine::process_pending` (inside
+/// `incident` when the entry read), `Engine::escalation_tick`, `Engine::recover`,
+/// `Deliverer::deliver_due`. Metric `quarantined_rows{table}`; error log naming the row, what
+/// was done and what to do; span `outcome` = `quarantined`, error status.
+#[derive(Debug, Clone, Copy)]
+pub struct RowQuarantined<'a> {
+    /// The damaged row's table and id there.
+    pub table: &'a str,
+    pub row_id: i64,
+    /// The incident it was for, when known.
+    pub incident_id: Option<i64>,
+    /// The engine-queue entry taken out for it, if any.
+    pub queue_id: Option<i64>,
+    /// The `StoreError::Corrupt` text.
+    pub error: &'a str,
+    /// What was done with it.
+    pub done: &'a str,
+    /// What a person should do.
+    pub remedy: &'a str,
+}
+
+impl InternalEvent for RowQuarantined<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        tracing::error!(
+            table = self.table,
+            row = self.row_id,
+            incident = self.incident_id,
+            queue_id = self.queue_id,
+            error = self.error,
+            done = self.done,
+            remedy = self.remedy,
+            "damaged row set aside: {}; {}",
+            self.done,
+            self.remedy
+        );
+        metrics.quarantined(self.table);
+        Span::current().record("outcome", "quarantined");
+        failed(self.error);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,10 +4,10 @@
 //! | span | parent | fields (recorded by) |
 //! |---|---|---|
 //! | `delivery` | the sender's `traceparent` header, else none (a new trace) | `delivery.id`, `alerts`, `alerts.firing`, `alerts.resolved` ([`DeliveryStored`]); `http.response.status_code`, `outcome` = `stored`\|`rejected`\|`unavailable` ([`WebhookAnswered`]) |
-//! | `incident` | the `traceparent` stored with the queued incident (the `delivery`) | `incident.id` (given); `fingerprint`, `alertname`, `rule` ([`IncidentOpened`], [`IncidentResolved`]); `outcome` = the runbook's ([`RunbookEnded`]), `no_rule`, or `resolved` |
+//! | `incident` | the `traceparent` stored with the queued incident (the `delivery`) | `incident.id` (given); `fingerprint`, `alertname`, `rule` ([`IncidentOpened`], [`IncidentResolved`]); `outcome` = the runbook's ([`RunbookEnded`]), `no_rule`, `resolved`, or `quarantined` ([`RowQuarantined`]: a row it needed does not read) |
 //! | `guards` | `incident` | `guard.<name>` = `continue`\|`skip` for each guard, and on a skip `outcome` = `skip`, `guard`, `reason` ([`GuardDecided`]); else `outcome` = `continue` ([`GuardsPassed`]) |
 //! | `step` | `incident` | `step.phase` (`main`\|`on_failure`), `step.seq`, `step.kind` ([`StepStarted`]); `outcome` = `ok`\|`failed`\|`timed_out`, `step.duration_ms` ([`StepEnded`]) |
-//! | `notify` | the `traceparent` stored with the outbox row (the `step` or `incident` that queued it) | `sink` (`slack`\|`pagerduty`), `notice.kind`, `message.id`, `incident.id`, `attempt` (given); `outcome` = `delivered`\|`retry`\|`refused`, `error` ([`NoticeDelivered`], [`NoticeRetried`], [`NoticeRefused`]) |
+//! | `notify` | the `traceparent` stored with the outbox row (the `step` or `incident` that queued it) | `sink` (`slack`\|`pagerduty`), `notice.kind`, `message.id`, `incident.id`, `attempt` (given); `outcome` = `delivered`\|`retry`\|`refused`, `error` ([`NoticeDelivered`], [`NoticeRetried`], [`NoticeRefused`]), or `quarantined` when its incident does not read ([`RowQuarantined`]) |
 //!
 //! Every span also carries the fields of the log lines emitted inside it as span events.
 //! A failed step, a refused or retried notice and a 5xx answer set the span's status to
@@ -27,6 +27,7 @@
 //! [`NoticeDelivered`]: super::events::NoticeDelivered
 //! [`NoticeRetried`]: super::events::NoticeRetried
 //! [`NoticeRefused`]: super::events::NoticeRefused
+//! [`RowQuarantined`]: super::events::RowQuarantined
 
 use tracing::field::Empty;
 use tracing::Span;

@@ -220,6 +220,10 @@ async fn health_readiness_and_metrics() {
     let (code, ready) = app.get_json("/-/ready").await;
     assert_eq!(code, 200);
     assert_eq!(ready["checks"]["store"], "ok");
+    assert_eq!(
+        ready["checks"]["quarantined"],
+        json!({"count": 0, "latest": []})
+    );
     app.post_hook(fixture("high-queue-depth-firing.json")).await;
     app.client
         .post(format!("{}/hooks/alertmanager", app.addr))
@@ -269,6 +273,54 @@ async fn a_broken_store_answers_503_and_records_nothing() {
     let (code, ready) = app.get_json("/-/ready").await;
     assert_eq!(code, 503, "{ready}");
     drop(conn);
+}
+
+#[tokio::test]
+async fn a_damaged_queue_entry_is_quarantined_shown_and_the_next_incident_is_handled() {
+    let app = spawn_app().await;
+    // A queue entry that does not read (a stand-in for a damaged page), past the store's
+    // foreign key.
+    let conn =
+        rusqlite::Connection::open(app.data_path().join(remediator::store::DB_FILE)).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO engine_queue (incident_id, kind, trace) VALUES (999, 'opened', x'00ff');",
+    )
+    .unwrap();
+    drop(conn);
+    app.post_hook(fixture("high-queue-depth-firing.json")).await;
+    eventually(10, "the incident behind it handled", || async {
+        let list = app.incidents().await;
+        (list.len() == 1 && list[0]["phase"] != "new").then_some(())
+    })
+    .await;
+    let (code, ready) = app.get_json("/-/ready").await;
+    assert_eq!(code, 200, "still ready: the rest works");
+    assert_eq!(ready["ready"], true);
+    let q = &ready["checks"]["quarantined"];
+    assert_eq!(q["count"], 1, "{ready}");
+    assert_eq!(q["latest"][0]["source_table"], "engine_queue");
+    assert_eq!(q["latest"][0]["incident_id"], 999);
+    assert!(
+        q["latest"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("of table engine_queue is damaged (column trace:"),
+        "{ready}"
+    );
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("remediator_quarantined_rows_total{table=\"engine_queue\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
