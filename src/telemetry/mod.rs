@@ -96,9 +96,11 @@ pub fn init(format: &str, level: &str) -> Telemetry {
         Err(e) => (None, Some(e)),
     };
     let layer = traces.as_ref().map(otlp::Traces::layer);
+    // The log level filters the log lines only (a per-layer filter): the spans of the hot
+    // paths (`delivery`, `notify`) are debug spans, so with no exporter and logs at info
+    // nothing wants them and they cost nothing; the exporter's own filter takes them.
     let installed = tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
+        .with(logs.with_filter(filter))
         .with(layer)
         .try_init()
         .is_ok();

@@ -37,7 +37,8 @@ use super::trace_context;
 /// One webhook request (`POST /hooks/alertmanager`), continuing the sender's trace when its
 /// `traceparent` header is given.
 pub fn delivery(traceparent: Option<&str>) -> Span {
-    let span = tracing::info_span!(
+    // A debug span: one per webhook, wanted only by an exporter (see `telemetry::init`).
+    let span = tracing::debug_span!(
         "delivery",
         otel.kind = "server",
         delivery.id = Empty,
@@ -99,7 +100,8 @@ pub struct Outgoing<'a> {
 /// One attempt at sending one outbox message to Slack or PagerDuty; `traceparent` is the one
 /// stored with the message.
 pub fn notify(traceparent: Option<&str>, out: Outgoing<'_>) -> Span {
-    let span = tracing::info_span!(
+    // A debug span: one per message sent, wanted only by an exporter.
+    let span = tracing::debug_span!(
         "notify",
         otel.kind = "client",
         sink = out.sink,
