@@ -20,10 +20,12 @@
 //! use a recording executor and tokio's paused clock. It emits typed [`Notice`]s; `notify`
 //! renders them.
 
+mod escalation;
 mod executor;
 pub mod guards;
 pub mod limits;
 pub mod plan;
+mod recovery;
 mod runbook;
 
 use std::collections::{HashMap, HashSet};
@@ -203,69 +205,6 @@ impl Engine {
         self.wait_idle().await;
     }
 
-    /// Picks up after a crash (see the module documentation): one commit per incident.
-    /// Incidents an older version matched get the RTO and told list their thread's root
-    /// shows, from the rules in force.
-    pub fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        let rules = self.rules();
-        for id in self.store.incidents_missing_match_facts()? {
-            let Some(inc) = self.store.incident(id)? else {
-                continue;
-            };
-            let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
-                continue;
-            };
-            let priority = inc.priority.unwrap_or(rule.priority);
-            let told = plan::contacts(
-                &rules,
-                rules
-                    .escalation
-                    .policy(priority)
-                    .notify
-                    .iter()
-                    .chain([&rule.owner]),
-            );
-            let mut c = Commit::new(id, now);
-            c.matched(&rule.name, priority, inc.target.clone(), rule.rto, told);
-            self.store.commit(&c)?;
-        }
-        for id in self.store.incidents_in_phase(Phase::Remediating)? {
-            let inc = match self.store.incident(id) {
-                Ok(Some(inc)) => inc,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.pass_over(
-                        e,
-                        Some(id),
-                        "crash recovery passed over it: it stays `remediating`, not marked interrupted, and nobody is paged for it",
-                        "the next start marks it interrupted and pages for it",
-                    )?;
-                    continue;
-                }
-            };
-            let mut c = Commit::new(id, now);
-            c.interrupt_running_steps()
-                .finish_run(RunOutcome::Interrupted)
-                .phase(Phase::Interrupted)
-                .decision(
-                    DecisionKind::Recovery,
-                    Verdict::Skip,
-                    "the service restarted while this runbook ran; it is not run again, a human takes over",
-                );
-            let who = paged(&rules, &inc);
-            let page = self.page(
-                &mut c,
-                &inc,
-                who,
-                "the runbook was interrupted by a restart of remediator",
-            );
-            self.store.commit(&c)?;
-            page.sent(&self.metrics);
-        }
-        Ok(())
-    }
-
     /// Acts on everything the intake queued (incidents opened, incidents resolved), oldest
     /// first; each entry leaves the queue in the commit that handles it, so a crash resumes
     /// with the entry it was on. An entry that cannot be handled because a row does not read
@@ -315,91 +254,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Takes queue entry `queue_id` out of the queue into the quarantine, in one transaction,
-    /// because handling it met the damaged row that `e` names; says so.
-    fn quarantine_entry(
-        &self,
-        queue_id: i64,
-        incident: Option<i64>,
-        e: &StoreError,
-    ) -> Result<(), StoreError> {
-        let Some((table, row)) = e.damaged_row() else {
-            return Ok(());
-        };
-        let error = e.to_string();
-        let Some(n) =
-            self.store
-                .quarantine_queued(queue_id, table, row, &error, self.clock.now())?
-        else {
-            return Ok(());
-        };
-        RowQuarantined {
-            table,
-            row_id: row,
-            incident_id: incident.or((table == "incidents").then_some(row)),
-            queue_id: Some(queue_id),
-            error: &error,
-            done: &format!(
-                "engine queue entry {queue_id} is not handled: it moved to quarantine row {n}, and the engine goes on with the next"
-            ),
-            remedy: &format!(
-                "repair row {row} of table {table} (or restore the store from a backup), then queue the entry again: \
-                 INSERT INTO engine_queue (incident_id, kind, trace) SELECT incident_id, kind, trace FROM quarantine WHERE id = {n}; \
-                 DELETE FROM quarantine WHERE id = {n}"
-            ),
-        }
-        .emit(&self.metrics);
-        Ok(())
-    }
-
-    /// A damaged row that `e` names is passed over where it stands (`done`): recorded in the
-    /// quarantine and told once per process. Any other error is returned.
-    fn pass_over(
-        &self,
-        e: StoreError,
-        incident: Option<i64>,
-        done: &str,
-        then: &str,
-    ) -> Result<(), StoreError> {
-        let Some((table, row)) = e.damaged_row() else {
-            return Err(e);
-        };
-        let first = self
-            .passed_over
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((table, row));
-        if !first {
-            return Ok(());
-        }
-        let error = e.to_string();
-        let incident = incident.or((table == "incidents").then_some(row));
-        if let Err(e) = self
-            .store
-            .quarantine_row(table, row, &error, incident, self.clock.now())
-        {
-            // Told next time, when the quarantine may be written.
-            self.passed_over
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(table, row));
-            return Err(e);
-        }
-        RowQuarantined {
-            table,
-            row_id: row,
-            incident_id: incident,
-            queue_id: None,
-            error: &error,
-            done,
-            remedy: &format!(
-                "repair row {row} of table {table} (or restore the store from a backup); {then}"
-            ),
-        }
-        .emit(&self.metrics);
-        Ok(())
     }
 
     /// Waits for every runbook started so far to end.
@@ -673,110 +527,6 @@ impl Engine {
             incident: inc.id,
             text,
         }
-    }
-
-    /// Records who acknowledged; stops the escalation tiers. `None` when there is no such
-    /// incident, `Some(false)` when it was already acknowledged.
-    pub fn acknowledge(
-        &self,
-        id: i64,
-        by: &str,
-        slack_user: Option<&str>,
-    ) -> Result<Option<bool>, StoreError> {
-        let now = self.clock.now();
-        if self.store.incident(id)?.is_none() {
-            return Ok(None);
-        }
-        let notice = Notice::Acknowledged {
-            by: by.to_owned(),
-            slack_user: slack_user.map(str::to_owned),
-        };
-        let mut c = Commit::new(id, now);
-        c.acknowledge(by)
-            .decision(DecisionKind::Ack, Verdict::Continue, &notice.summary())
-            .notice(Sink::Slack, notice.clone())
-            .notice(
-                Sink::Slack,
-                Notice::State {
-                    change: StateChange::Acknowledged,
-                },
-            );
-        c.follow_up(notice);
-        match self.store.commit(&c) {
-            Ok(()) => Ok(Some(true)),
-            Err(StoreError::AlreadyAcknowledged(_)) => Ok(Some(false)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Fires the escalation tiers that are due: open, unacknowledged incidents, timed from
-    /// when the incident opened as a share of the rule's RTO (or a delay). Fired tiers are
-    /// stored with their decision and notice, so a restart neither loses a timer nor fires
-    /// one twice. An incident that does not read is passed over (quarantined, told once).
-    pub fn escalation_tick(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now();
-        let rules = self.rules();
-        let mut fired = 0;
-        // A damaged incident (or fired tier) is passed over; the others still escalate.
-        let pass_over = |e, incident| {
-            self.pass_over(
-                e,
-                incident,
-                "the escalation timers pass over this incident: no tier fires for it",
-                "its tiers fire once it reads",
-            )
-        };
-        for candidate in self.store.escalation_candidates()? {
-            let inc = match candidate {
-                Ok(inc) => inc,
-                Err(e) => {
-                    pass_over(e, None)?;
-                    continue;
-                }
-            };
-            let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
-                continue;
-            };
-            let priority = inc.priority.unwrap_or(rule.priority);
-            let done = match self.store.fired_tiers(inc.id) {
-                Ok(done) => done,
-                Err(e) => {
-                    pass_over(e, Some(inc.id))?;
-                    continue;
-                }
-            };
-            let mut c = Commit::new(inc.id, now);
-            let mut n = 0;
-            for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {
-                if tier.customer_impacting_only && !rule.customer_impacting {
-                    continue;
-                }
-                let delay = tier.after.delay(rule.rto);
-                let due = inc.first_seen + chrono::Duration::from_std(delay).unwrap_or_default();
-                if now < due || done.contains(&i) {
-                    continue;
-                }
-                let notice = Notice::Tier {
-                    tier: i,
-                    who: plan::contacts(&rules, &tier.notify),
-                    after: delay,
-                    share: match tier.after {
-                        TierAfter::RtoShare(f) => Some(f),
-                        TierAfter::Delay(_) => None,
-                    },
-                    rto: rule.rto,
-                };
-                c.fire_tier(i)
-                    .decision(DecisionKind::Tier, Verdict::Continue, &notice.summary())
-                    .notice(Sink::Slack, notice);
-                n += 1;
-            }
-            if n > 0 {
-                self.store.commit(&c)?;
-                fired += n;
-            }
-        }
-        Ok(fired)
     }
 
     /// Frees the target when a runbook ends.
