@@ -135,19 +135,11 @@ fn serve_refuses_broken_rules_and_prints_each_error_once() {
     assert_eq!(printed, want);
 }
 
-#[test]
-fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
-    let data = tempfile::tempdir().unwrap();
+/// `simulate -o json --labels LABELS --data-dir DIR`, which must succeed, as JSON.
+fn simulate_json(labels: &str, data_dir: &std::path::Path) -> Value {
     let out = bin()
-        .args([
-            "simulate",
-            "-o",
-            "json",
-            "--labels",
-            "alertname=ServiceDown,service=redis",
-            "--data-dir",
-        ])
-        .arg(data.path())
+        .args(["simulate", "-o", "json", "--labels", labels, "--data-dir"])
+        .arg(data_dir)
         .output()
         .unwrap();
     assert!(
@@ -155,7 +147,13 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
+    let data = tempfile::tempdir().unwrap();
+    let v = simulate_json("alertname=ServiceDown,service=redis", data.path());
     let s = &v["simulated"][0];
     assert_eq!(s["rule"], "single-service-failure");
     assert_eq!(
@@ -545,24 +543,7 @@ fn simulate_reads_a_populated_store_and_changes_not_one_byte() {
         assert_eq!(page.incidents.len(), 4);
     }
     let before = files(data.path());
-    let out = bin()
-        .args([
-            "simulate",
-            "-o",
-            "json",
-            "--labels",
-            "alertname=PostgresDown,service=postgres",
-            "--data-dir",
-        ])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = simulate_json("alertname=PostgresDown,service=postgres", data.path());
     assert_eq!(v["simulated"][0]["rule"], "postgres-down");
     assert_eq!(v["simulated"][0]["match"]["guard"], "match");
     assert_eq!(files(data.path()), before, "simulate changed the store");

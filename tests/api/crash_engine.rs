@@ -95,28 +95,6 @@ fn burst(n: u64) -> String {
     payload("Burst", &format!("t{n}"), &burst_fp(n))
 }
 
-/// Every incident, through the pages of the list; `None` when the service does not answer
-/// (the helpers' `all_incidents` fails the test instead).
-async fn try_all_incidents(client: &reqwest::Client, base: &str) -> Option<Vec<Value>> {
-    let mut out = Vec::new();
-    let mut before = String::new();
-    loop {
-        let v: Value = client
-            .get(format!("{base}/api/v1/incidents?limit=100{before}"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        out.extend(v["incidents"].as_array()?.iter().cloned());
-        match v["next"].as_i64() {
-            Some(next) => before = format!("&before={next}"),
-            None => return Some(out),
-        }
-    }
-}
-
 async fn detail(client: &reqwest::Client, base: &str, id: i64) -> Option<Value> {
     client
         .get(format!("{base}/api/v1/incidents/{id}"))
@@ -133,7 +111,7 @@ async fn detail(client: &reqwest::Client, base: &str, id: i64) -> Option<Value> 
 async fn in_wait_step(client: &reqwest::Client, base: &str, fingerprint: &str) -> i64 {
     let what = format!("the slow incident {fingerprint} in its wait step");
     eventually(20, &what, || async {
-        let list = try_all_incidents(client, base).await?;
+        let list = try_all_incidents(client, base, None, "").await?;
         let id = list.iter().find(|i| i["fingerprint"] == fingerprint)?["id"].as_i64()?;
         let d = detail(client, base, id).await?;
         let phase = d["phase"].as_str()?;
@@ -242,7 +220,7 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
         60,
         "every acknowledged alert decided, none new or remediating",
         || async {
-            let list = try_all_incidents(&client, &base).await?;
+            let list = try_all_incidents(&client, &base, None, "").await?;
             let have: HashSet<String> = list
                 .iter()
                 .filter_map(|i| i["fingerprint"].as_str().map(str::to_owned))

@@ -17,6 +17,19 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 /// The batch processor's thread (`OpenTelemetry.Traces.BatchProcessor`, cut to 15 bytes).
 const EXPORTER_THREAD: &str = "OpenTelemetry.T";
 
+/// A receiver, and the service exporting to it with `batch_delay_ms` between batches, up.
+async fn exporting_service(batch_delay_ms: &str) -> (OtlpReceiver, Service, reqwest::Client) {
+    let receiver = OtlpReceiver::start();
+    let endpoint = receiver.endpoint();
+    let service = Service::spawn(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", batch_delay_ms),
+    ]);
+    let client = reqwest::Client::new();
+    service.wait_healthy(&client).await;
+    (receiver, service, client)
+}
+
 /// Posts a PostgresDown firing as a traced caller would: with its `traceparent`.
 async fn post_traced(client: &reqwest::Client, service: &Service) -> reqwest::Response {
     client
@@ -31,15 +44,8 @@ async fn post_traced(client: &reqwest::Client, service: &Service) -> reqwest::Re
 
 #[tokio::test]
 async fn otlp_the_delivery_span_continues_the_callers_trace_and_is_flushed_on_sigterm() {
-    let receiver = OtlpReceiver::start();
-    let endpoint = receiver.endpoint();
     // Ten minutes between batches: what arrives below was sent by the shutdown flush.
-    let mut service = Service::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-    ]);
-    let client = reqwest::Client::new();
-    service.wait_healthy(&client).await;
+    let (receiver, mut service, client) = exporting_service("600000").await;
     assert!(
         service.threads().iter().any(|t| t == EXPORTER_THREAD),
         "an endpoint is set, so the exporter runs: {:?}",
@@ -148,14 +154,7 @@ async fn otlp_no_endpoint_set_means_no_exporter_and_no_thread() {
 /// outbox (both carry the `traceparent` in the store).
 #[tokio::test]
 async fn otlp_one_alerts_remediation_is_one_span_tree_from_delivery_to_each_notice() {
-    let receiver = OtlpReceiver::start();
-    let endpoint = receiver.endpoint();
-    let mut service = Service::spawn(&[
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-    ]);
-    let client = reqwest::Client::new();
-    service.wait_healthy(&client).await;
+    let (receiver, mut service, client) = exporting_service("200").await;
     let r = post_traced(&client, &service).await;
     assert_eq!(r.status(), 200);
     // No compose project is set, so the shipped postgres rule's steps fail, on_failure runs
