@@ -70,7 +70,7 @@ impl Application {
         let engine = Engine::new(
             store.clone(),
             rules.clone(),
-            executor,
+            crate::engine::Outside::new(executor),
             clock.clone(),
             settings.engine.clone(),
             metrics.clone(),

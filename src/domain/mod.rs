@@ -8,12 +8,14 @@
 
 pub mod clock;
 pub mod duration;
+pub mod hold;
 pub mod limit;
 pub mod notice;
 pub mod phase;
 pub mod priority;
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use hold::{AlertNow, DeployAction, DeployFact, PauseFact, WindowFact};
 pub use limit::LimitState;
 pub use notice::{
     Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,

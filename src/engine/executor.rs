@@ -5,7 +5,10 @@
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use crate::alert::Labels;
+use crate::domain::{AlertNow, DeployFact};
 use crate::rules::{StepKind, TargetRef};
 
 /// What a step acts on and for whom.
@@ -59,5 +62,50 @@ impl StepExecutor for NoDocker {
             "{}: no compose project is configured (docker.project, REMEDIATOR_DOCKER__PROJECT), so remediator touches no container",
             step.name()
         )))
+    }
+}
+
+/// Deploys of the compose project's services, as Docker's event stream shows them. The feed is
+/// advisory: it informs the deploy guard, never the only view of a container's state.
+pub trait DeployWatch: Send + Sync {
+    /// The latest deploy of `service` (created, recreated, renamed, destroyed) within the
+    /// deploy grace before `now`.
+    fn recent(&self, service: &str, now: DateTime<Utc>) -> Option<DeployFact>;
+}
+
+/// No event stream (no Docker configured, or in tests): no deploy is ever seen.
+pub struct NoDeploys;
+
+impl DeployWatch for NoDeploys {
+    fn recent(&self, _service: &str, _now: DateTime<Utc>) -> Option<DeployFact> {
+        None
+    }
+}
+
+/// Alertmanager's current view of an alert, asked just before a runbook's first destructive
+/// step. The error says why no peer answered.
+#[async_trait]
+pub trait AlertCheck: Send + Sync {
+    async fn current(&self, labels: &Labels) -> Result<AlertNow, String>;
+}
+
+/// What the engine asks of the world outside the store: the steps, the deploys seen, and
+/// Alertmanager.
+#[derive(Clone)]
+pub struct Outside {
+    pub steps: std::sync::Arc<dyn StepExecutor>,
+    pub deploys: std::sync::Arc<dyn DeployWatch>,
+    /// `None` when no Alertmanager is configured (`alertmanager.urls`): nothing is re-checked.
+    pub alertmanager: Option<std::sync::Arc<dyn AlertCheck>>,
+}
+
+impl Outside {
+    /// Steps run by `steps`; no deploy seen, no Alertmanager asked.
+    pub fn new(steps: std::sync::Arc<dyn StepExecutor>) -> Outside {
+        Outside {
+            steps,
+            deploys: std::sync::Arc::new(NoDeploys),
+            alertmanager: None,
+        }
     }
 }

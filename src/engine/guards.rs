@@ -2,8 +2,10 @@
 //! engine (or `simulate`) gathered. Each returns a [`Decision`] with a reason a person can
 //! act on; the engine stores every one and stops at the first `Skip`.
 //!
-//! Order: dedup, flapping, dry-run, rate limit (rule × target), global action budget, busy
-//! target. Dry-run comes before the limiters so that it never spends their budget.
+//! Order: dedup, flapping, pause, maintenance window, deploy in progress, dry-run, rate limit
+//! (rule × target), global action budget, busy target. What people do (a pause, a window, a
+//! deploy) and dry-run come before the limiters so that they never spend their budget; none of
+//! them pages: the incident still opens, is told and escalates, only its runbook is skipped.
 //!
 //! The limiters are GCRA limiters (see [`super::limits`]) with a burst of `runs` and one run
 //! replenished per `per`. Their state is stored with each run's start, so a restart keeps it
@@ -18,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::limits::{Gcra, LimitState};
 
 use crate::domain::duration::{format as human, round_up_secs};
-use crate::domain::{DecisionKind, Verdict};
+use crate::domain::hold::until_text;
+use crate::domain::{DecisionKind, DeployFact, PauseFact, Verdict, WindowFact};
 use crate::rules::{Rule, TargetRef};
 
 /// One guard's verdict and why.
@@ -97,6 +100,12 @@ pub struct GuardFacts {
     pub budget_limit: Option<LimitState>,
     /// The incident whose runbook holds the target now.
     pub busy: Option<i64>,
+    /// A pause that covers this rule or target now.
+    pub pause: Option<PauseFact>,
+    /// A maintenance window in force now that covers this rule or target.
+    pub window: Option<WindowFact>,
+    /// A deploy of the target seen within the deploy grace.
+    pub deploy: Option<DeployFact>,
 }
 
 /// Whether to stop at the first skip (acting) or evaluate every guard (`simulate`).
@@ -144,7 +153,7 @@ pub fn evaluate(
     let budget_gcra = Gcra::new(settings.budget_runs, settings.budget_per);
     let budget_check =
         budget_gcra.check(budget_gcra.state(facts.budget_limit, &facts.all_runs), now);
-    let checks: [&dyn Fn() -> Decision; 6] = [
+    let checks: [&dyn Fn() -> Decision; 9] = [
         // dedup: another open incident of this rule and target already ran its runbook.
         &|| {
             match facts.open_run {
@@ -178,6 +187,47 @@ pub fn evaluate(
                     ),
                 )
             }
+        },
+        &|| match &facts.pause {
+            Some(p) => Decision::skip(
+                DecisionKind::Pause,
+                format!(
+                    "paused by {} until {}: {}",
+                    p.by,
+                    until_text(p.until, now),
+                    p.reason
+                ),
+                false,
+            ),
+            None => Decision::go(DecisionKind::Pause, "no pause covers it"),
+        },
+        &|| match &facts.window {
+            Some(w) => Decision::skip(
+                DecisionKind::Window,
+                match w.until {
+                    Some(until) => format!(
+                        "inside maintenance window {} (until {})",
+                        w.name,
+                        until_text(until, now)
+                    ),
+                    None => format!("inside maintenance window {}", w.name),
+                },
+                false,
+            ),
+            None => Decision::go(DecisionKind::Window, "no maintenance window in force"),
+        },
+        &|| match &facts.deploy {
+            Some(d) => Decision::skip(
+                DecisionKind::Deploy,
+                format!(
+                    "a deploy of {} is in progress (container {} {} ago)",
+                    d.service,
+                    d.action,
+                    human(round_up_secs((now - d.at).to_std().unwrap_or_default()))
+                ),
+                false,
+            ),
+            None => Decision::go(DecisionKind::Deploy, "no deploy in progress"),
         },
         &|| {
             if settings.dry_run || rule.dry_run {

@@ -46,7 +46,10 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::{spans, trace_context};
 
-pub use executor::{NoDocker, StepContext, StepError, StepExecutor, StepOutput};
+pub use executor::{
+    AlertCheck, DeployWatch, NoDeploys, NoDocker, Outside, StepContext, StepError, StepExecutor,
+    StepOutput,
+};
 pub use guards::{Decision, GuardFacts, GuardSettings, Mode};
 pub use plan::{plan, Action, FactsQuery, GuardState, Matched, Plan};
 
@@ -59,7 +62,7 @@ const BATCH: usize = 32;
 pub struct Engine {
     store: Arc<Store>,
     rules: SharedRules,
-    executor: Arc<dyn StepExecutor>,
+    outside: Outside,
     clock: Arc<dyn Clock>,
     settings: GuardSettings,
     metrics: Arc<Metrics>,
@@ -78,6 +81,7 @@ pub struct Engine {
 struct Live<'a> {
     store: &'a Store,
     busy: &'a HashMap<String, i64>,
+    deploys: &'a dyn DeployWatch,
 }
 
 impl GuardState for Live<'_> {
@@ -95,6 +99,9 @@ impl GuardState for Live<'_> {
                 .limit(&guards::rule_limit_key(q.rule, q.target))?,
             budget_limit: self.store.limit(guards::BUDGET_LIMIT_KEY)?,
             busy: self.busy.get(&key).copied(),
+            pause: None,
+            window: None,
+            deploy: q.service.and_then(|s| self.deploys.recent(s, q.now)),
         })
     }
 }
@@ -110,6 +117,7 @@ impl GuardState for Recorded<'_> {
         let mut facts = Live {
             store: self.0,
             busy: &HashMap::new(),
+            deploys: &NoDeploys,
         }
         .facts(q)?;
         facts.firings += 1;
@@ -125,7 +133,7 @@ impl Engine {
     pub fn new(
         store: Arc<Store>,
         rules: SharedRules,
-        executor: Arc<dyn StepExecutor>,
+        outside: Outside,
         clock: Arc<dyn Clock>,
         settings: GuardSettings,
         metrics: Arc<Metrics>,
@@ -134,7 +142,7 @@ impl Engine {
         Arc::new(Engine {
             store,
             rules,
-            executor,
+            outside,
             clock,
             settings,
             metrics,
@@ -299,6 +307,7 @@ impl Engine {
                 &Live {
                     store: &self.store,
                     busy: &busy,
+                    deploys: self.outside.deploys.as_ref(),
                 },
                 now,
                 Mode::Act,

@@ -26,6 +26,10 @@ pub struct FactsQuery<'a> {
     pub fingerprint: &'a str,
     pub rule: &'a str,
     pub target: &'a TargetRef,
+    /// The target's compose service, when the target is one (pauses and deploys are kept
+    /// per service).
+    pub service: Option<&'a str>,
+    pub now: DateTime<Utc>,
     pub flapping_since: DateTime<Utc>,
     pub rule_since: DateTime<Utc>,
     pub budget_since: DateTime<Utc>,
@@ -163,6 +167,11 @@ pub fn plan<'a, S: GuardState>(
         fingerprint,
         rule: &rule.name,
         target: &target,
+        service: match &target {
+            TargetRef::Service(s) => Some(s.as_str()),
+            _ => None,
+        },
+        now,
         flapping_since: ago(now, settings.flapping_window),
         rule_since: ago(now, rule.limit.per),
         budget_since: ago(now, settings.budget_per),
@@ -265,6 +274,9 @@ mod tests {
                 "match",
                 "dedup",
                 "flapping",
+                "pause",
+                "window",
+                "deploy",
                 "dry_run",
                 "rate_limit",
                 "budget",
@@ -291,7 +303,7 @@ mod tests {
         assert_eq!(act.decisions.len(), 2, "{:?}", act.decisions);
         assert!(matches!(act.action, Action::Skip { pages: false, .. }));
         let sim = plan(&l, "ab", 0, &rules, &s, &busy, now, Mode::Simulate).unwrap();
-        assert_eq!(sim.decisions.len(), 7);
+        assert_eq!(sim.decisions.len(), 10);
         assert!(matches!(sim.action, Action::Skip { pages: false, .. }));
     }
 

@@ -320,7 +320,7 @@ impl Engine {
                     crate::domain::notice::keys(&who)
                 )))
             }
-            other => self.executor.run(ctx, other).await,
+            other => self.outside.steps.run(ctx, other).await,
         }
     }
 }

@@ -160,7 +160,7 @@ impl Harness {
         Engine::new(
             Arc::new(Store::open(dir).unwrap()),
             rules(),
-            exec,
+            Outside::new(exec),
             clock,
             settings,
             Arc::new(Metrics::new()),
@@ -838,7 +838,7 @@ async fn incidents_an_older_version_matched_get_their_rto_and_told_list_at_start
     let engine = Engine::new(
         Arc::new(Store::open(dir.path()).unwrap()),
         Arc::new(RwLock::new(Arc::new(shipped))),
-        Arc::new(Recorder::default()),
+        Outside::new(Arc::new(Recorder::default())),
         Arc::new(TokioClock::starting_at(base_time())),
         GuardSettings::default(),
         Arc::new(Metrics::new()),

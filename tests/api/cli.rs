@@ -171,6 +171,9 @@ fn simulate_shows_the_rule_every_guard_and_the_plan_without_side_effects() {
         [
             ("dedup", "continue"),
             ("flapping", "continue"),
+            ("pause", "continue"),
+            ("window", "continue"),
+            ("deploy", "continue"),
             ("dry_run", "continue"),
             ("rate_limit", "continue"),
             ("budget", "continue"),

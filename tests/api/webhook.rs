@@ -154,11 +154,14 @@ async fn the_same_payload_ten_times_is_one_incident_with_ten_deliveries() {
         .map(|d| d["guard"].as_str().unwrap())
         .collect();
     assert_eq!(
-        &guards[..7],
+        &guards[..10],
         [
             "match",
             "dedup",
             "flapping",
+            "pause",
+            "window",
+            "deploy",
             "dry_run",
             "rate_limit",
             "budget",
