@@ -11,6 +11,7 @@ pub mod duration;
 pub mod hold;
 pub mod limit;
 pub mod notice;
+pub mod pause;
 pub mod phase;
 pub mod priority;
 
@@ -21,5 +22,6 @@ pub use notice::{
     Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,
 };
+pub use pause::{NewPause, PauseInvalid, PauseScope, PauseState};
 pub use phase::{IncidentState, Phase, UnknownValue};
 pub use priority::Priority;

@@ -2,7 +2,8 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `quarantine` (damaged rows set aside),
+//! `intake`/`apply` (webhooks stored and applied), `pauses` (who paused which runbooks, until
+//! when), `quarantine` (damaged rows set aside),
 //! `codec` (how typed values are written).
 //!
 //! One connection behind a mutex serves the whole process:
@@ -40,6 +41,7 @@ mod incidents;
 mod intake;
 mod journal;
 mod outbox;
+mod pauses;
 mod quarantine;
 mod schema;
 
@@ -55,6 +57,7 @@ pub use incidents::{IncidentPage, IncidentRecord, MAX_PAGE};
 pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
+pub use pauses::{PauseEnd, PauseListing, PauseRecord};
 pub use quarantine::{QuarantineRecord, Quarantined};
 
 /// The database file's name inside the data directory.

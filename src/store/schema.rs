@@ -180,6 +180,23 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_row ON quarantine (source_table, row_id);
 "#,
+    r#"
+-- Pauses of the automation (store/pauses.rs): a rule, a service, both, or (neither) every
+-- runbook, until a time; ended early by `resume` (ended_at, ended_by). Never deleted. Times
+-- are fixed-width UTC text, so `until > now` is a text comparison.
+CREATE TABLE pauses (
+    id         INTEGER PRIMARY KEY,
+    rule       TEXT,
+    service    TEXT,
+    created_by TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    until      TEXT NOT NULL,
+    ended_at   TEXT,
+    ended_by   TEXT
+);
+CREATE INDEX pauses_open ON pauses (until) WHERE ended_at IS NULL;
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the
