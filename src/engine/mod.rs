@@ -24,6 +24,7 @@ mod escalation;
 mod executor;
 pub mod guards;
 pub mod limits;
+mod pauses;
 pub mod plan;
 mod recovery;
 mod runbook;
@@ -51,6 +52,7 @@ pub use executor::{
     StepOutput,
 };
 pub use guards::{Decision, GuardFacts, GuardSettings, Mode};
+pub use pauses::PauseError;
 pub use plan::{plan, Action, FactsQuery, GuardState, Matched, Plan};
 
 /// The rule set in force; replaced whole by a successful reload.
@@ -99,7 +101,7 @@ impl GuardState for Live<'_> {
                 .limit(&guards::rule_limit_key(q.rule, q.target))?,
             budget_limit: self.store.limit(guards::BUDGET_LIMIT_KEY)?,
             busy: self.busy.get(&key).copied(),
-            pause: None,
+            pause: self.store.active_pause(q.rule, q.service, q.now)?,
             window: None,
             deploy: q.service.and_then(|s| self.deploys.recent(s, q.now)),
         })

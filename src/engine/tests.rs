@@ -1267,3 +1267,186 @@ async fn a_damaged_notice_or_incident_holds_its_own_messages_and_the_others_are_
         assert_eq!(metric(&h, &line), Some(format!("{line} 1")));
     }
 }
+
+fn pause_of(
+    h: &Harness,
+    rule: Option<&str>,
+    service: Option<&str>,
+    by: &str,
+    hours: u64,
+) -> crate::store::PauseRecord {
+    let p = crate::domain::NewPause::lasting(
+        crate::domain::PauseScope {
+            rule: rule.map(Into::into),
+            service: service.map(Into::into),
+        },
+        by,
+        "db maintenance",
+        h.engine.clock.now(),
+        Duration::from_secs(hours * 3600),
+        "for",
+    )
+    .unwrap();
+    h.store().add_pause(&p).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_incident_is_told_and_escalates_without_its_runbook_and_the_next_one_after_the_pause_runs(
+) {
+    let h = Harness::new(GuardSettings::default());
+    // Two pauses cover pg on postgres (the one ending last is told); one covers another
+    // service only.
+    pause_of(&h, Some("pg"), None, "bob", 1);
+    pause_of(&h, None, Some("postgres"), "alice", 2);
+    pause_of(&h, None, Some("redis"), "carol", 5);
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(
+        (inc.state.as_str(), inc.phase.as_str()),
+        ("open", "skipped")
+    );
+    assert_eq!(
+        h.skipped_by(inc.id).unwrap(),
+        (
+            "pause".into(),
+            "paused by alice until 05:00 UTC: db maintenance".into()
+        )
+    );
+    assert!(h.exec.calls().is_empty(), "{:?}", h.exec.calls());
+    // Told: the root and the skip, in Slack; nobody paged for a pause.
+    let messages: Vec<_> = h
+        .store()
+        .messages(inc.id)
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.sink.to_string(), m.kind, m.text))
+        .collect();
+    assert_eq!(messages[0].0, "slack");
+    assert_eq!(messages[0].1, "opened");
+    assert!(
+        messages
+            .iter()
+            .any(|(s, k, t)| s == "slack" && k == "decision" && t.contains("paused by alice")),
+        "{messages:#?}"
+    );
+    assert!(
+        messages.iter().all(|(s, k, _)| s == "slack" && k != "page"),
+        "{messages:#?}"
+    );
+    // Still escalates: the P1 tier at half the 30m RTO fires for the paused incident.
+    tokio::time::advance(Duration::from_secs(16 * 60)).await;
+    assert_eq!(h.engine.escalation_tick().unwrap(), 1);
+    assert!(h.decisions(inc.id).iter().any(|(g, ..)| g == "tier"));
+
+    // The pauses end by themselves: two hours on, nobody resumed them, the next one runs.
+    tokio::time::advance(Duration::from_secs(2 * 3600 - 16 * 60)).await;
+    assert_eq!(
+        h.store()
+            .active_pause("pg", Some("postgres"), h.engine.clock.now())
+            .unwrap(),
+        None
+    );
+    h.deliver(&[(pg(), 125, "firing")]).await;
+    assert_eq!(h.exec.count("restart"), 1, "{:?}", h.exec.calls());
+    let states: Vec<_> = h
+        .store()
+        .pauses(
+            crate::store::PauseListing::All { limit: 10 },
+            h.engine.clock.now(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.by, p.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("carol".into(), "active"),
+            ("alice".into(), "expired"),
+            ("bob".into(), "expired")
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn simulate_shows_the_pause_that_would_skip_the_runbook() {
+    let h = Harness::new(GuardSettings::default());
+    pause_of(&h, Some("pg"), None, "alice", 2);
+    let rules = rules();
+    let rules = rules.read().unwrap().clone();
+    let labels: crate::alert::Labels = serde_json::from_value(pg()).unwrap();
+    let p = plan(
+        &labels,
+        "ab",
+        0,
+        &rules,
+        &GuardSettings::default(),
+        &Recorded(h.store()),
+        h.engine.clock.now(),
+        Mode::Simulate,
+    )
+    .unwrap();
+    let pause = p
+        .decisions
+        .iter()
+        .find(|d| d.guard == DecisionKind::Pause)
+        .unwrap();
+    assert_eq!(
+        (pause.verdict, pause.reason.as_str()),
+        (
+            Verdict::Skip,
+            "paused by alice until 05:00 UTC: db maintenance"
+        )
+    );
+    assert!(matches!(p.action, Action::Skip { pages: false, .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_from_an_incident_covers_its_rule_on_its_service_for_an_hour() {
+    let h = Harness::new(GuardSettings::default());
+    let redis = |n: &str| json!({"alertname": "ServiceDown", "service": "redis", "n": n});
+    h.deliver(&[(redis("1"), 0, "firing")]).await;
+    let first = h.only_incident().id;
+    let p = h.engine.pause_incident(first, "U0ALICE").unwrap();
+    assert_eq!(
+        (p.scope.as_str(), p.by.as_str(), p.reason.as_str()),
+        (
+            "rule svc on service redis",
+            "U0ALICE",
+            "paused from Slack on incident #1"
+        )
+    );
+    assert_eq!(p.until - p.created_at, chrono::Duration::hours(1));
+
+    // The same rule on another service still runs; on this service it is skipped.
+    h.deliver(&[(redis("1"), 0, "resolved")]).await;
+    h.deliver(&[(
+        json!({"alertname": "ServiceDown", "service": "backend"}),
+        1,
+        "firing",
+    )])
+    .await;
+    h.deliver(&[(redis("2"), 2, "firing")]).await;
+    let ids = incident_ids(&h);
+    assert_eq!(h.skipped_by(ids[1]), None, "backend runs");
+    assert_eq!(
+        h.skipped_by(ids[2]).unwrap(),
+        (
+            "pause".into(),
+            "paused by U0ALICE until 04:00 UTC: paused from Slack on incident #1".into()
+        )
+    );
+    assert_eq!(h.exec.count("restart"), 2);
+
+    assert!(matches!(
+        h.engine.pause_incident(999, "U0ALICE"),
+        Err(PauseError::NoIncident(999))
+    ));
+    h.deliver(&[(json!({"alertname": "NoRuleForThis"}), 3, "firing")])
+        .await;
+    let unmatched = *incident_ids(&h).last().unwrap();
+    assert!(matches!(
+        h.engine.pause_incident(unmatched, "U0ALICE"),
+        Err(PauseError::NoRule(id)) if id == unmatched
+    ));
+}

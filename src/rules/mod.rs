@@ -130,6 +130,11 @@ impl TargetRef {
             TargetRef::None => "",
         }
     }
+
+    /// The service a stored [`TargetRef::key`] names, when it names one.
+    pub fn service_in_key(key: &str) -> Option<&str> {
+        key.strip_prefix("service:")
+    }
 }
 
 impl fmt::Display for TargetRef {
@@ -229,6 +234,23 @@ impl RuleSet {
 
     pub fn get(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
+    }
+
+    /// Every compose service a rule may act on: `service` targets and the `allow` lists of
+    /// `label` targets, sorted.
+    pub fn services(&self) -> std::collections::BTreeSet<&str> {
+        self.rules.iter().flat_map(|r| r.services()).collect()
+    }
+}
+
+impl Rule {
+    /// The compose services this rule may act on (none for a container or no target).
+    pub fn services(&self) -> Vec<&str> {
+        match &self.target {
+            Target::Service(s) => vec![s.as_str()],
+            Target::Label { allow, .. } => allow.iter().map(String::as_str).collect(),
+            Target::Container(_) | Target::None => Vec::new(),
+        }
     }
 }
 

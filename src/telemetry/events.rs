@@ -429,6 +429,49 @@ impl InternalEvent for RowQuarantined<'_> {
     }
 }
 
+/// Someone paused runbooks. Call sites: `POST /api/v1/pauses`, `Engine::pause_incident`. No
+/// metric (`pauses_active` is counted when scraped: a pause also ends by itself); info log of
+/// who paused what, until when and why, the audit trail beside the stored row.
+#[derive(Debug, Clone, Copy)]
+pub struct PauseSet<'a> {
+    pub id: i64,
+    /// The pause's scope in words ("rule postgres-down on service postgres").
+    pub scope: &'a str,
+    pub by: &'a str,
+    pub until: chrono::DateTime<chrono::Utc>,
+    pub reason: &'a str,
+}
+
+impl InternalEvent for PauseSet<'_> {
+    fn emit(&self, _: &Metrics) {
+        tracing::info!(
+            pause = self.id,
+            scope = self.scope,
+            by = self.by,
+            until = %self.until,
+            reason = self.reason,
+            "runbooks paused: {} by {} until {}",
+            self.scope,
+            self.by,
+            self.until
+        );
+    }
+}
+
+/// Someone resumed pauses before their end. Call site: `DELETE /api/v1/pauses[/{id}]`. No
+/// metric (see [`PauseSet`]); info log of which and by whom.
+#[derive(Debug, Clone, Copy)]
+pub struct PausesResumed<'a> {
+    pub ids: &'a [i64],
+    pub by: &'a str,
+}
+
+impl InternalEvent for PausesResumed<'_> {
+    fn emit(&self, _: &Metrics) {
+        tracing::info!(pauses = ?self.ids, by = self.by, "pauses resumed by {}", self.by);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
