@@ -38,6 +38,7 @@ pub struct Metrics {
     pub outbox_deliveries: Family<Labels, Counter>,
     pub slack_errors: Family<Labels, Counter>,
     pub quarantined_rows: Family<Labels, Counter>,
+    pub pauses_active: Gauge<i64, AtomicI64Wrapper>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -73,6 +74,7 @@ impl Metrics {
             outbox_deliveries: Family::default(),
             slack_errors: Family::default(),
             quarantined_rows: Family::default(),
+            pauses_active: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +159,11 @@ impl Metrics {
             "Damaged rows set aside so that the rest goes on, by table: engine queue entries \
              and incidents quarantined, outbox messages held",
             m.quarantined_rows.clone(),
+        );
+        registry.register(
+            "pauses_active",
+            "Pauses in force (runbooks they cover are skipped), counted when scraped",
+            m.pauses_active.clone(),
         );
         Metrics { registry, ..m }
     }

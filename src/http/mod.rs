@@ -4,11 +4,14 @@
 //! durable intake and answers 200 only once it is committed; remediation never happens inside
 //! the request. Errors are JSON `{"error": ..., "detail": ...}`.
 //!
+//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
+//!
 //! `POST /hooks/slack/interactions` takes the Acknowledge button; [`slack`] verifies Slack's
 //! signature over the raw body and reads the payload.
 
 mod auth;
 mod error;
+mod pauses;
 pub mod slack;
 
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use crate::domain::IncidentState;
 use crate::engine::{Engine, SharedRules};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{IntakeHandle, Store};
+use crate::store::{IntakeHandle, PauseListing, Store};
 use crate::telemetry::events::{DeliveryStored, InternalEvent, WebhookAnswered};
 use crate::telemetry::{spans, trace_context};
 
@@ -70,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/hooks/slack/interactions",
             web::post().to(slack_interactions),
         )
+        .configure(pauses::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))
@@ -286,9 +290,9 @@ async fn healthy() -> HttpResponse {
 const QUARANTINE_SHOWN: usize = 20;
 
 /// Readiness: the store answers. Also shown, never failing it: the rules loaded, each sink's
-/// state, the held notifications, and the rows quarantined because they do not read
+/// state, the held notifications, the rows quarantined because they do not read
 /// (`{"count": n, "latest": [{"id", "source_table", "row_id", "error", "at", "incident_id",
-/// "queue_id"}]}`).
+/// "queue_id"}]}`), and the pauses in force (`[{"id", "scope", "by", "until", "reason"}]`).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = state.store.clone();
     let store_ok = web::block(move || store.ping())
@@ -319,9 +323,21 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Ok(Err(e)) => json!(format!("failing: {e}")),
         Err(e) => json!(format!("failing: {e}")),
     };
+    let (store, now) = (state.store.clone(), state.clock.now());
+    let pauses = match web::block(move || store.pauses(PauseListing::Active, now)).await {
+        Ok(Ok(p)) => json!(p
+            .iter()
+            .map(|p| json!({
+                "id": p.id, "scope": p.scope, "by": p.by,
+                "until": crate::store::ts(p.until), "reason": p.reason,
+            }))
+            .collect::<Vec<_>>()),
+        Ok(Err(e)) => json!(format!("failing: {e}")),
+        Err(e) => json!(format!("failing: {e}")),
+    };
     // Notification trouble is reported, not made a readiness failure: Alertmanager's
     // webhooks must keep being taken while Slack is down. Nor are quarantined rows: they
-    // were set aside so that everything else goes on.
+    // were set aside so that everything else goes on. Nor are pauses: people set them.
     let body = json!({
         "ready": ready,
         "checks": {
@@ -331,6 +347,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "pagerduty": sinks.pagerduty,
             "held_notifications": held,
             "quarantined": quarantined,
+            "pauses": pauses,
         }
     });
     if ready {
@@ -461,6 +478,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.metrics.intake_backlog.set(backlog.intake);
         state.metrics.engine_queue.set(backlog.engine);
         state.metrics.outbox_depth.set(backlog.outbox);
+    }
+    // Counted now: a pause also ends by itself, with no event to count it down.
+    let (store, now) = (state.store.clone(), state.clock.now());
+    if let Ok(Ok(n)) = web::block(move || store.active_pauses(now)).await {
+        state.metrics.pauses_active.set(n);
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
