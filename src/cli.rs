@@ -1,6 +1,8 @@
-//! The command line: `serve`, `check`, `simulate`, `incidents`.
+//! The command line: `serve`, `check`, `simulate`, `incidents`, `pause`, `resume`, `pauses`.
 
+mod client;
 mod incidents;
+mod pauses;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,72 @@ pub enum Command {
         #[arg(long)]
         before: Option<i64>,
         /// `table` for people, `json` (the API's shape) for scripts.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Pause runbooks on the running service (POST /api/v1/pauses). Alerts still open
+    /// incidents, are told and escalate; only the runbooks the pause covers are skipped, each
+    /// with who paused, until when and why. A runbook already running is not stopped.
+    #[command(group(clap::ArgGroup::new("scope").required(true).multiple(true).args(["rule", "service", "all"])))]
+    Pause {
+        /// The service (default: http:// and the configured listen address); api.token
+        /// (REMEDIATOR_API__TOKEN) is sent as the bearer token.
+        #[arg(long)]
+        url: Option<String>,
+        /// Only this rule's runbooks (with --service: only on that service).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only runbooks acting on this compose service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Every runbook of every rule.
+        #[arg(long, conflicts_with_all = ["rule", "service"])]
+        all: bool,
+        /// How long, e.g. 30m or 2h (at most 30 days).
+        #[arg(
+            long = "for",
+            value_name = "DURATION",
+            required_unless_present = "until"
+        )]
+        length: Option<String>,
+        /// Or until when, e.g. 2026-12-03T14:00:00Z.
+        #[arg(long, value_name = "TIME", conflicts_with = "length")]
+        until: Option<String>,
+        /// Why: shown on every runbook the pause skips.
+        #[arg(long)]
+        reason: String,
+        /// Who pauses (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// `table` for people, `json` (the API's pause) for scripts.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// End a pause early, or every pause in force (DELETE /api/v1/pauses[/ID]).
+    Resume {
+        /// The service (default: http:// and the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        /// The pause's id, as `pause` and `pauses` print it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every pause in force.
+        #[arg(long)]
+        all: bool,
+        /// Who resumes (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// List the pauses in force on the running service (GET /api/v1/pauses).
+    Pauses {
+        /// The service (default: http:// and the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        /// Ended pauses too (resumed or expired), newest first.
+        #[arg(long)]
+        all: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -200,7 +268,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             incidents::run(listing, output).await
         }
+        Command::Pause {
+            url,
+            rule,
+            service,
+            all,
+            length,
+            until,
+            reason,
+            by,
+            output,
+        } => {
+            let api = api(cli.config.as_deref(), url)?;
+            let req = pauses::PauseRequest {
+                rule,
+                service,
+                all,
+                length,
+                until,
+                reason,
+                by,
+            };
+            pauses::pause(&api, req, output).await
+        }
+        Command::Resume {
+            url,
+            id,
+            all,
+            by,
+            output,
+        } => {
+            let api = api(cli.config.as_deref(), url)?;
+            let which = match (id, all) {
+                (Some(id), false) => pauses::Resume::One(id),
+                _ => pauses::Resume::All,
+            };
+            pauses::resume(&api, which, by, output).await
+        }
+        Command::Pauses { url, all, output } => {
+            let api = api(cli.config.as_deref(), url)?;
+            pauses::list(&api, all, output).await
+        }
     }
+}
+
+/// The running service: `--url`, or the configured listen address, with `api.token`.
+fn api(config: Option<&Path>, url: Option<String>) -> anyhow::Result<client::Api> {
+    let s = settings(config, Overrides::default())?;
+    client::Api::new(&url.unwrap_or_else(|| service_url(s.listen)), s.api.token)
 }
 
 /// Where a client on this machine reaches the service listening on `listen`.

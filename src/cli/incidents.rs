@@ -1,6 +1,6 @@
 //! `remediator incidents`: a client of the running service's `GET /api/v1/incidents`.
 //!
-//! It asks the service rather than opening the store, as `pause`/`resume` will: it sees what
+//! It asks the service rather than opening the store, as `pause`/`resume` do: it sees what
 //! the service sees, needs no access to its data directory, and never opens (or migrates) a
 //! store another process is writing. Pages are followed with the API's `next` cursor; with
 //! `--all` each page is written out as it arrives, so a million incidents never sit in memory.
@@ -9,11 +9,12 @@
 //! terminal, as amtool does); `--output json` is the API's own shape for scripts.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
+
+use super::client::{broken_pipe_is_the_end, printable, utc_text, write_row, Api};
 
 /// How a command prints (amtool's `-o, --output`): `incidents` and `simulate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,10 +62,7 @@ struct Page {
 
 /// Lists the incidents on stdout; returns the exit code.
 pub async fn run(listing: Listing, output: Output) -> anyhow::Result<i32> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("cannot build an HTTP client")?;
+    let api = Api::new(&listing.url, listing.token.clone())?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let mut printer: Box<dyn Printer> = match output {
@@ -77,7 +75,7 @@ pub async fn run(listing: Listing, output: Output) -> anyhow::Result<i32> {
     };
     let mut before = listing.before;
     let next = loop {
-        let page = fetch(&client, &listing, before, limit).await?;
+        let page = fetch(&api, &listing, before, limit).await?;
         if let Err(e) = printer
             .page(&mut out, &page.incidents)
             .and_then(|()| out.flush())
@@ -98,22 +96,12 @@ pub async fn run(listing: Listing, output: Output) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `remediator incidents | head` is not an error.
-fn broken_pipe_is_the_end(e: io::Error) -> anyhow::Result<i32> {
-    if e.kind() == io::ErrorKind::BrokenPipe {
-        Ok(0)
-    } else {
-        Err(anyhow::Error::new(e).context("cannot write to stdout"))
-    }
-}
-
 async fn fetch(
-    client: &reqwest::Client,
+    api: &Api,
     listing: &Listing,
     before: Option<i64>,
     limit: usize,
 ) -> anyhow::Result<Page> {
-    let base = listing.url.trim_end_matches('/');
     let mut query = vec![("limit", limit.to_string())];
     match listing.state {
         StateFilter::Open => query.push(("state", "open".into())),
@@ -124,32 +112,12 @@ async fn fetch(
         query.push(("before", before.to_string()));
     }
     let query = serde_urlencoded::to_string(&query).context("cannot build the query")?;
-    let mut req = client.get(format!("{base}/api/v1/incidents?{query}"));
-    if let Some(token) = &listing.token {
-        req = req.bearer_auth(token.expose_secret());
-    }
-    let resp = req.send().await.with_context(|| {
-        format!("cannot reach remediator at {base}: is `remediator serve` running there? (--url)")
-    })?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("{base} answered {status} without JSON: is it remediator?"))?;
-    if !status.is_success() {
-        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
-            "; set api.token (REMEDIATOR_API__TOKEN) to the service's token"
-        } else {
-            ""
-        };
-        bail!(
-            "{base} answered {status}: {}: {}{hint}",
-            body["error"].as_str().unwrap_or("error"),
-            body["detail"].as_str().unwrap_or("")
-        );
-    }
+    let body = api.get(&format!("/api/v1/incidents?{query}")).await?;
     let Some(incidents) = body["incidents"].as_array() else {
-        bail!("{base} answered without an `incidents` list: is it remediator?");
+        bail!(
+            "{} answered without an `incidents` list: is it remediator?",
+            api.base()
+        );
     };
     Ok(Page {
         incidents: incidents.clone(),
@@ -214,18 +182,6 @@ impl Printer for Table {
     }
 }
 
-fn write_row(out: &mut dyn Write, widths: &[usize], cells: &[String]) -> io::Result<()> {
-    let mut line = String::new();
-    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-        if i + 1 == cells.len() {
-            line.push_str(cell);
-        } else {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-    }
-    writeln!(out, "{}", line.trim_end())
-}
-
 fn row(inc: &Value) -> [String; COLUMNS.len()] {
     let text = |key: &str| match &inc[key] {
         Value::Null => "-".to_string(),
@@ -233,15 +189,7 @@ fn row(inc: &Value) -> [String; COLUMNS.len()] {
         Value::String(s) => printable(s),
         other => printable(&other.to_string()),
     };
-    let started = inc["starts_at"]
-        .as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S UTC")
-                .to_string()
-        })
-        .unwrap_or_else(|| text("starts_at"));
+    let started = utc_text(&inc["starts_at"]);
     [
         text("id"),
         text("state"),
@@ -254,23 +202,6 @@ fn row(inc: &Value) -> [String; COLUMNS.len()] {
         started,
         text("acked_by"),
     ]
-}
-
-/// Label values come from alerts: control characters (an ANSI escape, a newline) are shown
-/// escaped, never sent to the terminal.
-fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
-        return s.to_string();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The API's page shape, one incident a line, written as pages arrive.
