@@ -133,12 +133,12 @@ pub enum Command {
         output: Output,
     },
     /// End a pause early, or every pause in force (DELETE /api/v1/pauses[/ID]).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Resume {
         /// The service (default: http:// and the configured listen address).
         #[arg(long)]
         url: Option<String>,
         /// The pause's id, as `pause` and `pauses` print it.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
         /// Every pause in force.
         #[arg(long)]

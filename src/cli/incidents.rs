@@ -21,7 +21,7 @@ use super::client::{broken_pipe_is_the_end, printable, utc_text, write_row, Api}
 pub enum Output {
     /// Aligned columns for people.
     Table,
-    /// `{"incidents": [...], "next": ...}`, as the API answers.
+    /// The API's own JSON, as it answers (`{"incidents": [...], "next": ...}` for incidents).
     Json,
 }
 
