@@ -279,27 +279,6 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
     .await;
 }
 
-/// Runs the binary without blocking the runtime the in-process service answers on.
-async fn remediator(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_remediator"))
-        .current_dir(repo())
-        .args(args)
-        .env_remove("REMEDIATOR_API__TOKEN")
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap()
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
 /// The table's rows as (id, the whole line), after checking that every cell of every row
 /// starts exactly under its column's name.
 fn table_rows(text: &str) -> Vec<(i64, String)> {

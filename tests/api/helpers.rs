@@ -444,3 +444,26 @@ pub fn shipped_rules_copy() -> tempfile::TempDir {
 pub fn fire(labels: serde_json::Value) -> String {
     alert_payload(labels, chrono::Utc::now(), "firing")
 }
+
+/// Runs the binary (`remediator args…` with `env`, and no `REMEDIATOR_API__TOKEN` but the one
+/// given) without blocking the runtime the in-process service answers on.
+pub async fn remediator(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_remediator"))
+        .current_dir(repo())
+        .args(args)
+        .env_remove("REMEDIATOR_API__TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap()
+}
+
+/// The command's stdout, after checking that it succeeded (failing with its stderr).
+pub fn stdout(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}

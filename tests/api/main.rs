@@ -15,6 +15,7 @@ mod incidents;
 mod notify_clients;
 mod otlp;
 mod otlp_receiver;
+mod pauses;
 mod slack;
 mod stack;
 mod webhook;
