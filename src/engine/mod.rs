@@ -25,6 +25,7 @@ mod executor;
 pub mod guards;
 pub mod limits;
 pub mod plan;
+mod recheck;
 mod recovery;
 mod runbook;
 
