@@ -89,7 +89,7 @@ pub struct InhibitorFact {
 text_enum! {
     /// What to do when no Alertmanager peer answers the check before a destructive step
     /// (`alertmanager.on_unreachable`).
-    pub enum OnUnreachable as "alertmanager.on_unreachable value" {
+    pub enum OnUnreachable as "value of alertmanager.on_unreachable" {
         /// Go on, and say so in the thread: an Alertmanager outage must not stop remediation.
         Go = "go",
         /// Stop the runbook before it touches anything.
