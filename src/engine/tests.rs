@@ -1608,3 +1608,48 @@ async fn a_destructive_on_failure_step_is_checked_too_and_a_silence_stops_it_wit
     );
     assert!(!h.decisions(inc.id).iter().any(|(g, ..)| g == "page"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_at_any_commit_of_a_checked_run_leaves_everything_once_and_asks_once() {
+    // A run stopped by a silence, and one that goes on past an unreachable Alertmanager.
+    for answer in [Ok(alice_silence()), Err("connection refused".to_string())] {
+        let run = |fail: Option<usize>| {
+            let answer = answer.clone();
+            async move {
+                let h = Harness::answering(answer, OnUnreachable::Go);
+                let before = h.store().commits();
+                if let Some(k) = fail {
+                    h.store().fail_commits([k]);
+                }
+                deliver_only(&h, &[(pg(), 0, "firing")]).await;
+                settle(&h).await;
+                let commits = h.store().commits() - before;
+                assert_eq!(h.store().faults_left(), 0, "the injected failure happened");
+                let inc = h.only_incident();
+                (commits, journal(&h, inc.id), inc.phase, h.asked())
+            }
+        };
+        let (commits, clean, phase, asked) = run(None).await;
+        assert!(asked.contains(&"alertmanager".to_string()), "{asked:?}");
+        for k in 0..commits {
+            let (_, got, p, a) = run(Some(k)).await;
+            assert_eq!(p, phase, "{answer:?}, failing commit {k}");
+            assert_eq!(
+                a, asked,
+                "{answer:?}, failing commit {k}: asked once, no step twice"
+            );
+            assert_eq!(got.0, clean.0, "{answer:?}, failing commit {k}: decisions");
+            assert_eq!(got.2, clean.2, "{answer:?}, failing commit {k}: steps");
+            let kinds = |m: &Vec<String>| -> Vec<String> {
+                m.iter()
+                    .map(|s| s.splitn(3, ':').take(2).collect::<Vec<_>>().join(":"))
+                    .collect()
+            };
+            assert_eq!(
+                kinds(&got.1),
+                kinds(&clean.1),
+                "{answer:?}, failing commit {k}: notices"
+            );
+        }
+    }
+}
