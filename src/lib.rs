@@ -13,6 +13,8 @@
 //! - [`store`]: the embedded SQLite store and its group-commit intake writer (SQL only here).
 //! - [`engine`]: intake → incident → guards → runbook → escalation, on traits.
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
+//! - [`alertmanager`]: Alertmanager's API v2: the alert's state now, asked before a runbook's
+//!   first destructive step, and silences made from Slack.
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics; logs, OTLP traces and typed events.
@@ -20,6 +22,7 @@
 
 pub mod actions;
 pub mod alert;
+pub mod alertmanager;
 pub mod cli;
 pub mod domain;
 pub mod engine;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::actions::DockerSettings;
+use crate::alertmanager::AlertmanagerSettings;
 use crate::engine::GuardSettings;
 use crate::notify::{PagerDutySettings, SlackSettings};
 
@@ -40,6 +41,7 @@ pub struct Settings {
     pub docker: DockerSettings,
     pub slack: SlackSettings,
     pub pagerduty: PagerDutySettings,
+    pub alertmanager: AlertmanagerSettings,
     pub log: LogSettings,
 }
 
@@ -55,6 +57,7 @@ impl Default for Settings {
             docker: DockerSettings::default(),
             slack: SlackSettings::default(),
             pagerduty: PagerDutySettings::default(),
+            alertmanager: AlertmanagerSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -189,6 +192,7 @@ impl Settings {
                     .into(),
             ));
         }
+        s.alertmanager.validate().map_err(SettingsError::Invalid)?;
         Ok(s)
     }
 }
@@ -283,6 +287,116 @@ mod tests {
         );
         assert_eq!(s.engine.budget_per, std::time::Duration::from_secs(300));
         assert!(!format!("{s:?}").contains("12345"), "secrets never print");
+    }
+
+    #[test]
+    fn alertmanager_peers_auth_and_policy_from_the_file_and_the_environment() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert!(
+            s.alertmanager.urls.is_empty(),
+            "not asked unless configured"
+        );
+        assert_eq!(s.alertmanager.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(
+            s.alertmanager.on_unreachable,
+            crate::domain::OnUnreachable::Go
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yaml");
+        std::fs::write(
+            &file,
+            "alertmanager:\n  urls: [http://am1:9093, http://am2:9093]\n  timeout: 500ms\n  on_unreachable: stop\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), vec![], &Overrides::default()).unwrap();
+        assert_eq!(s.alertmanager.urls, ["http://am1:9093", "http://am2:9093"]);
+        assert_eq!(
+            s.alertmanager.timeout,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            s.alertmanager.on_unreachable,
+            crate::domain::OnUnreachable::Stop
+        );
+
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                (
+                    "REMEDIATOR_ALERTMANAGER__URLS",
+                    "http://a:9093, http://b:9093",
+                ),
+                ("REMEDIATOR_ALERTMANAGER__ON_UNREACHABLE", "go"),
+                ("REMEDIATOR_ALERTMANAGER__BASIC_USER", "remediator"),
+                ("REMEDIATOR_ALERTMANAGER__BASIC_PASSWORD", "12345"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.alertmanager.urls, ["http://a:9093", "http://b:9093"]);
+        assert_eq!(
+            s.alertmanager.on_unreachable,
+            crate::domain::OnUnreachable::Go
+        );
+        assert_eq!(
+            s.alertmanager
+                .basic_password
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            "12345"
+        );
+        assert!(!format!("{s:?}").contains("12345"), "secrets never print");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("REMEDIATOR_ALERTMANAGER__URLS", "[http://a:9093]"),
+                ("REMEDIATOR_ALERTMANAGER__TOKEN", "777"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.alertmanager.urls, ["http://a:9093"]);
+        assert_eq!(
+            s.alertmanager.token.as_ref().unwrap().expose_secret(),
+            "777"
+        );
+    }
+
+    #[test]
+    fn bad_alertmanager_settings_are_refused_naming_the_field() {
+        for (vars, want) in [
+            (
+                vec![("REMEDIATOR_ALERTMANAGER__URLS", "http://a:9093,am2:9093")],
+                "alertmanager.urls[1]: \"am2:9093\" must be http:// or https://",
+            ),
+            (
+                vec![("REMEDIATOR_ALERTMANAGER__ON_UNREACHABLE", "maybe")],
+                "\"maybe\" is not a value of alertmanager.on_unreachable (expected one of: go stop )",
+            ),
+            (
+                vec![("REMEDIATOR_ALERTMANAGER__TIMEOUT", "0s")],
+                "`0s` must be longer than zero",
+            ),
+            (
+                vec![
+                    ("REMEDIATOR_ALERTMANAGER__URLS", "http://a:9093"),
+                    ("REMEDIATOR_ALERTMANAGER__BASIC_USER", "u"),
+                ],
+                "alertmanager.basic_user and alertmanager.basic_password go together",
+            ),
+        ] {
+            let e = Settings::load(None, env(&vars), &Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(want), "{vars:?}: {e}");
+        }
+        let e = Settings::load(
+            None,
+            env(&[("REMEDIATOR_ALERTMANAGER__ON_UNREACHABLE", "maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("on_unreachable"), "{e}");
     }
 
     #[test]

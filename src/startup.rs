@@ -1,4 +1,5 @@
-//! Wires the service together: store, intake writer, rules, engine, HTTP server.
+//! Wires the service together: store, intake writer, rules, engine (with the Docker executor
+//! and the Alertmanager client when configured), HTTP server.
 //! Tests build an [`Application`] on port 0 and read its port.
 
 use std::net::TcpListener;
@@ -9,8 +10,9 @@ use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::actions::Executor;
+use crate::alertmanager::AlertmanagerClient;
 use crate::domain::{Clock, SystemClock};
-use crate::engine::{Engine, NoDocker, SharedRules, StepExecutor};
+use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules, StepExecutor};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
@@ -67,10 +69,19 @@ impl Application {
         let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
         let metrics = Arc::new(Metrics::new());
 
+        let alertmanager = AlertmanagerClient::new(&settings.alertmanager, clock.clone())
+            .map_err(|e| anyhow::anyhow!("alertmanager: {e}"))?
+            .map(Arc::new);
+        match &alertmanager {
+            Some(am) => tracing::info!(peers = ?am.peers(), on_unreachable = %settings.alertmanager.on_unreachable, "Alertmanager is asked before each runbook's first destructive step"),
+            None => tracing::warn!("alertmanager.urls is not set (REMEDIATOR_ALERTMANAGER__URLS): a silence set after a notification is not seen, and runbooks go on"),
+        }
+        let mut outside = Outside::new(executor);
+        outside.alertmanager = alertmanager.clone().map(|am| am as Arc<dyn AlertCheck>);
         let engine = Engine::new(
             store.clone(),
             rules.clone(),
-            crate::engine::Outside::new(executor),
+            outside,
             clock.clone(),
             settings.engine.clone(),
             metrics.clone(),
@@ -133,6 +144,7 @@ impl Application {
             deliverer: deliverer.clone(),
             reload: reload.clone(),
             clock: clock.clone(),
+            alertmanager,
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;

@@ -49,11 +49,102 @@ pub enum AlertNow {
     /// Firing and not muted: go on.
     Active,
     /// Muted by these silences.
-    Silenced { by: Vec<String> },
+    Silenced { by: Vec<SilenceFact> },
     /// Muted by these inhibiting alerts.
-    Inhibited { by: Vec<String> },
+    Inhibited { by: Vec<InhibitorFact> },
     /// No longer active (resolved, or unknown to every peer asked).
     Gone,
+}
+
+/// A silence that mutes an alert: its id always; who made it, why and until when once the
+/// silence itself was read (empty or `None` when it could not be).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SilenceFact {
+    pub id: String,
+    pub created_by: String,
+    pub comment: String,
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+impl SilenceFact {
+    /// A silence known only by its id.
+    pub fn id(id: impl Into<String>) -> SilenceFact {
+        SilenceFact {
+            id: id.into(),
+            created_by: String::new(),
+            comment: String::new(),
+            ends_at: None,
+        }
+    }
+}
+
+/// An alert that inhibits another: its fingerprint always, its `alertname` when the
+/// inhibiting alert was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InhibitorFact {
+    pub fingerprint: String,
+    pub alertname: Option<String>,
+}
+
+text_enum! {
+    /// What to do when no Alertmanager peer answers the check before a destructive step
+    /// (`alertmanager.on_unreachable`).
+    pub enum OnUnreachable as "value of alertmanager.on_unreachable" {
+        /// Go on, and say so in the thread: an Alertmanager outage must not stop remediation.
+        Go = "go",
+        /// Stop the runbook before it touches anything.
+        Stop = "stop",
+    }
+}
+
+impl AlertNow {
+    /// Why a runbook stops, for a person who reads the thread (`None` for an active alert):
+    /// "silenced in Alertmanager by silence 1a2b (alice: "db work", until 14:00 UTC)".
+    pub fn stop_reason(&self, now: DateTime<Utc>) -> Option<String> {
+        match self {
+            AlertNow::Active => None,
+            AlertNow::Silenced { by } => {
+                let each: Vec<String> = by
+                    .iter()
+                    .map(|s| {
+                        let mut about = Vec::new();
+                        match (s.created_by.is_empty(), s.comment.is_empty()) {
+                            (false, false) => {
+                                about.push(format!("{}: \"{}\"", s.created_by, s.comment))
+                            }
+                            (false, true) => about.push(s.created_by.clone()),
+                            (true, false) => about.push(format!("\"{}\"", s.comment)),
+                            (true, true) => {}
+                        }
+                        if let Some(until) = s.ends_at {
+                            about.push(format!("until {}", until_text(until, now)));
+                        }
+                        if about.is_empty() {
+                            s.id.clone()
+                        } else {
+                            format!("{} ({})", s.id, about.join(", "))
+                        }
+                    })
+                    .collect();
+                let noun = if by.len() == 1 { "silence" } else { "silences" };
+                Some(format!(
+                    "silenced in Alertmanager by {noun} {}",
+                    each.join(", ")
+                ))
+            }
+            AlertNow::Inhibited { by } => {
+                let each: Vec<String> = by
+                    .iter()
+                    .map(|i| match &i.alertname {
+                        Some(name) => format!("{name} (fingerprint {})", i.fingerprint),
+                        None => format!("the alert of fingerprint {}", i.fingerprint),
+                    })
+                    .collect();
+                Some(format!("inhibited in Alertmanager by {}", each.join(", ")))
+            }
+            AlertNow::Gone => Some("no longer firing in Alertmanager".to_owned()),
+        }
+    }
 }
 
 /// "14:00 UTC" today, "2026-12-03 14:00 UTC" on another day.
@@ -69,6 +160,51 @@ pub fn until_text(until: DateTime<Utc>, now: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn stop_reasons_name_the_silence_its_author_and_the_inhibiting_alert() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap();
+        let full = SilenceFact {
+            id: "8c1f".into(),
+            created_by: "alice".into(),
+            comment: "db work".into(),
+            ends_at: Some(Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap()),
+        };
+        let cases = [
+            (AlertNow::Active, None),
+            (
+                AlertNow::Silenced {
+                    by: vec![full.clone()],
+                },
+                Some(r#"silenced in Alertmanager by silence 8c1f (alice: "db work", until 14:00 UTC)"#),
+            ),
+            (
+                AlertNow::Silenced {
+                    by: vec![full, SilenceFact::id("9d2e")],
+                },
+                Some(r#"silenced in Alertmanager by silences 8c1f (alice: "db work", until 14:00 UTC), 9d2e"#),
+            ),
+            (
+                AlertNow::Inhibited {
+                    by: vec![
+                        InhibitorFact {
+                            fingerprint: "1e48178e9e293490".into(),
+                            alertname: Some("PostgresDown".into()),
+                        },
+                        InhibitorFact {
+                            fingerprint: "00ff".into(),
+                            alertname: None,
+                        },
+                    ],
+                },
+                Some("inhibited in Alertmanager by PostgresDown (fingerprint 1e48178e9e293490), the alert of fingerprint 00ff"),
+            ),
+            (AlertNow::Gone, Some("no longer firing in Alertmanager")),
+        ];
+        for (now_is, want) in cases {
+            assert_eq!(now_is.stop_reason(now).as_deref(), want, "{now_is:?}");
+        }
+    }
 
     #[test]
     fn until_names_the_day_only_when_it_is_not_today() {

@@ -16,7 +16,10 @@ pub mod phase;
 pub mod priority;
 
 pub use clock::{Clock, SystemClock, TokioClock};
-pub use hold::{AlertNow, DeployAction, DeployFact, PauseFact, WindowFact};
+pub use hold::{
+    AlertNow, DeployAction, DeployFact, InhibitorFact, OnUnreachable, PauseFact, SilenceFact,
+    WindowFact,
+};
 pub use limit::LimitState;
 pub use notice::{
     Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,

@@ -79,6 +79,10 @@ text_enum! {
         Recovered = "recovered",
         Failed = "failed",
         Interrupted = "interrupted",
+        /// Stopped before its first destructive step: Alertmanager says the alert is
+        /// silenced, inhibited or no longer firing (or could not be asked, under
+        /// `alertmanager.on_unreachable: stop`).
+        Stopped = "stopped",
     }
 }
 

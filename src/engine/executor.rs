@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::alert::Labels;
-use crate::domain::{AlertNow, DeployFact};
+use crate::domain::{AlertNow, DeployFact, OnUnreachable};
 use crate::rules::{StepKind, TargetRef};
 
 /// What a step acts on and for whom.
@@ -87,6 +87,10 @@ impl DeployWatch for NoDeploys {
 #[async_trait]
 pub trait AlertCheck: Send + Sync {
     async fn current(&self, labels: &Labels) -> Result<AlertNow, String>;
+
+    /// What the runbook does when [`AlertCheck::current`] fails
+    /// (`alertmanager.on_unreachable`).
+    fn on_unreachable(&self) -> OnUnreachable;
 }
 
 /// What the engine asks of the world outside the store: the steps, the deploys seen, and

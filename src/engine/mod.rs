@@ -26,6 +26,7 @@ pub mod guards;
 pub mod limits;
 mod pauses;
 pub mod plan;
+mod recheck;
 mod recovery;
 mod runbook;
 

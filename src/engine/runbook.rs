@@ -1,5 +1,6 @@
 //! Running a runbook: each step recorded as started before it acts, and its end, its notice
-//! and (at the last step) the run's outcome committed together. A commit that fails is
+//! and (at the last step) the run's outcome committed together. Before the first step that
+//! changes a container, Alertmanager is asked again (`recheck.rs`). A commit that fails is
 //! retried with backoff: the step already happened, and what it did must be written.
 
 use std::time::Duration;
@@ -129,7 +130,15 @@ impl Engine {
         let id = inc.id;
         let mut failure = None;
         let last = rule.steps.len().saturating_sub(1);
+        // Alertmanager is asked once, before the first step that changes a container.
+        let mut asked = false;
         for (seq, step) in rule.steps.iter().enumerate() {
+            if step.kind.is_action()
+                && !std::mem::replace(&mut asked, true)
+                && !self.checked(ctx, RunPhase::Main, step).await?
+            {
+                return Ok(RunOutcome::Stopped);
+            }
             let ok = self
                 .run_step(ctx, RunPhase::Main, seq, step, priority, |c, outcome| {
                     // The last step's success and the run's end are one decision point.
@@ -163,6 +172,12 @@ impl Engine {
         );
         self.persist(|| self.store.commit(&c)).await?;
         for (seq, step) in rule.on_failure.iter().enumerate() {
+            if step.kind.is_action()
+                && !std::mem::replace(&mut asked, true)
+                && !self.checked(ctx, RunPhase::OnFailure, step).await?
+            {
+                return Ok(RunOutcome::Stopped);
+            }
             // on_failure runs to the end; a failing step there is recorded and passed over.
             let _ = self
                 .run_step(ctx, RunPhase::OnFailure, seq, step, priority, |_, _| {})
@@ -183,6 +198,24 @@ impl Engine {
             page.sent(&self.metrics);
         }
         Ok(RunOutcome::Failed)
+    }
+
+    /// Alertmanager's answer before the run's first destructive step, committed with what it
+    /// implies (see `recheck.rs`). `false`: the run stopped.
+    async fn checked(
+        &self,
+        ctx: &StepContext,
+        phase: RunPhase,
+        step: &Step,
+    ) -> Result<bool, StoreError> {
+        let Some(check) = self.recheck(ctx, phase, step).await else {
+            return Ok(true);
+        };
+        let mut c = self.commit_now(ctx.incident_id);
+        check.write(&mut c);
+        self.persist(|| self.store.commit(&c)).await?;
+        check.committed(ctx.incident_id, &self.metrics);
+        Ok(check.go())
     }
 
     /// Runs one step with its deadline; the outer error is the store's, the inner the step's.

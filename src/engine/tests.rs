@@ -1450,3 +1450,389 @@ async fn a_pause_from_an_incident_covers_its_rule_on_its_service_for_an_hour() {
         Err(PauseError::NoRule(id)) if id == unmatched
     ));
 }
+
+// Alertmanager asked again before the first destructive step.
+
+const AM_RULES: &str = r#"
+rules:
+  - name: pg
+    matchers: ['alertname="PostgresDown"']
+    priority: P1
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - diagnose: {}
+      - wait: { duration: 10s }
+      - restart: {}
+      - exec: { argv: [true] }
+    on_failure:
+      - logs: {}
+  - name: repair
+    matchers: ['alertname="Broken"']
+    priority: P2
+    rto: 30m
+    owner: infra
+    target: { service: backend }
+    steps:
+      - diagnose: {}
+    on_failure:
+      - recreate: {}
+  - name: look
+    matchers: ['alertname="DiskSpaceLow"']
+    priority: P3
+    rto: 1h
+    owner: infra
+    target: { none: true }
+    steps:
+      - diagnose: {}
+      - notify: { message: "look at the disk" }
+"#;
+
+/// Alertmanager as the engine sees it: answers what it is told to (from a moment on, when
+/// `from` is set), and logs each question in the recorder's calls as `alertmanager`, so
+/// that tests see where among the steps it was asked.
+struct FakeAm {
+    log: Arc<Recorder>,
+    clock: Arc<TokioClock>,
+    before: Result<AlertNow, String>,
+    /// From this time on, the answer is this one.
+    from: Option<(DateTime<Utc>, AlertNow)>,
+    policy: OnUnreachable,
+}
+
+#[async_trait]
+impl AlertCheck for FakeAm {
+    async fn current(&self, labels: &crate::alert::Labels) -> Result<AlertNow, String> {
+        self.log
+            .calls
+            .lock()
+            .unwrap()
+            .push((labels["alertname"].clone(), "alertmanager".into()));
+        match &self.from {
+            Some((at, later)) if self.clock.now() >= *at => Ok(later.clone()),
+            _ => self.before.clone(),
+        }
+    }
+
+    fn on_unreachable(&self) -> OnUnreachable {
+        self.policy
+    }
+}
+
+use crate::domain::{AlertNow, InhibitorFact, OnUnreachable, SilenceFact};
+
+impl Harness {
+    /// A harness on [`AM_RULES`] whose engine asks `am` (built with the harness's recorder
+    /// and clock).
+    fn with_alertmanager(am: impl FnOnce(Arc<Recorder>, Arc<TokioClock>) -> FakeAm) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let exec = Arc::new(Recorder::default());
+        let clock = Arc::new(TokioClock::starting_at(base_time()));
+        let esc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules/escalation.yaml"
+        ))
+        .unwrap();
+        let set = compile(&[
+            Source {
+                path: "escalation.yaml".into(),
+                text: esc,
+            },
+            Source {
+                path: "am.yaml".into(),
+                text: AM_RULES.into(),
+            },
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut outside = Outside::new(exec.clone());
+        outside.alertmanager = Some(Arc::new(am(exec.clone(), clock.clone())));
+        let settings = GuardSettings::default();
+        let engine = Engine::new(
+            Arc::new(Store::open(&path).unwrap()),
+            Arc::new(RwLock::new(Arc::new(set))),
+            outside,
+            clock.clone(),
+            settings.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+        );
+        Harness {
+            _dir: dir,
+            dir: path,
+            clock,
+            engine,
+            exec,
+            settings,
+        }
+    }
+
+    fn answering(answer: Result<AlertNow, String>, policy: OnUnreachable) -> Harness {
+        Harness::with_alertmanager(|log, clock| FakeAm {
+            log,
+            clock,
+            before: answer,
+            from: None,
+            policy,
+        })
+    }
+
+    /// The steps asked of the executor and the questions to Alertmanager, in order.
+    fn asked(&self) -> Vec<String> {
+        self.exec.calls().into_iter().map(|(_, s)| s).collect()
+    }
+
+    fn alertmanager_decisions(&self, id: i64) -> Vec<(String, String)> {
+        self.decisions(id)
+            .into_iter()
+            .filter(|(g, ..)| g == "alertmanager")
+            .map(|(_, v, r)| (v, r))
+            .collect()
+    }
+
+    fn texts(&self, id: i64) -> Vec<String> {
+        self.store()
+            .messages(id)
+            .unwrap()
+            .into_iter()
+            .map(|m| format!("{}:{}", m.sink, m.text))
+            .collect()
+    }
+}
+
+fn alice_silence() -> AlertNow {
+    AlertNow::Silenced {
+        by: vec![SilenceFact {
+            id: "3f6e1c9a-5b1d-4c3e-9f0a-2b7d8e6a1c44".into(),
+            created_by: "alice".into(),
+            comment: "db work".into(),
+            ends_at: Some(base_time() + chrono::Duration::hours(2)),
+        }],
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn silenced_inhibited_or_gone_in_alertmanager_stops_the_run_before_the_restart() {
+    let cases = [
+        (
+            alice_silence(),
+            r#"silenced in Alertmanager by silence 3f6e1c9a-5b1d-4c3e-9f0a-2b7d8e6a1c44 (alice: "db work", until 05:00 UTC); the runbook stops before restart, nothing touched"#,
+        ),
+        (
+            AlertNow::Inhibited {
+                by: vec![InhibitorFact {
+                    fingerprint: "1e48178e9e293490".into(),
+                    alertname: Some("DatabaseHostDown".into()),
+                }],
+            },
+            "inhibited in Alertmanager by DatabaseHostDown (fingerprint 1e48178e9e293490); the runbook stops before restart, nothing touched",
+        ),
+        (
+            AlertNow::Gone,
+            "no longer firing in Alertmanager; the runbook stops before restart, nothing touched",
+        ),
+    ];
+    for (answer, reason) in cases {
+        let h = Harness::answering(Ok(answer.clone()), OnUnreachable::Go);
+        h.deliver(&[(pg(), 0, "firing")]).await;
+        let inc = h.only_incident();
+        assert_eq!(
+            h.asked(),
+            ["diagnose", "alertmanager"],
+            "{answer:?}: asked after the steps before the restart, and nothing touched"
+        );
+        assert_eq!(inc.phase, "skipped", "{answer:?}");
+        assert_eq!(
+            h.alertmanager_decisions(inc.id),
+            [("skip".to_string(), reason.to_string())]
+        );
+        assert!(
+            h.texts(inc.id)
+                .contains(&format!("slack:alertmanager: {reason}")),
+            "the thread is told: {:#?}",
+            h.texts(inc.id)
+        );
+        assert!(
+            !h.decisions(inc.id).iter().any(|(g, ..)| g == "page"),
+            "a human is at work or nothing is left to fix: nobody is paged: {:#?}",
+            h.decisions(inc.id)
+        );
+        assert!(
+            !h.texts(inc.id).iter().any(|t| t.starts_with("pagerduty:")),
+            "{:#?}",
+            h.texts(inc.id)
+        );
+        let steps: Vec<_> = h
+            .store()
+            .steps(inc.id)
+            .unwrap()
+            .into_iter()
+            .map(|s| format!("{}:{}", s.kind, s.outcome))
+            .collect();
+        assert_eq!(steps, ["diagnose:ok", "wait:ok"], "{answer:?}");
+        assert_eq!(
+            metric(&h, "remediator_runbooks_total{outcome=\"stopped\"}").as_deref(),
+            Some("remediator_runbooks_total{outcome=\"stopped\"} 1")
+        );
+        // The target is free again: the next firing is not refused as busy.
+        assert!(h.engine.busy.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silence_set_while_the_runbook_waits_is_seen_before_the_restart() {
+    // Not silenced when the incident opens; silenced 5 s later, during the 10 s wait.
+    let h = Harness::with_alertmanager(|log, clock| FakeAm {
+        log,
+        clock,
+        before: Ok(AlertNow::Active),
+        from: Some((base_time() + chrono::Duration::seconds(5), alice_silence())),
+        policy: OnUnreachable::Go,
+    });
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(h.asked(), ["diagnose", "alertmanager"]);
+    assert_eq!(inc.phase, "skipped");
+    let (verdict, reason) = h.alertmanager_decisions(inc.id).remove(0);
+    assert_eq!(verdict, "skip");
+    assert!(
+        reason.starts_with("silenced in Alertmanager by silence 3f6e1c9a"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_active_alert_is_asked_about_once_and_the_runbook_goes_on_quietly() {
+    let h = Harness::answering(Ok(AlertNow::Active), OnUnreachable::Stop);
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(
+        h.asked(),
+        ["diagnose", "alertmanager", "restart", "exec"],
+        "asked once, before the first destructive step only"
+    );
+    assert_eq!(
+        h.alertmanager_decisions(inc.id),
+        [(
+            "continue".to_string(),
+            "firing in Alertmanager, neither silenced nor inhibited".to_string()
+        )]
+    );
+    assert!(
+        !h.texts(inc.id).iter().any(|t| t.contains("alertmanager")),
+        "a plain go is recorded, not told: {:#?}",
+        h.texts(inc.id)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_alertmanager_goes_on_by_default_and_says_so_or_stops_when_told() {
+    let why = "http://127.0.0.1:9093: connection refused".to_string();
+    let h = Harness::answering(Err(why.clone()), OnUnreachable::Go);
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(h.asked(), ["diagnose", "alertmanager", "restart", "exec"]);
+    let go =
+        format!("Alertmanager unreachable ({why}); going on as alertmanager.on_unreachable = go");
+    assert_eq!(
+        h.alertmanager_decisions(inc.id),
+        [("continue".to_string(), go.clone())]
+    );
+    assert!(
+        h.texts(inc.id)
+            .contains(&format!("slack:alertmanager: {go}")),
+        "{:#?}",
+        h.texts(inc.id)
+    );
+
+    let h = Harness::answering(Err(why.clone()), OnUnreachable::Stop);
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "skipped");
+    assert_eq!(h.asked(), ["diagnose", "alertmanager"]);
+    let stop = format!("Alertmanager unreachable ({why}); the runbook stops before restart, nothing touched, as alertmanager.on_unreachable = stop");
+    assert_eq!(
+        h.alertmanager_decisions(inc.id),
+        [("skip".to_string(), stop.clone())]
+    );
+    assert!(h
+        .texts(inc.id)
+        .contains(&format!("slack:alertmanager: {stop}")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_without_a_destructive_step_asks_nothing() {
+    let h = Harness::answering(Ok(alice_silence()), OnUnreachable::Stop);
+    h.deliver(&[(json!({"alertname": "DiskSpaceLow"}), 0, "firing")])
+        .await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(h.asked(), ["diagnose"]);
+    assert!(h.alertmanager_decisions(inc.id).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destructive_on_failure_step_is_checked_too_and_a_silence_stops_it_without_a_page() {
+    let h = Harness::answering(Ok(alice_silence()), OnUnreachable::Go);
+    h.exec.fail.lock().unwrap().insert("diagnose");
+    h.deliver(&[(json!({"alertname": "Broken"}), 0, "firing")])
+        .await;
+    let inc = h.only_incident();
+    assert_eq!(h.asked(), ["diagnose", "alertmanager"], "recreate not run");
+    assert_eq!(inc.phase, "skipped");
+    let (verdict, reason) = h.alertmanager_decisions(inc.id).remove(0);
+    assert_eq!(verdict, "skip");
+    assert!(
+        reason.ends_with("the runbook stops before on_failure recreate, nothing touched"),
+        "{reason}"
+    );
+    assert!(!h.decisions(inc.id).iter().any(|(g, ..)| g == "page"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_at_any_commit_of_a_checked_run_leaves_everything_once_and_asks_once() {
+    // A run stopped by a silence, and one that goes on past an unreachable Alertmanager.
+    for answer in [Ok(alice_silence()), Err("connection refused".to_string())] {
+        let run = |fail: Option<usize>| {
+            let answer = answer.clone();
+            async move {
+                let h = Harness::answering(answer, OnUnreachable::Go);
+                let before = h.store().commits();
+                if let Some(k) = fail {
+                    h.store().fail_commits([k]);
+                }
+                deliver_only(&h, &[(pg(), 0, "firing")]).await;
+                settle(&h).await;
+                let commits = h.store().commits() - before;
+                assert_eq!(h.store().faults_left(), 0, "the injected failure happened");
+                let inc = h.only_incident();
+                (commits, journal(&h, inc.id), inc.phase, h.asked())
+            }
+        };
+        let (commits, clean, phase, asked) = run(None).await;
+        assert!(asked.contains(&"alertmanager".to_string()), "{asked:?}");
+        for k in 0..commits {
+            let (_, got, p, a) = run(Some(k)).await;
+            assert_eq!(p, phase, "{answer:?}, failing commit {k}");
+            assert_eq!(
+                a, asked,
+                "{answer:?}, failing commit {k}: asked once, no step twice"
+            );
+            assert_eq!(got.0, clean.0, "{answer:?}, failing commit {k}: decisions");
+            assert_eq!(got.2, clean.2, "{answer:?}, failing commit {k}: steps");
+            let kinds = |m: &Vec<String>| -> Vec<String> {
+                m.iter()
+                    .map(|s| s.splitn(3, ':').take(2).collect::<Vec<_>>().join(":"))
+                    .collect()
+            };
+            assert_eq!(
+                kinds(&got.1),
+                kinds(&clean.1),
+                "{answer:?}, failing commit {k}: notices"
+            );
+        }
+    }
+}

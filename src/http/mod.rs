@@ -46,6 +46,9 @@ pub struct AppState {
     pub reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync>,
     /// The service's one clock (Slack's signature window is checked against it).
     pub clock: Arc<dyn crate::domain::Clock>,
+    /// The Alertmanager client when `alertmanager.urls` is set (`/-/ready` shows its last
+    /// check; the Slack "Silence 1h" button makes silences with it).
+    pub alertmanager: Option<Arc<crate::alertmanager::AlertmanagerClient>>,
 }
 
 /// The running HTTP server: await it to serve until SIGINT/SIGTERM.
@@ -290,7 +293,8 @@ async fn healthy() -> HttpResponse {
 const QUARANTINE_SHOWN: usize = 20;
 
 /// Readiness: the store answers. Also shown, never failing it: the rules loaded, each sink's
-/// state, the held notifications, the rows quarantined because they do not read
+/// state, the held notifications, Alertmanager's peers and what the last check before a
+/// destructive step found, and the rows quarantined because they do not read
 /// (`{"count": n, "latest": [{"id", "source_table", "row_id", "error", "at", "incident_id",
 /// "queue_id"}]}`), and the pauses in force (`[{"id", "scope", "by", "until", "reason"}]`).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
@@ -337,7 +341,8 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     };
     // Notification trouble is reported, not made a readiness failure: Alertmanager's
     // webhooks must keep being taken while Slack is down. Nor are quarantined rows: they
-    // were set aside so that everything else goes on. Nor are pauses: people set them.
+    // were set aside so that everything else goes on. Nor are pauses: people set them. Nor is
+    // an unreachable Alertmanager: alertmanager.on_unreachable says what the runbooks do then.
     let body = json!({
         "ready": ready,
         "checks": {
@@ -348,6 +353,10 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "held_notifications": held,
             "quarantined": quarantined,
             "pauses": pauses,
+            "alertmanager": state.alertmanager.as_ref().map_or_else(
+                || "not configured (alertmanager.urls): silences are not checked".to_owned(),
+                |am| am.status(),
+            ),
         }
     });
     if ready {

@@ -8,13 +8,30 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// Field order matters: the process is killed before its directory is removed.
-struct Am {
-    _process: ChildGuard,
-    url: String,
+pub struct Am {
+    process: ChildGuard,
+    pub url: String,
+    /// The gossip address (`127.0.0.1:port`) when it runs as a cluster peer.
+    pub cluster: Option<String>,
     _dir: tempfile::TempDir,
 }
 
-fn start_alertmanager(hook_port: u16) -> Am {
+/// How an Alertmanager of a test runs, beyond deploy/alertmanager.yml.
+#[derive(Default)]
+pub struct AmOptions<'a> {
+    /// Gossip on loopback as a peer of an HA cluster, joining these peers.
+    pub cluster: bool,
+    pub join: Vec<&'a Am>,
+    /// A `--web.config.file` (basic auth on the API).
+    pub web_config: Option<String>,
+}
+
+pub fn start_alertmanager(hook_port: u16) -> Am {
+    start_alertmanager_with(hook_port, AmOptions::default())
+}
+
+/// deploy/alertmanager.yml pointed at `hook_port`, with short group timers.
+pub fn start_alertmanager_with(hook_port: u16, options: AmOptions<'_>) -> Am {
     let bin = tool(
         "REMEDIATOR_TEST_ALERTMANAGER_BIN",
         "prometheus-alertmanager",
@@ -47,21 +64,110 @@ fn start_alertmanager(hook_port: u16) -> Am {
     let config_path = dir.path().join("alertmanager.yml");
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
-    let process = ChildGuard::spawn(
-        Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address="),
-        "prometheus-alertmanager",
-    );
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let cluster = if options.cluster {
+        let gossip = format!("127.0.0.1:{}", free_port());
+        cmd.arg(format!("--cluster.listen-address={gossip}"))
+            .arg(format!("--cluster.advertise-address={gossip}"))
+            .arg("--cluster.gossip-interval=50ms")
+            .arg("--cluster.pushpull-interval=1s");
+        for peer in &options.join {
+            let addr = peer
+                .cluster
+                .as_ref()
+                .expect("join a peer started with cluster: true");
+            cmd.arg(format!("--cluster.peer={addr}"));
+        }
+        Some(gossip)
+    } else {
+        cmd.arg("--cluster.listen-address=");
+        None
+    };
+    if let Some(web) = &options.web_config {
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, web).unwrap();
+        cmd.arg(format!("--web.config.file={}", path.display()));
+    }
+    let process = ChildGuard::spawn(&mut cmd, "prometheus-alertmanager");
     Am {
-        _process: process,
+        process,
         url: format!("http://127.0.0.1:{port}"),
+        cluster,
         _dir: dir,
+    }
+}
+
+impl Am {
+    /// Waits until the API answers (`/-/ready`; with a web config, any answer but a refused
+    /// connection).
+    pub async fn ready(&self) {
+        let client = reqwest::Client::new();
+        eventually(20, "alertmanager ready", || async {
+            let r = client
+                .get(format!("{}/-/ready", self.url))
+                .send()
+                .await
+                .ok()?;
+            (r.status().is_success() || r.status() == 401).then_some(())
+        })
+        .await;
+    }
+
+    /// Pushes one alert, as Prometheus does (`POST /api/v2/alerts`); `ends` in the past
+    /// resolves it.
+    pub async fn push(
+        &self,
+        labels: &serde_json::Value,
+        starts: chrono::DateTime<Utc>,
+        ends: Option<chrono::DateTime<Utc>>,
+    ) {
+        let mut alert = json!({"labels": labels, "annotations": {"summary": "test"}, "startsAt": starts.to_rfc3339()});
+        if let Some(e) = ends {
+            alert["endsAt"] = json!(e.to_rfc3339());
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v2/alerts", self.url))
+            .json(&json!([alert]))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "POST /api/v2/alerts: {}",
+            r.status()
+        );
+    }
+
+    /// `GET path` on the API, as JSON.
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    /// The alert with exactly these labels, as this peer lists it now.
+    pub async fn alert(&self, labels: &serde_json::Value) -> Option<serde_json::Value> {
+        self.get("/api/v2/alerts")
+            .await
+            .as_array()?
+            .iter()
+            .find(|a| a["labels"] == *labels)
+            .cloned()
+    }
+
+    /// Kills it (SIGKILL): its port refuses connections from now on.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 }
 

@@ -21,8 +21,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["domain", "alert", "rules", "store", "metrics", "telemetry"],
     ),
     ("actions", &["domain", "alert", "rules", "engine"]),
+    ("alertmanager", &["domain", "alert", "engine"]),
     ("notify", &["domain", "store", "metrics", "telemetry"]),
-    ("settings", &["domain", "engine", "actions", "notify"]),
+    (
+        "settings",
+        &["domain", "engine", "actions", "alertmanager", "notify"],
+    ),
     (
         "http",
         &[
@@ -31,6 +35,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "rules",
             "engine",
             "store",
+            "alertmanager",
             "notify",
             "metrics",
             "settings",
@@ -47,6 +52,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "engine",
             "actions",
+            "alertmanager",
             "notify",
             "http",
             "metrics",
@@ -64,6 +70,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "store",
             "engine",
             "actions",
+            "alertmanager",
             "notify",
             "http",
             "metrics",

@@ -2,6 +2,7 @@
 //! Components come from `scripts/test-env.sh`; a missing one fails its test, never skips it.
 
 mod alertmanager;
+mod alertmanager_check;
 mod architecture;
 mod cli;
 mod crash;
