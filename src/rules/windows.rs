@@ -319,11 +319,12 @@ fn read_window(
     }
     let rules = scope(e, &f, "rules", |e, rule, pos| {
         if !known.rules.contains_key(rule) {
+            let names: Vec<&str> = known.rules.keys().map(String::as_str).collect();
             e.at(
                 pos,
                 format!(
-                    "rules `{rule}` is not a rule in this directory (known: {})",
-                    super::names_of(known.rules)
+                    "rules `{rule}` is not a rule in this directory {}",
+                    known_list(&names, "there are no rules")
                 ),
             );
         }
@@ -338,8 +339,8 @@ fn read_window(
                 e.at(
                     pos,
                     format!(
-                        "services `{service}` is not a service any rule acts on (known: {})",
-                        names.join(", ")
+                        "services `{service}` is not a service any rule acts on {}",
+                        known_list(&names, "no rule acts on a service")
                     ),
                 );
             }
@@ -373,6 +374,15 @@ fn read_window(
         services,
         intervals,
     })
+}
+
+/// `(known: a, b)`, or `(none)` in words when there is nothing to list.
+fn known_list(names: &[&str], none: &str) -> String {
+    if names.is_empty() {
+        format!("({none})")
+    } else {
+        format!("(known: {})", names.join(", "))
+    }
 }
 
 /// A scope list (`rules`, `services`), each name checked by `check`.

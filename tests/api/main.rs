@@ -18,3 +18,4 @@ mod otlp_receiver;
 mod slack;
 mod stack;
 mod webhook;
+mod windows;
