@@ -708,21 +708,20 @@ fn windows_compile_with_their_scope_and_hold_back_what_they_name() {
         .unwrap();
     assert_eq!(fact.name, "db-upgrade");
     assert_eq!(fact.until, Some(utc(5, 3, 30)));
-    // Named by service only: the window holds back any rule acting on postgres.
+    // With both rules and services, the named rules on the named services only, as a pause
+    // of a rule on a service.
     let other_rule = Rule {
         name: "another".into(),
         ..by_container.clone()
     };
     assert_eq!(
-        set.window_for(&other_rule, Some("postgres"), utc(5, 1, 30))
-            .unwrap()
-            .name,
-        "db-upgrade"
+        set.window_for(&other_rule, Some("postgres"), utc(5, 1, 30)),
+        None
     );
     assert_eq!(
-        set.window_for(&other_rule, Some("postgres"), utc(5, 3, 30)),
-        None,
-        "after it"
+        set.window_for(every, Some("postgres"), utc(5, 3, 30)),
+        set.window_for(every, Some("postgres"), utc(2, 12, 0)),
+        "after it, only the window of celery-worker"
     );
     // every-step also stops celery-worker, which `redis-always` covers at all times.
     assert_eq!(

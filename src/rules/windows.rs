@@ -1,14 +1,15 @@
 //! Maintenance windows: named stretches of time, written in Alertmanager's `time_intervals`
-//! syntax, during which the runbooks of some rules, or of any rule acting on some services,
-//! are skipped (the incident still opens, is told and escalates).
+//! syntax, during which the runbooks of some rules, of any rule acting on some services, or
+//! of some rules on some services, are skipped (the incident still opens, is told and
+//! escalates).
 //!
 //! Any rule file may hold a `maintenance_windows:` list, beside or instead of `rules:`:
 //!
 //! ```yaml
 //! maintenance_windows:
 //!   - name: db-upgrade
-//!     rules: [postgres-down]        # these rules' runbooks, and/or
-//!     services: [postgres]          # any runbook acting on these services
+//!     rules: [postgres-down]        # these rules' runbooks (on these services, if given)
+//!     services: [postgres]          # runbooks acting on these services
 //!     time_intervals:               # in force while any interval matches
 //!       - weekdays: ['saturday']
 //!         times: [{ start_time: '02:00', end_time: '04:00' }]
@@ -194,13 +195,16 @@ impl MaintenanceWindow {
     }
 
     /// Whether the window holds back `rule`'s runbook on `service` (the target's service, if
-    /// any): the rule is named, or the target's service or a service the rule's steps act
-    /// on is.
+    /// any). Each part of the scope that is given must hold, as for a pause: `rules` names
+    /// the rule, `services` names the target's service or one the rule's steps act on; with
+    /// both, the named rules on the named services only.
     pub fn covers(&self, rule: &Rule, service: Option<&str>) -> bool {
-        self.rules.contains(&rule.name)
+        let by_rule = self.rules.is_empty() || self.rules.contains(&rule.name);
+        let by_service = self.services.is_empty()
             || self.services.iter().any(|s| {
                 service == Some(s.as_str()) || rule.step_services().any(|named| named == s)
-            })
+            });
+        by_rule && by_service
     }
 
     /// When the window stops being in force, if it is at `now` and stops within a year:
