@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test-env.sh: prepare the real components remediator's tests use
-# (Docker Engine, PostgreSQL, Redis, Alertmanager/amtool, promtool and the
-# local busybox test image) and export their coordinates.
+# (Docker Engine, PostgreSQL, Redis, Alertmanager/amtool, promtool,
+# systemd-analyze/systemd-sysusers and the local busybox test image) and
+# export their coordinates.
 #
 #   scripts/test-env.sh cargo test        # set up, then exec the command
 #   scripts/test-env.sh                   # set up only
@@ -33,8 +34,9 @@ fi
 
 _rmte_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
+# systemd: systemd-analyze and systemd-sysusers check deploy/ (no systemd as PID 1 needed).
 _RMTE_PACKAGES=(docker.io docker-compose busybox-static postgresql redis-server
-  prometheus-alertmanager prometheus wrk libssl-dev pkg-config)
+  prometheus-alertmanager prometheus wrk libssl-dev pkg-config systemd)
 _RMTE_IMAGE="remediator-test/busybox:latest"
 _RMTE_IMAGE_LABEL="org.remediator.test.context-sha256"
 _RMTE_STATE_DIR="/tmp/remediator-test-env"

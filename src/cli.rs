@@ -68,6 +68,10 @@ pub enum Command {
         /// absent). Opened read-only: nothing is written.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Plan as of this time (RFC 3339, e.g. 2026-12-05T02:30:00Z) instead of now: the
+        /// alert fires then, and maintenance windows and limits are judged then.
+        #[arg(long, value_parser = parse_at)]
+        at: Option<chrono::DateTime<chrono::Utc>>,
         /// `table` for people (the default), `json` for programs.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
@@ -200,8 +204,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             )?;
             match load_rules(&s.rules_dir) {
                 Ok(set) => {
+                    let windows = match set.windows.len() {
+                        0 => String::new(),
+                        1 => ", 1 maintenance window".to_string(),
+                        n => format!(", {n} maintenance windows"),
+                    };
                     println!(
-                        "{}: OK, {} rules, {} contacts",
+                        "{}: OK, {} rules, {} contacts{windows}",
                         s.rules_dir.display(),
                         set.rules.len(),
                         set.escalation.contacts.len()
@@ -224,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             alert,
             rules_dir,
             data_dir,
+            at,
             output,
         } => {
             let s = settings(
@@ -234,12 +244,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 },
             )?;
+            let now = at.unwrap_or_else(chrono::Utc::now);
             let alerts = match (labels, alert) {
-                (Some(l), None) => vec![alert_from_labels(&l)?],
-                (None, Some(path)) => alerts_from_file(&path)?,
+                (Some(l), None) => vec![alert_from_labels(&l, now)?],
+                (None, Some(path)) => alerts_from_file(&path, now)?,
                 _ => bail!("give the alert with --labels k=v,... or --alert FILE"),
             };
-            let out = simulate(&s, &alerts)?;
+            let out = simulate(&s, &alerts, now)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
                 Output::Table => print!("{}", simulation_text(&out)),
@@ -330,7 +341,16 @@ fn service_url(listen: SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-fn alert_from_labels(spec: &str) -> anyhow::Result<Alert> {
+/// `--at`: an RFC 3339 time, with its offset (`Z` for UTC).
+fn parse_at(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            format!("{e}: write an RFC 3339 time with its offset, e.g. 2026-12-05T02:30:00Z")
+        })
+}
+
+fn alert_from_labels(spec: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Alert> {
     let mut labels = Labels::new();
     for pair in spec.split(',').filter(|p| !p.trim().is_empty()) {
         let (k, v) = pair
@@ -341,23 +361,23 @@ fn alert_from_labels(spec: &str) -> anyhow::Result<Alert> {
     if labels.is_empty() {
         bail!("--labels needs at least one name=value pair");
     }
-    Ok(firing_now(labels))
+    Ok(firing_at(labels, now))
 }
 
-/// A synthetic alert starting now, as Alertmanager would send these labels.
-fn firing_now(labels: Labels) -> Alert {
+/// A synthetic alert starting at `now`, as Alertmanager would send these labels.
+fn firing_at(labels: Labels, now: chrono::DateTime<chrono::Utc>) -> Alert {
     Alert {
         fingerprint: Fingerprint::of_labels(&labels),
         status: AlertStatus::Firing,
         labels,
         annotations: Labels::new(),
-        starts_at: chrono::Utc::now(),
+        starts_at: now,
         ends_at: None,
         generator_url: String::new(),
     }
 }
 
-fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
+fn alerts_from_file(path: &Path, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Vec<Alert>> {
     let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if let Ok(n) = parse_webhook(&text) {
         return Ok(n.alerts);
@@ -372,7 +392,7 @@ fn alerts_from_file(path: &Path) -> anyhow::Result<Vec<Alert>> {
             path.display()
         )
     })?;
-    Ok(vec![firing_now(one.labels)])
+    Ok(vec![firing_at(one.labels, now)])
 }
 
 /// What `simulate` knows of the past: the store's runs, or nothing when there is no store.
@@ -396,16 +416,19 @@ impl GuardState for History {
     }
 }
 
-/// The plan for each alert, with every guard evaluated against the local store's history,
-/// through the engine's own [`plan()`]. The store is opened read-only, if it exists.
-pub fn simulate(s: &Settings, alerts: &[Alert]) -> anyhow::Result<serde_json::Value> {
+/// The plan for each alert at `now`, with every guard evaluated against the local store's
+/// history, through the engine's own [`plan()`]. The store is opened read-only, if it exists.
+pub fn simulate(
+    s: &Settings,
+    alerts: &[Alert],
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<serde_json::Value> {
     let rules = load_rules(&s.rules_dir)?;
     let history = if s.data_dir.join(crate::store::DB_FILE).exists() {
         History::Store(Box::new(Store::open_read_only(&s.data_dir)?))
     } else {
         History::None
     };
-    let now = chrono::Utc::now();
     let mut out = Vec::new();
     for alert in alerts {
         let p = plan(

@@ -102,7 +102,8 @@ pub struct GuardFacts {
     pub busy: Option<i64>,
     /// A pause that covers this rule or target now.
     pub pause: Option<PauseFact>,
-    /// A maintenance window in force now that covers this rule or target.
+    /// A maintenance window in force now that covers this rule or target. `plan()` sets it
+    /// from the rule set; a [`super::plan::GuardState`] leaves it `None`.
     pub window: Option<WindowFact>,
     /// A deploy of the target seen within the deploy grace.
     pub deploy: Option<DeployFact>,

@@ -162,20 +162,24 @@ pub fn plan<'a, S: GuardState>(
             });
         }
     };
-    let facts = state.facts(&FactsQuery {
+    let service = match &target {
+        TargetRef::Service(s) => Some(s.as_str()),
+        _ => None,
+    };
+    let mut facts = state.facts(&FactsQuery {
         incident,
         fingerprint,
         rule: &rule.name,
         target: &target,
-        service: match &target {
-            TargetRef::Service(s) => Some(s.as_str()),
-            _ => None,
-        },
+        service,
         now,
         flapping_since: ago(now, settings.flapping_window),
         rule_since: ago(now, rule.limit.per),
         budget_since: ago(now, settings.budget_per),
     })?;
+    // Maintenance windows are part of the rule set and need only `now`: judged here, so the
+    // engine and `simulate` (with its `--at`) see the same.
+    facts.window = rules.window_for(rule, service, now);
     let evaluation = guards::evaluate(settings, rule, &target, &facts, now, mode);
     let skip = evaluation
         .decisions
@@ -305,6 +309,50 @@ mod tests {
         let sim = plan(&l, "ab", 0, &rules, &s, &busy, now, Mode::Simulate).unwrap();
         assert_eq!(sim.decisions.len(), 10);
         assert!(matches!(sim.action, Action::Skip { pages: false, .. }));
+    }
+
+    #[test]
+    fn a_window_in_force_skips_the_runbook_without_paging_and_only_then() {
+        let mut sources = vec![Source {
+            path: "maintenance.yaml".into(),
+            text: "maintenance_windows:\n  - name: pg-upgrade\n    services: [postgres]\n    time_intervals:\n      - weekdays: [wednesday]\n        times: [ { start_time: '02:00', end_time: '04:00' } ]\n".into(),
+        }];
+        for file in ["escalation.yaml", "10-postgres.yaml"] {
+            sources.push(Source {
+                path: file.into(),
+                text: std::fs::read_to_string(
+                    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("rules")
+                        .join(file),
+                )
+                .unwrap(),
+            });
+        }
+        let rules = crate::rules::compile_in(std::path::Path::new(""), &sources, vec![])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let l = labels(&[("alertname", "PostgresDown")]);
+        let s = GuardSettings::default();
+        let none = Facts(GuardFacts::default());
+        // Wednesday 2026-11-25, 03:00 UTC.
+        let inside = Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).unwrap();
+        let p = plan(&l, "ab", 1, &rules, &s, &none, inside, Mode::Act).unwrap();
+        let last = p.decisions.last().unwrap();
+        assert_eq!(last.guard, DecisionKind::Window);
+        assert_eq!(
+            last.reason,
+            "inside maintenance window pg-upgrade (until 04:00 UTC)"
+        );
+        assert!(
+            matches!(&p.action, Action::Skip { pages: false, reason } if *reason == last.reason),
+            "{:?}",
+            p.action
+        );
+        // A week later at 04:00: out of it again.
+        let after = inside + chrono::Duration::days(7) + chrono::Duration::hours(1);
+        let p = plan(&l, "ab", 1, &rules, &s, &none, after, Mode::Act).unwrap();
+        assert!(matches!(p.action, Action::Run { .. }), "{:?}", p.action);
+        let window = p.decisions.iter().find(|d| d.guard == DecisionKind::Window);
+        assert_eq!(window.unwrap().reason, "no maintenance window in force");
     }
 
     #[test]

@@ -292,9 +292,10 @@ async fn healthy() -> HttpResponse {
 /// Quarantined rows listed on `/-/ready` (the latest; `count` has them all).
 const QUARANTINE_SHOWN: usize = 20;
 
-/// Readiness: the store answers. Also shown, never failing it: the rules loaded, each sink's
-/// state, the held notifications, Alertmanager's peers and what the last check before a
-/// destructive step found, and the rows quarantined because they do not read
+/// Readiness: the store answers. Also shown, never failing it: the rules loaded, the
+/// maintenance windows (`{"loaded": n, "in_force": [names]}`), each sink's state, the held
+/// notifications, Alertmanager's peers and what the last check before a destructive step
+/// found, and the rows quarantined because they do not read
 /// (`{"count": n, "latest": [{"id", "source_table", "row_id", "error", "at", "incident_id",
 /// "queue_id"}]}`), and the pauses in force (`[{"id", "scope", "by", "until", "reason"}]`).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
@@ -307,12 +308,20 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Ok(Err(e)) => Err(e),
         Err(e) => Err(e.to_string()),
     };
-    let rules = state
-        .rules
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .rules
-        .len();
+    let (rules, windows) = {
+        let set = state.rules.read().unwrap_or_else(|p| p.into_inner());
+        let now = state.clock.now();
+        let in_force: Vec<&str> = set
+            .windows
+            .iter()
+            .filter(|w| w.in_force(now))
+            .map(|w| w.name.as_str())
+            .collect();
+        (
+            set.rules.len(),
+            json!({ "loaded": set.windows.len(), "in_force": in_force }),
+        )
+    };
     let ready = store_check.is_ok();
     let sinks = state.deliverer.status();
     let store = state.store.clone();
@@ -348,6 +357,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "checks": {
             "store": store_check.unwrap_or_else(|e| format!("failing: {e}")),
             "rules": format!("{rules} rules loaded"),
+            "maintenance_windows": windows,
             "slack": sinks.slack,
             "pagerduty": sinks.pagerduty,
             "held_notifications": held,

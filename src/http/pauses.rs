@@ -121,7 +121,7 @@ pub(super) fn new_pause(
                         format!(
                             "rule `{}` never acts on `{s}` (it acts on: {})",
                             r.name,
-                            acts_on.join(", ")
+                            acts_on.iter().copied().collect::<Vec<_>>().join(", ")
                         )
                     },
                 ));

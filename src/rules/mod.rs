@@ -8,29 +8,34 @@
 //! are read from it field by field (`read.rs`), so a problem in one field, step, rule or file
 //! does not hide the next one.
 //!
-//! A rule file holds `rules:`; the file named `escalation.yaml` holds the contacts and the
-//! per-priority policies that rules' `owner` and `page` steps refer to.
+//! A rule file holds `rules:`, `maintenance_windows:` (see `windows.rs`) or both; the file
+//! named `escalation.yaml` holds the contacts and the per-priority policies that rules'
+//! `owner` and `page` steps refer to.
 
 mod escalation;
 mod matcher;
 mod read;
 mod steps;
+mod windows;
 mod yaml;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::alert::Labels;
+use crate::domain::WindowFact;
 use read::Fields;
 use yaml::Node;
 
 pub use escalation::{Contact, Escalation, Policy, Tier, TierAfter};
 pub use matcher::{MatchOp, Matcher};
 pub use steps::{Step, StepKind};
+pub use windows::{MaintenanceWindow, Range, TimeInterval, TimeRange, WINDOWS_KEY};
 pub use yaml::Pos;
 
 /// The name of the file that holds contacts and escalation policies.
@@ -195,6 +200,37 @@ impl Rule {
             .unwrap_or(self.priority)
     }
 
+    /// The services the rule's steps name besides its target (`stop`, `start`,
+    /// `exec.service`), in its steps and its `on_failure` steps.
+    pub fn step_services(&self) -> impl Iterator<Item = &str> + '_ {
+        self.steps
+            .iter()
+            .chain(&self.on_failure)
+            .flat_map(|s| match &s.kind {
+                StepKind::Stop { services, .. } | StepKind::Start { services, .. } => {
+                    services.iter().map(String::as_str).collect()
+                }
+                StepKind::Exec {
+                    service: Some(s), ..
+                } => vec![s.as_str()],
+                _ => Vec::new(),
+            })
+    }
+
+    /// Every service the rule may act on: its target's (each one a label may name) and its
+    /// steps'.
+    pub fn services(&self) -> BTreeSet<&str> {
+        let mut out: BTreeSet<&str> = self.step_services().collect();
+        match &self.target {
+            Target::Service(s) => {
+                out.insert(s);
+            }
+            Target::Label { allow, .. } => out.extend(allow.iter().map(String::as_str)),
+            Target::Container(_) | Target::None => {}
+        }
+        out
+    }
+
     /// Resolves the target for one alert. Refuses label values that are not plain names in
     /// the rule's allowlist: an alert can never choose an arbitrary container.
     pub fn resolve_target(&self, labels: &Labels) -> Result<TargetRef, String> {
@@ -220,11 +256,14 @@ impl Rule {
     }
 }
 
-/// All rules (first match wins, in file-name then file order) and the escalation policy.
+/// All rules (first match wins, in file-name then file order), the escalation policy and the
+/// maintenance windows.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub escalation: Escalation,
+    /// In file-name then file order.
+    pub windows: Vec<MaintenanceWindow>,
 }
 
 impl RuleSet {
@@ -236,21 +275,23 @@ impl RuleSet {
         self.rules.iter().find(|r| r.name == name)
     }
 
-    /// Every compose service a rule may act on: `service` targets and the `allow` lists of
-    /// `label` targets, sorted.
+    /// Every compose service a rule may act on (see [`Rule::services`]), sorted.
     pub fn services(&self) -> std::collections::BTreeSet<&str> {
         self.rules.iter().flat_map(|r| r.services()).collect()
     }
-}
 
-impl Rule {
-    /// The compose services this rule may act on (none for a container or no target).
-    pub fn services(&self) -> Vec<&str> {
-        match &self.target {
-            Target::Service(s) => vec![s.as_str()],
-            Target::Label { allow, .. } => allow.iter().map(String::as_str).collect(),
-            Target::Container(_) | Target::None => Vec::new(),
-        }
+    /// The first maintenance window in force at `now` that holds back `rule`'s runbook on
+    /// `service` (the target's compose service, if it is one).
+    pub fn window_for(
+        &self,
+        rule: &Rule,
+        service: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Option<WindowFact> {
+        self.windows
+            .iter()
+            .filter(|w| w.covers(rule, service))
+            .find_map(|w| w.fact(now))
     }
 }
 
@@ -356,14 +397,54 @@ pub fn compile_in(
 
     let mut rules = Vec::new();
     let mut names = BTreeMap::new();
+    // Windows name rules and services, so they are read once every rule is.
+    let mut with_windows = Vec::new();
     for src in sources.iter().filter(|s| !is_escalation(&s.path)) {
         let mut e = read::Errors::new(&src.path, &src.text, &mut errors);
-        rule_file(src, &mut e, escalation.as_ref(), &mut names, &mut rules);
+        if let Some(doc) = rule_file(src, &mut e, escalation.as_ref(), &mut names, &mut rules) {
+            with_windows.push((*src, doc));
+        }
+    }
+    let known = windows::Known {
+        rules: &names,
+        services: errors.is_empty().then(|| {
+            rules
+                .iter()
+                .flat_map(|r| r.services())
+                .map(str::to_owned)
+                .collect()
+        }),
+    };
+    let mut windows = Vec::new();
+    let mut window_names = BTreeMap::new();
+    for (src, doc) in &with_windows {
+        let mut found = Vec::new();
+        let mut e = read::Errors::new(&src.path, &src.text, &mut found);
+        if let Some(list) = top_level(doc).and_then(|f| f.get(WINDOWS_KEY)) {
+            windows::read_windows(
+                &mut e,
+                list,
+                &src.path,
+                &known,
+                &mut window_names,
+                &mut windows,
+            );
+        } else if let Some(pos) = top_level(doc).and_then(|f| f.key_pos(WINDOWS_KEY)) {
+            e.at(
+                Some(pos),
+                format!("`{WINDOWS_KEY}` has no value; list windows, or remove the key"),
+            );
+        }
+        errors.extend(found);
     }
 
     if errors.is_empty() {
         if let Some(escalation) = escalation {
-            return Ok(RuleSet { rules, escalation });
+            return Ok(RuleSet {
+                rules,
+                escalation,
+                windows,
+            });
         }
     }
     // Sorted by file then place (a problem with no place, such as a missing file, first);
@@ -374,26 +455,69 @@ pub fn compile_in(
     Err(RuleErrors(errors))
 }
 
-/// Where each rule name was first used, to refuse a second use.
+/// A file's top-level mapping, read once more without recording problems (they were, when
+/// the file was first read).
+fn top_level(doc: &Node) -> Option<Fields<'_>> {
+    let mut ignored = Vec::new();
+    let mut e = read::Errors::new(Path::new(""), "", &mut ignored);
+    Fields::of_named(&mut e, doc, "", "the file", "")
+}
+
+/// Where `name` was first used, as `file:line:column`, when it was.
+fn first_use(names: &Names, name: &str) -> Option<String> {
+    let (path, pos) = names.get(name)?;
+    Some(match pos {
+        Some(p) => format!("{}:{p}", path.display()),
+        None => path.display().to_string(),
+    })
+}
+
+const NO_RULES: &str = "the file has no rules; add a `rules:` list or remove the file";
+
+/// Where each rule (or window) name was first used, to refuse a second use.
 type Names = BTreeMap<String, (PathBuf, Option<Pos>)>;
 
+/// Reads a rule file's rules; gives its document back when it also lists maintenance
+/// windows, to be read once every rule is.
 fn rule_file(
     src: &Source,
     e: &mut read::Errors<'_>,
     escalation: Option<&Escalation>,
     names: &mut Names,
     rules: &mut Vec<Rule>,
-) {
-    const NO_RULES: &str = "the file has no rules; add a `rules:` list or remove the file";
+) -> Option<Node> {
     let doc = match yaml::parse(&src.text) {
         Ok(Some(doc)) => doc,
-        Ok(None) => return e.at(None, NO_RULES),
-        Err(syntax) => return e.at(syntax.pos, syntax.message),
+        Ok(None) => {
+            e.at(None, NO_RULES);
+            return None;
+        }
+        Err(syntax) => {
+            e.at(syntax.pos, syntax.message);
+            return None;
+        }
     };
-    let Some(top) = Fields::of_named(e, &doc, "", "the file", " with a `rules:` list") else {
-        return;
+    let has_windows = {
+        let top = Fields::of_named(e, &doc, "", "the file", " with a `rules:` list")?;
+        top.check_keys(e, Some(&["rules", WINDOWS_KEY]));
+        let has_windows = top.has(WINDOWS_KEY);
+        // A file of windows alone needs no rules.
+        if top.has("rules") || !has_windows {
+            rules_of(src, e, &top, escalation, names, rules);
+        }
+        has_windows
     };
-    top.check_keys(e, Some(&["rules"]));
+    has_windows.then_some(doc)
+}
+
+fn rules_of(
+    src: &Source,
+    e: &mut read::Errors<'_>,
+    top: &Fields<'_>,
+    escalation: Option<&Escalation>,
+    names: &mut Names,
+    rules: &mut Vec<Rule>,
+) {
     let Some(list) = top.get("rules") else {
         // `rules:` written empty is a place; no `rules:` at all is the whole file.
         return e.at(top.key_pos("rules"), NO_RULES);
@@ -446,12 +570,8 @@ fn compile_rule(
             e.at(n.pos, "name is empty");
         } else {
             e.set_context(format!("rule `{name}`"));
-            match names.get(name) {
-                Some((path, pos)) => {
-                    let at = match pos {
-                        Some(p) => format!("{}:{p}", path.display()),
-                        None => path.display().to_string(),
-                    };
+            match first_use(names, name) {
+                Some(at) => {
                     e.at(
                         n.pos,
                         format!("the name is already used by the rule at {at}; rule names must be unique"),

@@ -372,6 +372,32 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad-window",
+        &[
+            "bad-window/rules.yaml:11:17: maintenance window `typos`: rules `pgg` is not a rule in this directory (known: pg)",
+            "bad-window/rules.yaml:12:16: maintenance window `typos`: services `postgress` is not a service any rule acts on (known: postgres)",
+            "bad-window/rules.yaml:12:27: maintenance window `typos`: services `../etc` is not a plain container or service name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
+            "bad-window/rules.yaml:14:35: maintenance window `typos`: time_intervals.weekdays `funday` is not a weekday (sunday to saturday, by name) or a range of them such as monday:friday",
+            "bad-window/rules.yaml:16:27: maintenance window `typos`: time_intervals.times.start_time `9:00` is not a time of day written HH:MM, from 00:00 to 24:00 (e.g. 09:00)",
+            "bad-window/rules.yaml:17:46: maintenance window `typos`: time_intervals.times: end_time `02:00` is not after start_time `22:00`; a range ends on the day it starts: split one that crosses midnight in two, one ending at 24:00 and one starting at 00:00",
+            "bad-window/rules.yaml:18:25: maintenance window `typos`: time_intervals.days_of_month `0` is out of range: days of the month are 1 to 31, or -31 to -1 counted from the end (-1 is the last day)",
+            "bad-window/rules.yaml:18:28: maintenance window `typos`: time_intervals.days_of_month `-15:5` starts from the end of the month, so it must end there too: write a negative end such as -1",
+            "bad-window/rules.yaml:19:18: maintenance window `typos`: time_intervals.months `13` is not a month (january to december, or 1 to 12) or a range of them such as march:may",
+            "bad-window/rules.yaml:19:24: maintenance window `typos`: time_intervals.months `december:january` ends before it starts; a range does not wrap around the year: write `december` and `january`",
+            "bad-window/rules.yaml:20:17: maintenance window `typos`: time_intervals.years `2027:2026` ends before it starts",
+            "bad-window/rules.yaml:21:19: maintenance window `typos`: time_intervals.location `Europe/Berln` is not a time zone of the IANA database, such as Europe/Berlin or UTC",
+            "bad-window/rules.yaml:22:9: maintenance window `typos`: unknown key `time_intervals.hours` (expected one of: times, weekdays, days_of_month, months, years, location)",
+            "bad-window/rules.yaml:23:5: maintenance window `no-scope`: a maintenance window needs a scope: `rules:` (the rules whose runbooks it holds back), `services:` (the services no runbook may act on), or both",
+            "bad-window/rules.yaml:24:35: maintenance window `no-scope`: time_intervals.location `Local` is the host's zone, which a window does not use: write the IANA name of the zone the window is planned in, such as Europe/Berlin (UTC when not given)",
+            "bad-window/rules.yaml:26:12: maintenance window `empty`: rules is empty; name at least one, or remove the key",
+            "bad-window/rules.yaml:27:21: maintenance window `empty`: time_intervals is empty, so the window would never be in force; list at least one interval ({} is all the time)",
+            "bad-window/rules.yaml:28:5: maintenance window `typos`: missing key `time_intervals` (e.g. time_intervals: [ { weekdays: [saturday], times: [ { start_time: '02:00', end_time: '04:00' } ] } ])",
+            "bad-window/rules.yaml:28:11: maintenance window `typos`: the name is already used by the window at bad-window/rules.yaml:10:11; window names must be unique",
+            "bad-window/windows-only.yaml:2:5: maintenance window #1: a maintenance window must be a mapping of name, rules and/or services, and time_intervals, not `just a string`",
+            "bad-window/windows-only.yaml:5:23: maintenance window `null-interval`: time_intervals must be a mapping such as { weekdays: [saturday], times: [ { start_time: '02:00', end_time: '04:00' } ] }, not empty",
+        ],
+    ),
+    (
         "combined",
         &[
             r#"combined/10-first.yaml:4:16: rule `postgres-down`: matcher `alertname=~"(Postgres"`: invalid regular expression: unclosed group"#,
@@ -407,7 +433,7 @@ const CASES: &[(&str, &[&str])] = &[
             "empty-files/30-empty-list.yaml:1:8: the file has no rules; add a `rules:` list or remove the file",
             "empty-files/40-null.yaml:1:1: the file has no rules; add a `rules:` list or remove the file",
             "empty-files/50-prometheus.yaml: the file has no rules; add a `rules:` list or remove the file",
-            "empty-files/50-prometheus.yaml:1:1: unknown key `groups` (expected one of: rules)",
+            "empty-files/50-prometheus.yaml:1:1: unknown key `groups` (expected one of: rules, maintenance_windows)",
             "empty-files/60-list.yaml:1:1: the file must be a mapping with a `rules:` list, not a list",
         ],
     ),
@@ -651,4 +677,101 @@ fn tiers_are_timed_by_share_of_rto_or_delay() {
     assert_eq!(p1.tiers[0].after.delay(rto), Duration::from_secs(15 * 60));
     assert_eq!(p1.tiers[1].after.delay(rto), rto);
     assert!(p1.tiers[1].customer_impacting_only);
+}
+
+#[test]
+fn windows_compile_with_their_scope_and_hold_back_what_they_name() {
+    use chrono::TimeZone;
+    let utc = |d: u32, h: u32, m: u32| chrono::Utc.with_ymd_and_hms(2026, 12, d, h, m, 0).unwrap();
+    let set = crate::loader::load_rules(&testdata().join("valid")).unwrap();
+    let names: Vec<&str> = set.windows.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["db-upgrade", "redis-always"]);
+    let db = &set.windows[0];
+    assert_eq!(
+        (db.rules.as_slice(), db.services.as_slice()),
+        (
+            &["every-step".to_string()][..],
+            &["postgres".to_string()][..]
+        )
+    );
+    assert!(
+        db.file.ends_with("maintenance.yaml") && db.line == 3,
+        "{db:?}"
+    );
+
+    let every = set.get("every-step").unwrap();
+    let by_label = set.get("by-label").unwrap();
+    let by_container = set.get("by-container").unwrap();
+    // Saturday 5 December, 02:30 in Berlin (01:30 UTC): the upgrade, until 04:30 (03:30 UTC).
+    let fact = set
+        .window_for(every, Some("postgres"), utc(5, 1, 30))
+        .unwrap();
+    assert_eq!(fact.name, "db-upgrade");
+    assert_eq!(fact.until, Some(utc(5, 3, 30)));
+    // With both rules and services, the named rules on the named services only, as a pause
+    // of a rule on a service.
+    let other_rule = Rule {
+        name: "another".into(),
+        ..by_container.clone()
+    };
+    assert_eq!(
+        set.window_for(&other_rule, Some("postgres"), utc(5, 1, 30)),
+        None
+    );
+    assert_eq!(
+        set.window_for(every, Some("postgres"), utc(5, 3, 30)),
+        set.window_for(every, Some("postgres"), utc(2, 12, 0)),
+        "after it, only the window of celery-worker"
+    );
+    // every-step also stops celery-worker, which `redis-always` covers at all times.
+    assert_eq!(
+        set.window_for(every, Some("postgres"), utc(2, 12, 0))
+            .unwrap()
+            .name,
+        "redis-always"
+    );
+    // A label target: by the service the alert chose.
+    assert_eq!(
+        set.window_for(by_label, Some("redis"), utc(2, 12, 0))
+            .unwrap()
+            .until,
+        None
+    );
+    assert_eq!(
+        set.window_for(by_label, Some("backend"), utc(2, 12, 0)),
+        None
+    );
+    assert_eq!(set.window_for(by_container, None, utc(5, 1, 30)), None);
+}
+
+#[test]
+fn a_window_is_checked_against_every_rule_and_refused_with_the_set() {
+    let window = "maintenance_windows:\n  - name: w\n    services: [zzz]\n    rules: [broken]\n    time_intervals: [ {} ]\n";
+    // The rule naming service zzz did not compile: its problem is reported, and the window's
+    // service is not called unknown for it.
+    let errs = errors_with(
+        "50-w.yaml",
+        &format!("rules:\n  - name: broken\n    matchers: ['alertname=\"X\"']\n    priority: P9\n    rto: 5m\n    owner: oncall\n    target: {{ service: zzz }}\n    steps: [ {{ restart: {{}} }} ]\n{window}"),
+    );
+    assert_eq!(
+        errs,
+        ["rules/50-w.yaml:4:15: rule `broken`: priority `P9` is not one of P1, P2, P3, P4"]
+    );
+    // With the shipped rules alone, both names are unknown, and the whole set is refused.
+    assert_eq!(
+        errors_with("50-w.yaml", window),
+        [
+            "rules/50-w.yaml:3:16: maintenance window `w`: services `zzz` is not a service any rule acts on (known: backend, backup, celery-worker, frontend, minio, postgres, rabbitmq, redis)",
+            "rules/50-w.yaml:4:13: maintenance window `w`: rules `broken` is not a rule in this directory (known: backup-failed, disk-space-low, high-queue-depth, postgres-down, single-service-failure)",
+        ]
+    );
+    // A file of windows alone, beside the shipped rules, compiles.
+    let mut sources = shipped();
+    sources.push(Source {
+        path: "rules/50-w.yaml".into(),
+        text: "maintenance_windows:\n  - name: w\n    rules: [postgres-down]\n    time_intervals: [ { years: ['2020'] } ]\n".into(),
+    });
+    let set = compile(&sources).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.windows.len(), 1);
+    assert_eq!(set.rules.len(), 5);
 }

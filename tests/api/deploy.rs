@@ -1,4 +1,4 @@
-//! deploy/ is validated with the tools Alertmanager and Prometheus ship.
+//! deploy/ is validated with the tools Alertmanager, Prometheus and systemd ship.
 
 use std::process::Command;
 
@@ -58,5 +58,152 @@ fn promtool_accepts_the_alerting_rules_and_their_unit_tests() {
     run(
         promtool(),
         &["test", "rules", "deploy/prometheus-rules.test.yml"],
+    );
+}
+
+/// The shipped unit, as installed: its directives, one per line (`Key=value`).
+fn unit() -> String {
+    std::fs::read_to_string(repo().join("deploy/remediator.service")).unwrap()
+}
+
+const SHIPPED_EXEC: &str =
+    "ExecStart=/usr/local/bin/remediator serve --config /etc/remediator/remediator.yaml";
+
+#[test]
+fn the_systemd_unit_is_what_an_operator_ships_and_systemd_analyze_verify_is_silent_on_it() {
+    let text = unit();
+    for line in [
+        "Type=simple",
+        "User=remediator",
+        "Group=remediator",
+        "SupplementaryGroups=docker",
+        "EnvironmentFile=/etc/remediator/env",
+        SHIPPED_EXEC,
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Restart=on-failure",
+        "StateDirectory=remediator",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "NoNewPrivileges=yes",
+        "After=docker.service network-online.target",
+        "Wants=network-online.target",
+        "WantedBy=multi-user.target",
+    ] {
+        assert_eq!(
+            text.lines().filter(|l| l.trim() == line).count(),
+            1,
+            "{line} once in deploy/remediator.service"
+        );
+    }
+    assert!(
+        !text.lines().any(|l| l.starts_with("ReadWritePaths")),
+        "the socket needs no write access to the file system"
+    );
+
+    // verify checks that ExecStart's program exists and is executable: a copy of the unit
+    // names the binary built for these tests, and nothing else changes.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("remediator.service");
+    let exe = env!("CARGO_BIN_EXE_remediator");
+    std::fs::write(
+        &copy,
+        text.replace(
+            SHIPPED_EXEC,
+            &SHIPPED_EXEC.replace("/usr/local/bin/remediator", exe),
+        ),
+    )
+    .unwrap();
+    // No systemd needed as PID 1: the unit files are read from disk; no man pages or
+    // generators are looked for.
+    let analyze = tool("REMEDIATOR_TEST_SYSTEMD_ANALYZE_BIN", "systemd-analyze");
+    let out = Command::new(&analyze)
+        .args(["verify", "--man=no", "--generators=no"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify: {}\n{said}",
+        out.status
+    );
+
+    // The command line is the binary's: `serve --config FILE` reads that file.
+    let out = Command::new(exe)
+        .args(["serve", "--config", "/nonexistent/remediator.yaml"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("cannot read the configuration file /nonexistent/remediator.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shipped_configuration_loads_and_keeps_its_state_where_the_unit_says() {
+    use remediator::settings::{Overrides, Settings};
+    let s = Settings::load(
+        Some(&repo().join("deploy/remediator.yaml")),
+        Vec::new(),
+        &Overrides::default(),
+    )
+    .unwrap_or_else(|e| panic!("deploy/remediator.yaml: {e}"));
+    // StateDirectory=remediator is /var/lib/remediator.
+    assert_eq!(s.data_dir, std::path::Path::new("/var/lib/remediator"));
+    assert_eq!(s.rules_dir, std::path::Path::new("/etc/remediator/rules"));
+    assert_eq!(s.listen.to_string(), "127.0.0.1:9095");
+    assert_eq!(s.docker.project.as_deref(), Some("voiceai"));
+}
+
+#[test]
+fn systemd_sysusers_creates_the_service_user_in_the_docker_group() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/group"), "docker:x:107:\n").unwrap();
+    let sysusers = tool("REMEDIATOR_TEST_SYSTEMD_SYSUSERS_BIN", "systemd-sysusers");
+    let out = Command::new(&sysusers)
+        .arg(format!("--root={}", root.path().display()))
+        .arg(repo().join("deploy/remediator.sysusers"))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.lines().all(|l| l.starts_with("Creating ")),
+        "nothing but what it created: {said}"
+    );
+    let read = |f: &str| std::fs::read_to_string(root.path().join("etc").join(f)).unwrap();
+    let passwd = read("passwd");
+    let user = passwd
+        .lines()
+        .find(|l| l.starts_with("remediator:"))
+        .unwrap_or_else(|| panic!("{passwd}"));
+    let fields: Vec<&str> = user.split(':').collect();
+    assert_eq!(
+        (fields[5], fields[6]),
+        ("/var/lib/remediator", "/usr/sbin/nologin"),
+        "{user}"
+    );
+    let group = read("group");
+    assert!(
+        group
+            .lines()
+            .any(|l| l.starts_with("docker:x:107:") && l.ends_with("remediator")),
+        "{group}"
+    );
+    assert!(
+        group.lines().any(|l| l.starts_with("remediator:x:")),
+        "{group}"
     );
 }

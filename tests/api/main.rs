@@ -20,3 +20,4 @@ mod pauses;
 mod slack;
 mod stack;
 mod webhook;
+mod windows;
