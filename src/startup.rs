@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use crate::actions::Executor;
+use crate::actions::{Executor, Following, OwnChanges};
 use crate::domain::{Clock, SystemClock};
-use crate::engine::{Engine, NoDocker, SharedRules, StepExecutor};
+use crate::engine::{Engine, NoDocker, Outside, SharedRules};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
@@ -30,23 +30,37 @@ pub struct Application {
     metrics: Arc<Metrics>,
     retention: Duration,
     clock: Arc<dyn Clock>,
+    /// The task following Docker's events for deploys; it stops when the application does.
+    _deploy_watch: Option<Following>,
 }
 
 impl Application {
-    /// Builds everything with the wall clock; Docker actions when `docker.project` is set.
+    /// Builds everything with the wall clock; Docker actions and the deploy watch when
+    /// `docker.project` is set. The watch starts in the background: a Docker daemon that is
+    /// down delays neither startup nor readiness.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let executor: Arc<dyn StepExecutor> = if settings.docker.project.is_some() {
-            Arc::new(Executor::new(&settings.docker).map_err(|e| anyhow::anyhow!("docker: {e}"))?)
+        let metrics = Arc::new(Metrics::new());
+        let (outside, watch) = if settings.docker.project.is_some() {
+            let own = Arc::new(OwnChanges::default());
+            let steps = Executor::new(&settings.docker, own.clone())
+                .map_err(|e| anyhow::anyhow!("docker: {e}"))?;
+            let (deploys, watch) = crate::actions::watch(&settings.docker, own, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("docker: {e}"))?;
+            let mut outside = Outside::new(Arc::new(steps));
+            outside.deploys = deploys;
+            (outside, watch)
         } else {
             tracing::warn!("docker.project is not set (REMEDIATOR_DOCKER__PROJECT): runbooks will touch no container");
-            Arc::new(NoDocker)
+            (Outside::new(Arc::new(NoDocker)), None)
         };
-        Self::build_with(settings, executor, Arc::new(SystemClock)).await
+        Self::build_with(settings, outside, watch, metrics, Arc::new(SystemClock)).await
     }
 
     pub async fn build_with(
         settings: Settings,
-        executor: Arc<dyn StepExecutor>,
+        outside: Outside,
+        deploy_watch: Option<Following>,
+        metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let rules = match load_rules(&settings.rules_dir) {
@@ -65,12 +79,11 @@ impl Application {
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let wake = Arc::new(Notify::new());
         let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
-        let metrics = Arc::new(Metrics::new());
 
         let engine = Engine::new(
             store.clone(),
             rules.clone(),
-            crate::engine::Outside::new(executor),
+            outside,
             clock.clone(),
             settings.engine.clone(),
             metrics.clone(),
@@ -148,6 +161,7 @@ impl Application {
             metrics,
             retention,
             clock,
+            _deploy_watch: deploy_watch,
         })
     }
 

@@ -322,7 +322,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // Notification trouble is reported, not made a readiness failure: Alertmanager's
     // webhooks must keep being taken while Slack is down. Nor are quarantined rows: they
     // were set aside so that everything else goes on.
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "checks": {
             "store": store_check.unwrap_or_else(|e| format!("failing: {e}")),
@@ -333,6 +333,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "quarantined": quarantined,
         }
     });
+    // The deploy watch too: while Docker's events are lost, deploys are not seen, but
+    // remediation goes on.
+    if let Some(deploys) = state.engine.deploy_status() {
+        body["checks"]["docker_events"] = json!(deploys);
+    }
     if ready {
         HttpResponse::Ok().json(body)
     } else {
