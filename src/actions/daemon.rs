@@ -23,13 +23,20 @@ pub(super) fn connect(s: &DockerSettings) -> Result<(Docker, String), StepError>
         }
         None => {
             let c = Docker::connect_with_local_defaults()
-                .map_err(|e| StepError::Unavailable(format!("cannot set up the Docker client: {e}")))?
+                .map_err(|e| {
+                    StepError::Unavailable(format!("cannot set up the Docker client: {e}"))
+                })?
                 .with_timeout(Duration::from_secs(timeout));
-            let host =
-                std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-            Ok((c, host))
+            Ok((c, host_of(s)))
         }
     }
+}
+
+/// The daemon's address as `connect` reads it, for messages.
+pub(super) fn host_of(s: &DockerSettings) -> String {
+    s.host.clone().unwrap_or_else(|| {
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+    })
 }
 
 /// `client` pinned to the daemon's API version, or why the daemon did not say it (within

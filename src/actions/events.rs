@@ -163,7 +163,9 @@ pub fn watch(
     metrics: Arc<Metrics>,
 ) -> Result<(Arc<DeployWatcher>, Option<Following>), StepError> {
     let project = settings.project.clone().ok_or_else(|| {
-        StepError::Failed("the deploy watch needs docker.project (REMEDIATOR_DOCKER__PROJECT)".into())
+        StepError::Failed(
+            "the deploy watch needs docker.project (REMEDIATOR_DOCKER__PROJECT)".into(),
+        )
     })?;
     let grace = settings.deploy_grace;
     let now = Utc::now();
@@ -187,13 +189,12 @@ pub fn watch(
         tracing::info!("docker.deploy_grace is 0: deploys are not watched");
         return Ok((watcher, None));
     }
-    let (client, host) = daemon::connect(settings)?;
     let from = if settings.deploy_replay {
         now - chrono::Duration::from_std(grace).unwrap_or_default()
     } else {
         now
     };
-    let task = tokio::spawn(watcher.clone().follow(client, host, from));
+    let task = tokio::spawn(watcher.clone().follow(settings.clone(), from));
     Ok((watcher, Some(Following(task))))
 }
 
@@ -204,7 +205,10 @@ impl DeployWatcher {
 
     /// Follows the stream for ever, reconnecting with backoff; `cursor` is the time from which
     /// events are read back at each (re)connection.
-    async fn follow(self: Arc<Self>, client: Docker, host: String, mut cursor: DateTime<Utc>) {
+    async fn follow(self: Arc<Self>, settings: DockerSettings, mut cursor: DateTime<Utc>) {
+        let host = daemon::host_of(&settings);
+        // Made once the socket is there (bollard checks that it exists).
+        let mut client: Option<Docker> = None;
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(MAX_RETRY)
@@ -216,7 +220,14 @@ impl DeployWatcher {
         // When the stream was lost (None while following, and before the first connection).
         let mut lost_at: Option<DateTime<Utc>> = None;
         loop {
-            let error = match daemon::negotiate(&client).await {
+            if client.is_none() {
+                client = daemon::connect(&settings).ok().map(|(c, _)| c);
+            }
+            let reached = match &client {
+                Some(c) => daemon::negotiate(c).await,
+                None => Err("no socket there".to_string()),
+            };
+            let error = match reached {
                 Err(e) => format!("the Docker daemon at {host} does not answer ({e})"),
                 Ok(docker) => {
                     if let Err(e) = self.sweep(&docker, cursor).await {
@@ -230,8 +241,13 @@ impl DeployWatcher {
                     .emit(&self.metrics);
                     self.set_state(State::Following);
                     lost_at = None;
-                    delays = backoff.build();
+                    let opened = tokio::time::Instant::now();
                     let ended = self.stream(&docker, &mut cursor, &mut last).await;
+                    // The backoff starts over only after a stream that held: one that fails
+                    // as soon as it opens must not be retried ten times a second.
+                    if opened.elapsed() >= MAX_RETRY {
+                        delays = backoff.build();
+                    }
                     format!("the event stream from {host} {ended}")
                 }
             };
@@ -242,7 +258,10 @@ impl DeployWatcher {
                 *self.state.read().unwrap_or_else(|p| p.into_inner()),
                 State::Reconnecting { first: true, .. }
             );
-            if first_loss {
+            if first_loss && was_first {
+                tracing::warn!(host = %host, error = %error, retry_in_ms = delay.as_millis() as u64,
+                    "cannot follow Docker's events yet: {error}; deploys are not seen until it answers (is dockerd running?)");
+            } else if first_loss {
                 DockerEventsLost {
                     host: &host,
                     error: &error,
@@ -311,8 +330,7 @@ impl DeployWatcher {
         if attrs.get(PROJECT_LABEL) != Some(&self.project) {
             return;
         }
-        let Some((service, action)) = ev.action.as_deref().and_then(|a| classify(a, attrs))
-        else {
+        let Some((service, action)) = ev.action.as_deref().and_then(|a| classify(a, attrs)) else {
             return;
         };
         let id = actor.id.as_deref().unwrap_or_default();
@@ -483,7 +501,11 @@ mod tests {
             }
         }
         let no_service = labels(&[(PROJECT_LABEL, "voiceai")]);
-        assert_eq!(classify("create", &no_service), None, "not a compose service");
+        assert_eq!(
+            classify("create", &no_service),
+            None,
+            "not a compose service"
+        );
     }
 
     /// Seconds from a base a little after this test started: our own changes end at the
@@ -528,8 +550,14 @@ mod tests {
         assert_eq!(seq(&[(Created, 0), (Created, 1)]), fact(Created, 1));
         assert_eq!(seq(&[(Destroyed, 0)]), fact(Destroyed, 0));
         // A later deploy is a deploy of its own; a replayed older event changes nothing.
-        assert_eq!(seq(&[(Recreated, 0), (Destroyed, 300)]), fact(Destroyed, 300));
-        assert_eq!(seq(&[(Destroyed, 300), (Recreated, 0)]), fact(Destroyed, 300));
+        assert_eq!(
+            seq(&[(Recreated, 0), (Destroyed, 300)]),
+            fact(Destroyed, 300)
+        );
+        assert_eq!(
+            seq(&[(Destroyed, 300), (Recreated, 0)]),
+            fact(Destroyed, 300)
+        );
         // Replayed events of the same deploy, out of order, read the same.
         assert_eq!(
             seq(&[(Destroyed, 1), (Renamed, 0), (Created, 0)]),
@@ -567,7 +595,11 @@ mod tests {
         w.on_event(&event("create", "aaa", created), at(0));
         let seen = w.recent("backend", at(40)).expect("within the grace");
         assert_eq!(seen, fact(DeployAction::Created, 0));
-        assert_eq!(w.recent("backend", at(300)), Some(seen), "the grace is inclusive");
+        assert_eq!(
+            w.recent("backend", at(300)),
+            Some(seen),
+            "the grace is inclusive"
+        );
         assert_eq!(w.recent("backend", at(301)), None);
         assert_eq!(w.recent("postgres", at(1)), None, "another service");
         assert!(
@@ -576,8 +608,15 @@ mod tests {
         );
         let off = watcher(Duration::ZERO, Arc::default());
         off.on_event(&event("create", "aaa", compose("backend", &[])), at(0));
-        assert_eq!(off.recent("backend", at(0)), None, "a grace of 0 turns it off");
-        assert_eq!(off.status().unwrap(), "following compose project voiceai: a deploy within 0s skips its service's runbooks");
+        assert_eq!(
+            off.recent("backend", at(0)),
+            None,
+            "a grace of 0 turns it off"
+        );
+        assert_eq!(
+            off.status().unwrap(),
+            "following compose project voiceai: a deploy within 0s skips its service's runbooks"
+        );
     }
 
     #[test]
@@ -601,7 +640,11 @@ mod tests {
         {
             let change = own.begin(&[old], &[tmp]);
             w.on_event(
-                &event("create", "5b18210e0366", compose("backend", &[("name", tmp)])),
+                &event(
+                    "create",
+                    "5b18210e0366",
+                    compose("backend", &[("name", tmp)]),
+                ),
                 at(0),
             );
             change.add_id("5b18210e0366");
@@ -615,17 +658,32 @@ mod tests {
                 at(1),
             );
         }
-        assert_eq!(w.recent("backend", at(2)), None, "our own recreate is no deploy");
+        assert_eq!(
+            w.recent("backend", at(2)),
+            None,
+            "our own recreate is no deploy"
+        );
 
         // A compose recreate right after ours is one.
         let tmp2 = "5b18210e0366_voiceai_backend_1";
         w.on_event(
-            &event("rename", "5b18210e0366", compose("backend", &[("name", tmp2), ("oldName", "/voiceai_backend_1")])),
+            &event(
+                "rename",
+                "5b18210e0366",
+                compose(
+                    "backend",
+                    &[("name", tmp2), ("oldName", "/voiceai_backend_1")],
+                ),
+            ),
             at(3),
         );
         w.on_event(&event("create", "ddd", compose("backend", &[])), at(3));
         w.on_event(
-            &event("destroy", "5b18210e0366", compose("backend", &[("name", tmp2)])),
+            &event(
+                "destroy",
+                "5b18210e0366",
+                compose("backend", &[("name", tmp2)]),
+            ),
             at(4),
         );
         assert_eq!(
@@ -646,6 +704,9 @@ mod tests {
             w.status().unwrap(),
             "reconnecting since 2027-01-15T08:00:00Z: the event stream from unix:///x ended (did the daemon restart?); what happened meanwhile is read back once it is back"
         );
-        assert_eq!(since_param(Utc.timestamp_nanos(1_800_000_000_000_000_042)), "1800000000.000000042");
+        assert_eq!(
+            since_param(Utc.timestamp_nanos(1_800_000_000_000_000_042)),
+            "1800000000.000000042"
+        );
     }
 }

@@ -78,10 +78,10 @@ impl OwnChanges {
             let during = c.ended.is_none_or(|e| at <= e + slack);
             during
                 && (c.ids.iter().any(|i| i == id)
-                || names
-                    .iter()
-                    .map(|n| n.trim_start_matches('/'))
-                    .any(|n| c.names.iter().any(|m| m == n)))
+                    || names
+                        .iter()
+                        .map(|n| n.trim_start_matches('/'))
+                        .any(|n| c.names.iter().any(|m| m == n)))
         })
     }
 
@@ -102,8 +102,7 @@ impl OwnChange<'_> {
 
 impl Drop for OwnChange<'_> {
     fn drop(&mut self) {
-        self.of
-            .with(self.key, |c| c.ended = Some(Utc::now()));
+        self.of.with(self.key, |c| c.ended = Some(Utc::now()));
     }
 }
 
@@ -122,7 +121,10 @@ mod tests {
             // The create's event may come before the create answers: the name tells it.
             assert!(own.is_ours("5b18210e0366", &[tmp], now()));
             change.add_id("5b18210e0366");
-            assert!(own.is_ours(old, &["p_redis_1"], now()), "the old one's destroy");
+            assert!(
+                own.is_ours(old, &["p_redis_1"], now()),
+                "the old one's destroy"
+            );
             assert!(
                 own.is_ours("5b18210e0366", &["p_redis_1", &format!("/{tmp}")], now()),
                 "the rename to the final name"

@@ -321,7 +321,10 @@ pub fn evaluate(
 
 /// "40 s", "2 min 5 s": how long ago something was seen, in whole seconds (rounded up).
 fn ago_text(d: Duration) -> String {
-    match (round_up_secs(d).as_secs() / 60, round_up_secs(d).as_secs() % 60) {
+    match (
+        round_up_secs(d).as_secs() / 60,
+        round_up_secs(d).as_secs() % 60,
+    ) {
         (0, s) => format!("{s} s"),
         (m, 0) => format!("{m} min"),
         (m, s) => format!("{m} min {s} s"),
@@ -339,10 +342,18 @@ mod tests {
 
     #[test]
     fn a_deploy_skip_says_what_happened_to_the_container_and_how_long_ago() {
-        let text = |f: &str| std::fs::read_to_string(format!("{}/rules/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let text = |f: &str| {
+            std::fs::read_to_string(format!("{}/rules/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
         let set = crate::rules::compile(&[
-            crate::rules::Source { path: "escalation.yaml".into(), text: text("escalation.yaml") },
-            crate::rules::Source { path: "10-postgres.yaml".into(), text: text("10-postgres.yaml") },
+            crate::rules::Source {
+                path: "escalation.yaml".into(),
+                text: text("escalation.yaml"),
+            },
+            crate::rules::Source {
+                path: "10-postgres.yaml".into(),
+                text: text("10-postgres.yaml"),
+            },
         ])
         .unwrap();
         let rule = set.rules[0].clone();
@@ -356,7 +367,14 @@ mod tests {
             ..GuardFacts::default()
         };
         let target = TargetRef::Service("backend".into());
-        let e = evaluate(&GuardSettings::default(), &rule, &target, &facts, now, Mode::Act);
+        let e = evaluate(
+            &GuardSettings::default(),
+            &rule,
+            &target,
+            &facts,
+            now,
+            Mode::Act,
+        );
         let last = e.decisions.last().unwrap();
         assert_eq!(last.guard, DecisionKind::Deploy);
         assert_eq!(last.verdict, Verdict::Skip);

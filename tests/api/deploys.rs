@@ -108,10 +108,9 @@ impl TestApp {
         ))
         .await;
         let id = eventually(30, &format!("the incident for {service}"), || async {
-            self.incidents()
-                .await
-                .into_iter()
-                .find(|i| i["labels"]["service"] == service && i["id"].as_i64().unwrap_or(0) > after)?["id"]
+            self.incidents().await.into_iter().find(|i| {
+                i["labels"]["service"] == service && i["id"].as_i64().unwrap_or(0) > after
+            })?["id"]
                 .as_i64()
         })
         .await;
@@ -143,10 +142,7 @@ fn deploy_skip_secs(detail: &Value, service: &str) -> u64 {
 
 fn assert_told_and_untouched(detail: &Value) {
     assert_eq!(detail["phase"], "skipped", "{detail:#}");
-    assert!(
-        step_outcomes(detail).is_empty(),
-        "no step ran: {detail:#}"
-    );
+    assert!(step_outcomes(detail).is_empty(), "no step ran: {detail:#}");
     assert!(
         !detail["told"].as_array().unwrap().is_empty(),
         "people are told of the incident: {detail:#}"
@@ -179,10 +175,6 @@ async fn a_compose_force_recreate_skips_the_services_runbook_and_leaves_its_cont
         "{secs} s ago, the recreate began {:?} ago",
         t0.elapsed()
     );
-    assert!(!decision(&detail, "deploy")["reason"]
-        .as_str()
-        .unwrap()
-        .contains("s s"));
     assert_eq!(stack.id("redis"), deployed, "the container compose made");
     assert_eq!(stack.started_at("redis"), started, "not restarted either");
 }
@@ -204,7 +196,11 @@ async fn after_the_deploy_grace_the_runbook_runs_as_usual() {
     let deploy = decision(&detail, "deploy");
     assert_eq!(deploy["verdict"], "continue");
     assert_eq!(deploy["reason"], "no deploy in progress");
-    assert_ne!(stack.started_at("redis"), before, "the runbook restarted it");
+    assert_ne!(
+        stack.started_at("redis"),
+        before,
+        "the runbook restarted it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +291,12 @@ async fn a_deploy_just_before_remediator_starts_is_read_back_at_startup() {
     let stack = Stack::up(&["redis"]);
     force_recreate(&stack, "redis");
     let deployed = stack.id("redis");
-    let app = app_for(&stack, None, &[("REMEDIATOR_DOCKER__DEPLOY_REPLAY", "true")]).await;
+    let app = app_for(
+        &stack,
+        None,
+        &[("REMEDIATOR_DOCKER__DEPLOY_REPLAY", "true")],
+    )
+    .await;
     app.wait_following().await;
     app.wait_deploy_events(1).await;
 
@@ -310,4 +311,33 @@ async fn a_deploy_just_before_remediator_starts_is_read_back_at_startup() {
         "{detail:#}"
     );
     assert_eq!(stack.id("redis"), deployed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_down_at_startup_delays_neither_startup_nor_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    // The socket a stopped dockerd leaves behind: there, but nobody answers.
+    let sock = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let host = format!("unix://{}", sock.display());
+    let app = spawn_with(Spawn {
+        env: vec![
+            ("REMEDIATOR_WEBHOOK_TOKEN".into(), TOKEN.into()),
+            ("REMEDIATOR_DOCKER__PROJECT".into(), "nosuchproject".into()),
+            ("REMEDIATOR_DOCKER__HOST".into(), host.clone()),
+        ],
+        rules_dir: None,
+    })
+    .await;
+    let line = eventually(30, "the watch saying it cannot connect", || async {
+        let line = app.docker_events().await;
+        line.contains("does not answer").then_some(line)
+    })
+    .await;
+    assert!(
+        line.starts_with("connecting since ") && line.contains(&host),
+        "{line}"
+    );
+    let r = app.post_hook(fire(json!({"alertname": "Unrelated"}))).await;
+    assert_eq!(r.status(), 200, "webhooks are taken meanwhile");
 }

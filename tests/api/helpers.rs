@@ -78,7 +78,10 @@ pub async fn spawn_with(spawn: Spawn) -> TestApp {
     // A test brings its compose project up just before the service: read back at startup,
     // those creates would be a deploy in progress and skip every runbook. The tests of the
     // replay turn it on (a later value wins).
-    let mut env = vec![("REMEDIATOR_DOCKER__DEPLOY_REPLAY".to_string(), "false".to_string())];
+    let mut env = vec![(
+        "REMEDIATOR_DOCKER__DEPLOY_REPLAY".to_string(),
+        "false".to_string(),
+    )];
     env.extend(spawn.env);
     let settings = Settings::load(
         None,
