@@ -39,6 +39,9 @@ pub struct Metrics {
     pub slack_errors: Family<Labels, Counter>,
     pub quarantined_rows: Family<Labels, Counter>,
     pub pauses_active: Gauge<i64, AtomicI64Wrapper>,
+    pub docker_events_lost: Counter,
+    pub docker_events_following: Gauge<i64, AtomicI64Wrapper>,
+    pub deploys_seen: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -75,6 +78,9 @@ impl Metrics {
             slack_errors: Family::default(),
             quarantined_rows: Family::default(),
             pauses_active: Gauge::default(),
+            docker_events_lost: Counter::default(),
+            docker_events_following: Gauge::default(),
+            deploys_seen: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +171,22 @@ impl Metrics {
             "Pauses in force (runbooks they cover are skipped), counted when scraped",
             m.pauses_active.clone(),
         );
+        registry.register(
+            "docker_events_lost",
+            "Times Docker's event stream ended or failed (a daemon restart); it is followed \
+             again with `since` the last event seen",
+            m.docker_events_lost.clone(),
+        );
+        registry.register(
+            "docker_events_following",
+            "1 while Docker's event stream is followed for deploys, 0 while reconnecting",
+            m.docker_events_following.clone(),
+        );
+        registry.register(
+            "deploys_seen",
+            "Deploys of the compose project's services seen in Docker's events, by action",
+            m.deploys_seen.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -245,6 +267,12 @@ impl Metrics {
     pub fn quarantined(&self, table: &str) {
         self.quarantined_rows
             .get_or_create(&vec![("table", table.to_string())])
+            .inc();
+    }
+
+    pub fn deploy_seen(&self, action: &str) {
+        self.deploys_seen
+            .get_or_create(&vec![("action", action.to_string())])
             .inc();
     }
 

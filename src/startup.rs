@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use crate::actions::Executor;
+use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
 use crate::domain::{Clock, SystemClock};
-use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules, StepExecutor};
+use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
@@ -32,23 +32,37 @@ pub struct Application {
     metrics: Arc<Metrics>,
     retention: Duration,
     clock: Arc<dyn Clock>,
+    /// The task following Docker's events for deploys; it stops when the application does.
+    _deploy_watch: Option<Following>,
 }
 
 impl Application {
-    /// Builds everything with the wall clock; Docker actions when `docker.project` is set.
+    /// Builds everything with the wall clock; Docker actions and the deploy watch when
+    /// `docker.project` is set. The watch starts in the background: a Docker daemon that is
+    /// down delays neither startup nor readiness.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let executor: Arc<dyn StepExecutor> = if settings.docker.project.is_some() {
-            Arc::new(Executor::new(&settings.docker).map_err(|e| anyhow::anyhow!("docker: {e}"))?)
+        let metrics = Arc::new(Metrics::new());
+        let (outside, watch) = if settings.docker.project.is_some() {
+            let own = Arc::new(OwnChanges::default());
+            let steps = Executor::new(&settings.docker, own.clone())
+                .map_err(|e| anyhow::anyhow!("docker: {e}"))?;
+            let (deploys, watch) = crate::actions::watch(&settings.docker, own, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("docker: {e}"))?;
+            let mut outside = Outside::new(Arc::new(steps));
+            outside.deploys = deploys;
+            (outside, watch)
         } else {
             tracing::warn!("docker.project is not set (REMEDIATOR_DOCKER__PROJECT): runbooks will touch no container");
-            Arc::new(NoDocker)
+            (Outside::new(Arc::new(NoDocker)), None)
         };
-        Self::build_with(settings, executor, Arc::new(SystemClock)).await
+        Self::build_with(settings, outside, watch, metrics, Arc::new(SystemClock)).await
     }
 
     pub async fn build_with(
         settings: Settings,
-        executor: Arc<dyn StepExecutor>,
+        mut outside: Outside,
+        deploy_watch: Option<Following>,
+        metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         let rules = match load_rules(&settings.rules_dir) {
@@ -67,7 +81,6 @@ impl Application {
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let wake = Arc::new(Notify::new());
         let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
-        let metrics = Arc::new(Metrics::new());
 
         let alertmanager = AlertmanagerClient::new(&settings.alertmanager, clock.clone())
             .map_err(|e| anyhow::anyhow!("alertmanager: {e}"))?
@@ -76,7 +89,6 @@ impl Application {
             Some(am) => tracing::info!(peers = ?am.peers(), on_unreachable = %settings.alertmanager.on_unreachable, "Alertmanager is asked before each runbook's first destructive step"),
             None => tracing::warn!("alertmanager.urls is not set (REMEDIATOR_ALERTMANAGER__URLS): a silence set after a notification is not seen, and runbooks go on"),
         }
-        let mut outside = Outside::new(executor);
         outside.alertmanager = alertmanager.clone().map(|am| am as Arc<dyn AlertCheck>);
         let engine = Engine::new(
             store.clone(),
@@ -160,6 +172,7 @@ impl Application {
             metrics,
             retention,
             clock,
+            _deploy_watch: deploy_watch,
         })
     }
 

@@ -1,6 +1,7 @@
 //! Docker steps through bollard, confined to one compose project.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
@@ -12,14 +13,15 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::daemon::{DaemonErrors, Found};
+use super::daemon::{self, DaemonErrors, Found};
+use super::own::OwnChanges;
 use super::{recreate, truncate, DockerSettings};
 use crate::engine::{StepContext, StepError, StepOutput};
 use crate::rules::{validate_name, StepKind, TargetRef};
 
 pub(super) const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub(super) const SERVICE_LABEL: &str = "com.docker.compose.service";
-const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+pub(super) const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 /// Output kept from logs and exec, per step.
 const EXCERPT: usize = 4096;
 
@@ -29,29 +31,13 @@ pub struct DockerActions {
     project: Option<String>,
     allowed: Vec<String>,
     host: String,
+    /// What remediator is changing itself, so that its own recreates are no deploy.
+    own: Arc<OwnChanges>,
 }
 
 impl DockerActions {
-    pub fn new(s: &DockerSettings) -> Result<DockerActions, StepError> {
-        let timeout = s.request_timeout.as_secs().max(1);
-        let (client, host) = match s.host.as_deref() {
-            Some(h) => {
-                let path = h.strip_prefix("unix://").unwrap_or(h);
-                let c = Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION)
-                    .map_err(|e| StepError::Unavailable(format!("docker.host {h:?}: {e}")))?;
-                (c, h.to_string())
-            }
-            None => {
-                let c = Docker::connect_with_local_defaults()
-                    .map_err(|e| {
-                        StepError::Unavailable(format!("cannot set up the Docker client: {e}"))
-                    })?
-                    .with_timeout(Duration::from_secs(timeout));
-                let host = std::env::var("DOCKER_HOST")
-                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-                (c, host)
-            }
-        };
+    pub fn new(s: &DockerSettings, own: Arc<OwnChanges>) -> Result<DockerActions, StepError> {
+        let (client, host) = daemon::connect(s)?;
         if let Some(p) = &s.project {
             validate_name(p).map_err(|e| StepError::Failed(format!("docker.project: {e}")))?;
         }
@@ -61,6 +47,7 @@ impl DockerActions {
             project: s.project.clone(),
             allowed: s.allowed_services.clone(),
             host,
+            own,
         })
     }
 
@@ -72,17 +59,12 @@ impl DockerActions {
         if let Some(d) = slot.as_ref() {
             return d.clone();
         }
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            self.client.clone().negotiate_version(),
-        )
-        .await
-        {
-            Ok(Ok(d)) => {
+        match daemon::negotiate(&self.client).await {
+            Ok(d) => {
                 *slot = Some(d.clone());
                 d
             }
-            _ => self.client.clone(),
+            Err(_) => self.client.clone(),
         }
     }
 
@@ -240,8 +222,14 @@ impl DockerActions {
                 let mut done = Vec::new();
                 for c in self.containers(&docker, &ctx.target, name).await? {
                     done.push(
-                        recreate::recreate(&DaemonErrors { host: &self.host }, &docker, &c, t)
-                            .await?,
+                        recreate::recreate(
+                            &DaemonErrors { host: &self.host },
+                            &docker,
+                            &c,
+                            t,
+                            &self.own,
+                        )
+                        .await?,
                     );
                 }
                 Ok(StepOutput::new(format!("recreated {}", done.join(", "))))

@@ -6,12 +6,18 @@
 //! `com.docker.compose.service=<name>` (not one-off runs); a container target must carry the
 //! same project label; service names are plain names and, when `docker.allowed_services` is
 //! set, must be in it. Every refusal is the step's recorded outcome.
+//!
+//! The deploy watch (`events.rs`) follows the project's Docker events for the engine's deploy
+//! guard; `own.rs` tells it which containers remediator's own recreate is changing.
 
 mod daemon;
 mod docker;
+mod events;
+mod own;
 mod probes;
 mod recreate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +27,8 @@ use crate::engine::{StepContext, StepError, StepExecutor, StepOutput};
 use crate::rules::StepKind;
 
 pub use docker::DockerActions;
+pub use events::{watch, DeployWatcher, Following};
+pub use own::OwnChanges;
 
 /// `docker:` in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +44,15 @@ pub struct DockerSettings {
     /// Per-request timeout for the Docker API.
     #[serde(with = "crate::domain::duration::serde_text")]
     pub request_timeout: Duration,
+    /// A service whose container was created, recreated, renamed or destroyed within this
+    /// long (Docker's event stream, compose-project containers only) is being deployed: its
+    /// runbooks are skipped. `0` turns the watch off.
+    #[serde(with = "crate::domain::duration::serde_text_or_zero")]
+    pub deploy_grace: Duration,
+    /// At startup, read back the last `deploy_grace` of Docker's events (and the project's
+    /// containers created in it), so that a restart of remediator during a deploy still
+    /// knows of the deploy.
+    pub deploy_replay: bool,
 }
 
 impl Default for DockerSettings {
@@ -45,6 +62,8 @@ impl Default for DockerSettings {
             allowed_services: Vec::new(),
             host: None,
             request_timeout: Duration::from_secs(120),
+            deploy_grace: Duration::from_secs(300),
+            deploy_replay: true,
         }
     }
 }
@@ -55,9 +74,11 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(settings: &DockerSettings) -> Result<Executor, StepError> {
+    /// `own` is shared with the deploy watch ([`watch`]), which then does not take
+    /// remediator's own recreates for deploys.
+    pub fn new(settings: &DockerSettings, own: Arc<OwnChanges>) -> Result<Executor, StepError> {
         Ok(Executor {
-            docker: DockerActions::new(settings)?,
+            docker: DockerActions::new(settings, own)?,
         })
     }
 }

@@ -7,6 +7,9 @@
 //! 2. connect the other networks, with their aliases (minus the old short id);
 //! 3. stop the old container, remove it (volumes kept), rename the new one, start it.
 //!
+//! Each recreate is registered in [`OwnChanges`] before it starts, so that the deploy watch
+//! does not take its events for a deploy.
+//!
 //! A failure before the old container is stopped leaves it untouched (the half-made new one
 //! is removed). If the old one cannot be removed, the new one is removed and the old one
 //! started again.
@@ -25,6 +28,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 
 use super::daemon::{DaemonErrors, Found};
+use super::own::OwnChanges;
 use crate::engine::StepError;
 
 /// Recreates one container; returns its name.
@@ -33,6 +37,7 @@ pub(super) async fn recreate(
     docker: &Docker,
     old: &Found,
     grace: Duration,
+    own: &OwnChanges,
 ) -> Result<String, StepError> {
     let info = docker
         .inspect_container(&old.id, None)
@@ -47,6 +52,7 @@ pub(super) async fn recreate(
     let short_id: String = old.id.chars().take(12).collect();
     let (body, other_networks) = create_body(&info, &short_id, &name);
     let tmp_name = format!("{short_id}_{name}");
+    let change = own.begin(&[&old.id], &[&tmp_name]);
 
     let created = docker
         .create_container(
@@ -56,6 +62,7 @@ pub(super) async fn recreate(
         .await
         .map_err(|e| actions.err(&format!("create the replacement of {name}"), e))?;
     let new_id = created.id;
+    change.add_id(&new_id);
 
     let remove_new = || async {
         let opts = RemoveContainerOptionsBuilder::new()

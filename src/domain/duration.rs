@@ -83,3 +83,63 @@ pub mod serde_millis_opt {
         Option::<u64>::deserialize(de).map(|v| v.map(Duration::from_millis))
     }
 }
+
+/// Durations in configuration files where zero means "off": `0` (or `0s`) besides what
+/// [`parse`] reads. A number from the environment (`REMEDIATOR_…=0`) arrives as one.
+pub mod serde_text_or_zero {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        super::serialize(d, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(de)? {
+            Raw::Number(0) => Ok(Duration::ZERO),
+            Raw::Number(n) => Err(serde::de::Error::custom(format!(
+                "`{n}` is not a duration such as 30s, 2m or 1h (a number needs a unit: {n}s, {n}m, {n}h; 0 turns it off)"
+            ))),
+            Raw::Text(t) if t.trim() == "0" => Ok(Duration::ZERO),
+            Raw::Text(t) => match humantime::parse_duration(t.trim()) {
+                Ok(d) if d.is_zero() => Ok(d),
+                _ => parse(&t).map_err(serde::de::Error::custom),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize, Debug)]
+    struct Grace {
+        #[serde(with = "serde_text_or_zero")]
+        grace: Duration,
+    }
+
+    fn grace(yaml: &str) -> Result<Duration, String> {
+        serde_saphyr::from_str::<Grace>(yaml)
+            .map(|g| g.grace)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn zero_turns_a_setting_off_and_anything_else_reads_as_usual() {
+        assert_eq!(grace("grace: 0").unwrap(), Duration::ZERO);
+        assert_eq!(grace("grace: \"0\"").unwrap(), Duration::ZERO);
+        assert_eq!(grace("grace: 0s").unwrap(), Duration::ZERO);
+        assert_eq!(grace("grace: 5m").unwrap(), Duration::from_secs(300));
+        let e = grace("grace: 5").unwrap_err();
+        assert!(e.contains("a number needs a unit: 5s"), "{e}");
+        let e = grace("grace: soon").unwrap_err();
+        assert!(e.contains("`soon` is not a duration"), "{e}");
+    }
+}

@@ -71,6 +71,12 @@ pub trait DeployWatch: Send + Sync {
     /// The latest deploy of `service` (created, recreated, renamed, destroyed) within the
     /// deploy grace before `now`.
     fn recent(&self, service: &str, now: DateTime<Utc>) -> Option<DeployFact>;
+
+    /// How the watch is doing, for `/-/ready` ("following …", "reconnecting since …");
+    /// `None` when there is no watch.
+    fn status(&self) -> Option<String> {
+        None
+    }
 }
 
 /// No event stream (no Docker configured, or in tests): no deploy is ever seen.

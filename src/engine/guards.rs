@@ -224,7 +224,7 @@ pub fn evaluate(
                     "a deploy of {} is in progress (container {} {} ago)",
                     d.service,
                     d.action,
-                    human(round_up_secs((now - d.at).to_std().unwrap_or_default()))
+                    ago_text((now - d.at).to_std().unwrap_or_default())
                 ),
                 false,
             ),
@@ -320,7 +320,71 @@ pub fn evaluate(
     }
 }
 
+/// "40 s", "2 min 5 s": how long ago something was seen, in whole seconds (rounded up).
+fn ago_text(d: Duration) -> String {
+    match (
+        round_up_secs(d).as_secs() / 60,
+        round_up_secs(d).as_secs() % 60,
+    ) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
+}
+
 /// `now` minus a std duration, saturating.
 pub(crate) fn ago(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deploy_skip_says_what_happened_to_the_container_and_how_long_ago() {
+        let text = |f: &str| {
+            std::fs::read_to_string(format!("{}/rules/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
+        let set = crate::rules::compile(&[
+            crate::rules::Source {
+                path: "escalation.yaml".into(),
+                text: text("escalation.yaml"),
+            },
+            crate::rules::Source {
+                path: "10-postgres.yaml".into(),
+                text: text("10-postgres.yaml"),
+            },
+        ])
+        .unwrap();
+        let rule = set.rules[0].clone();
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 2, 3, 0, 0).unwrap();
+        let facts = GuardFacts {
+            deploy: Some(DeployFact {
+                service: "backend".into(),
+                action: crate::domain::DeployAction::Recreated,
+                at: now - chrono::Duration::milliseconds(39_400),
+            }),
+            ..GuardFacts::default()
+        };
+        let target = TargetRef::Service("backend".into());
+        let e = evaluate(
+            &GuardSettings::default(),
+            &rule,
+            &target,
+            &facts,
+            now,
+            Mode::Act,
+        );
+        let last = e.decisions.last().unwrap();
+        assert_eq!(last.guard, DecisionKind::Deploy);
+        assert_eq!(last.verdict, Verdict::Skip);
+        assert_eq!(
+            last.reason,
+            "a deploy of backend is in progress (container recreated 40 s ago)"
+        );
+        assert!(!last.pages, "a deploy is people at work: told, not paged");
+        assert_eq!(ago_text(Duration::from_secs(125)), "2 min 5 s");
+        assert_eq!(ago_text(Duration::from_secs(300)), "5 min");
+    }
 }

@@ -180,6 +180,11 @@ impl Engine {
         &self.settings
     }
 
+    /// The deploy watch's state, for `/-/ready`.
+    pub fn deploy_status(&self) -> Option<String> {
+        self.outside.deploys.status()
+    }
+
     fn rules(&self) -> Arc<RuleSet> {
         self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

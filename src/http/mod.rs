@@ -352,7 +352,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // webhooks must keep being taken while Slack is down. Nor are quarantined rows: they
     // were set aside so that everything else goes on. Nor are pauses: people set them. Nor is
     // an unreachable Alertmanager: alertmanager.on_unreachable says what the runbooks do then.
-    let body = json!({
+    let mut body = json!({
         "ready": ready,
         "checks": {
             "store": store_check.unwrap_or_else(|e| format!("failing: {e}")),
@@ -369,6 +369,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             ),
         }
     });
+    // The deploy watch too: while Docker's events are lost, deploys are not seen, but
+    // remediation goes on.
+    if let Some(deploys) = state.engine.deploy_status() {
+        body["checks"]["docker_events"] = json!(deploys);
+    }
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -472,6 +472,95 @@ impl InternalEvent for PausesResumed<'_> {
     }
 }
 
+/// Docker's event stream, followed for deploys, ended or failed (the daemon restarted or
+/// went away), or could not be opened. Call site: the deploy watch (`actions::events`), no
+/// span. Metrics `docker_events_lost` (+1) and `docker_events_following` (0); warn log with
+/// what was missed from when, and the next try.
+#[derive(Debug, Clone, Copy)]
+pub struct DockerEventsLost<'a> {
+    pub host: &'a str,
+    pub error: &'a str,
+    /// Events after this time are read back once the stream is open again.
+    pub since: &'a str,
+    pub retry_in: Duration,
+}
+
+impl InternalEvent for DockerEventsLost<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        tracing::warn!(
+            host = self.host,
+            error = self.error,
+            since = self.since,
+            retry_in_ms = self.retry_in.as_millis() as u64,
+            "Docker's event stream is lost: {}; deploys are not seen until it is back, then those since {} are read back (is dockerd running?)",
+            self.error,
+            self.since
+        );
+        metrics.docker_events_lost.inc();
+        metrics.docker_events_following.set(0);
+    }
+}
+
+/// Docker's event stream is followed (again). Call site: the deploy watch, no span. Metric
+/// `docker_events_following` (1); info log, with the gap read back after a loss.
+#[derive(Debug, Clone, Copy)]
+pub struct DockerEventsFollowing<'a> {
+    pub project: &'a str,
+    /// Events are read back from this time.
+    pub since: &'a str,
+    /// How long the stream was lost, when it was.
+    pub gap: Option<Duration>,
+}
+
+impl InternalEvent for DockerEventsFollowing<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        match self.gap {
+            Some(gap) => tracing::info!(
+                project = self.project,
+                since = self.since,
+                gap_ms = gap.as_millis() as u64,
+                "following Docker's events again after {}; the gap is read back from {}",
+                crate::domain::duration::format(gap),
+                self.since
+            ),
+            None => tracing::info!(
+                project = self.project,
+                since = self.since,
+                "following Docker's events for deploys of compose project {}",
+                self.project
+            ),
+        }
+        metrics.docker_events_following.set(1);
+    }
+}
+
+/// A deploy of a service (a container created, recreated, renamed or destroyed by someone
+/// else than remediator) was seen. Call site: the deploy watch, no span. Metric
+/// `deploys_seen{action}`; info log.
+#[derive(Debug, Clone, Copy)]
+pub struct DeploySeen<'a> {
+    pub service: &'a str,
+    pub action: &'a str,
+    pub container: &'a str,
+    pub at: &'a str,
+}
+
+impl InternalEvent for DeploySeen<'_> {
+    fn emit(&self, metrics: &Metrics) {
+        tracing::info!(
+            service = self.service,
+            action = self.action,
+            container = self.container,
+            at = self.at,
+            "deploy of {} seen: container {} {}",
+            self.service,
+            self.container,
+            self.action
+        );
+        metrics.deploy_seen(self.action);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "engine",
         &["domain", "alert", "rules", "store", "metrics", "telemetry"],
     ),
-    ("actions", &["domain", "alert", "rules", "engine"]),
+    (
+        "actions",
+        &["domain", "alert", "rules", "engine", "metrics", "telemetry"],
+    ),
     ("alertmanager", &["domain", "alert", "engine"]),
     ("notify", &["domain", "store", "metrics", "telemetry"]),
     (

@@ -13,13 +13,13 @@ use crate::helpers::*;
 use crate::stack::Stack;
 
 /// Forwards a Unix socket to /var/run/docker.sock until cut.
-struct DockerProxy {
+pub struct DockerProxy {
     path: PathBuf,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl DockerProxy {
-    fn start(path: &Path) -> DockerProxy {
+    pub fn start(path: &Path) -> DockerProxy {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).unwrap();
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
@@ -42,7 +42,7 @@ impl DockerProxy {
     }
 
     /// The daemon "stops": the socket disappears and open connections drop.
-    fn cut(&self) {
+    pub fn cut(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }

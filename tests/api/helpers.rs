@@ -75,9 +75,17 @@ pub async fn spawn_with(spawn: Spawn) -> TestApp {
         .iter()
         .find(|(k, _)| k == "REMEDIATOR_API__TOKEN")
         .map(|(_, v)| v.clone());
+    // A test brings its compose project up just before the service: read back at startup,
+    // those creates would be a deploy in progress and skip every runbook. The tests of the
+    // replay turn it on (a later value wins).
+    let mut env = vec![(
+        "REMEDIATOR_DOCKER__DEPLOY_REPLAY".to_string(),
+        "false".to_string(),
+    )];
+    env.extend(spawn.env);
     let settings = Settings::load(
         None,
-        spawn.env,
+        env,
         &Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: Some(data_dir.path().to_path_buf()),
@@ -358,6 +366,8 @@ impl Served {
             .arg(data)
             .env("REMEDIATOR_WEBHOOK_TOKEN", TOKEN)
             .env("REMEDIATOR_LOG__LEVEL", "warn")
+            // As in `spawn_with`: the stack a test just brought up is no deploy.
+            .env("REMEDIATOR_DOCKER__DEPLOY_REPLAY", "false")
             .envs(env.iter().copied());
         if let Some(rules) = rules {
             cmd.arg("--rules").arg(rules);

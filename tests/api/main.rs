@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod crash_engine;
 mod deploy;
+mod deploys;
 mod docker;
 mod docker_faults;
 mod emulators;
