@@ -11,10 +11,11 @@ use tokio::sync::Notify;
 use crate::actions::Executor;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{Engine, NoDocker, SharedRules, StepExecutor};
+use crate::http::buttons::Buttons;
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
-use crate::notify::outbox::Deliverer;
+use crate::notify::outbox::{Deliverer, RootOptions};
 use crate::settings::Settings;
 use crate::store::{IntakeWriter, Store};
 
@@ -48,6 +49,17 @@ impl Application {
         settings: Settings,
         executor: Arc<dyn StepExecutor>,
         clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
+        Self::build_with_buttons(settings, executor, clock, Buttons::default()).await
+    }
+
+    /// As [`Application::build_with`], with what the root's Silence and Pause buttons act
+    /// through (a button without one is not shown).
+    pub async fn build_with_buttons(
+        settings: Settings,
+        executor: Arc<dyn StepExecutor>,
+        clock: Arc<dyn Clock>,
+        buttons: Buttons,
     ) -> anyhow::Result<Application> {
         let rules = match load_rules(&settings.rules_dir) {
             Ok(rules) => rules,
@@ -84,19 +96,25 @@ impl Application {
             metrics.clone(),
             &settings.slack,
             &settings.pagerduty,
+            RootOptions {
+                public_url: settings.api.public_url.clone(),
+                offered: buttons.offered(),
+            },
         )?;
 
         let reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync> = {
             let (rules, dir, metrics) =
                 (rules.clone(), settings.rules_dir.clone(), metrics.clone());
-            let store = store.clone();
+            let (store, deliverer) = (store.clone(), deliverer.clone());
             Arc::new(move || match load_rules(&dir) {
                 Ok(new) => {
                     let n = new.rules.len();
                     *rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     metrics.reload("success");
-                    // Messages a sink refused (channel_not_found, …) are tried again: the
-                    // operator reloads after fixing the cause.
+                    // The channel name is resolved again (created, renamed, bot invited
+                    // since), and messages a sink refused (channel_not_found, …) are tried
+                    // again: the operator reloads after fixing the cause.
+                    deliverer.resolve_channel_again();
                     match store.outbox_unblock_all() {
                         Ok(0) => {}
                         Ok(held) => tracing::info!(held, "retrying held notifications"),
@@ -133,6 +151,7 @@ impl Application {
             deliverer: deliverer.clone(),
             reload: reload.clone(),
             clock: clock.clone(),
+            buttons,
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;

@@ -6,6 +6,7 @@
 //! may use it, and it is what crosses between them (the engine emits notices, `notify` renders
 //! them, `store` reads and writes them).
 
+pub mod button;
 pub mod clock;
 pub mod duration;
 pub mod hold;
@@ -14,11 +15,12 @@ pub mod notice;
 pub mod phase;
 pub mod priority;
 
+pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{AlertNow, DeployAction, DeployFact, PauseFact, WindowFact};
 pub use limit::LimitState;
 pub use notice::{
-    Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
+    Cleared, Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,
 };
 pub use phase::{IncidentState, Phase, UnknownValue};

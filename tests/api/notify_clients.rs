@@ -36,10 +36,14 @@ fn view(id: i64) -> IncidentView {
         service: "postgres".into(),
         rto: "15m".into(),
         state: remediator::domain::RootState::Firing,
-        owner_mentions: vec!["<@U0DBA0001>".into()],
+        owner: Some("<@U0DBA0001>".into()),
         summary: "postgres is not answering".into(),
         time_to_recover: None,
-        acknowledged_by: None,
+        acknowledged: None,
+        silenced: None,
+        paused: None,
+        links: Default::default(),
+        offered: Default::default(),
     }
 }
 
@@ -243,7 +247,12 @@ async fn update_changes_the_root_and_removes_the_ack_button() {
         .await
         .expect("root");
     let mut acked = view(9);
-    acked.acknowledged_by = Some("alice".into());
+    acked.acknowledged = Some(remediator::notify::slack::Used {
+        who: "alice".into(),
+        at: "03:12 UTC".into(),
+        until: None,
+        made: None,
+    });
     let (new_text, new_blocks) = incident_blocks(&acked);
     client
         .update_message(&root.channel, &root.ts, &new_text, Some(&new_blocks))
@@ -364,7 +373,8 @@ fn a_correct_signature_is_accepted_and_the_ack_read() {
     );
     assert_eq!(
         parse_interaction(&body),
-        Ok(Interaction::Ack {
+        Ok(Interaction::Pressed {
+            button: remediator::domain::Button::Acknowledge,
             incident_id: 12,
             user_id: "U0ALICE01".into(),
             user_name: "alice".into()
