@@ -17,4 +17,5 @@ mod otlp;
 mod otlp_receiver;
 mod slack;
 mod stack;
+mod thread;
 mod webhook;
