@@ -634,8 +634,7 @@ fn slack_method(
                 .iter()
                 .find(|n| n.name == given.trim_start_matches('#'))
                 .map(|n| n.id.clone());
-            let channel =
-                check_channel(s, Some(by_name.as_deref().unwrap_or(given)))?.to_owned();
+            let channel = check_channel(s, Some(by_name.as_deref().unwrap_or(given)))?.to_owned();
             let text = str_arg(args, "text").unwrap_or_default().to_owned();
             let blocks = blocks_arg(args)?;
             if text.is_empty() && blocks.is_none() {

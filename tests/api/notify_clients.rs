@@ -573,3 +573,46 @@ async fn posts_to_one_channel_are_paced_after_a_short_burst() {
     assert!(started.elapsed() < Duration::from_millis(900));
     assert_eq!(emulator.messages().len(), 10);
 }
+
+#[tokio::test]
+async fn find_channel_follows_the_cursor_and_reports_what_slack_refuses() {
+    let emulator = SlackEmulator::start().await;
+    for i in 0..5 {
+        emulator.add_named_channel(&format!("c-{i}"), &format!("C0CHAN000{i}"));
+    }
+    emulator.add_named_channel("voiceai-incidents", "C0VOICEAI1");
+    let client = slack(&emulator);
+    assert_eq!(
+        client.find_channel("#voiceai-incidents", 2).await.unwrap(),
+        Some("C0VOICEAI1".into())
+    );
+    let pages = emulator
+        .calls()
+        .iter()
+        .filter(|c| c.method == "conversations.list")
+        .count();
+    assert_eq!(pages, 3, "six channels, two a page");
+    assert_eq!(client.find_channel("nowhere", 100).await.unwrap(), None);
+
+    // A refused cursor, and a missing scope: errors, not "not found".
+    emulator.fail_method("conversations.list", 1, Fault::OkFalse("invalid_cursor"));
+    let e = client
+        .find_channel("voiceai-incidents", 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SlackError::Api { error } if error == "invalid_cursor"),
+        "{e}"
+    );
+    emulator.remove_scope("groups:read");
+    let e = client
+        .find_channel("voiceai-incidents", 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SlackError::Api { error } if error == "missing_scope"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("groups:read"), "{e}");
+    assert!(!e.is_retriable());
+}

@@ -120,11 +120,7 @@ async fn the_postgres_down_happy_path_is_a_thread_of_at_most_six_replies() {
     assert_eq!(roots(&slack).len(), 1, "one thread");
     let root = root_of(&slack, id).unwrap();
     assert_eq!(root.channel, "C0VOICEAI1", "posted to the resolved ID");
-    let thread: Vec<String> = slack
-        .thread(&root.ts)
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let thread: Vec<String> = slack.thread(&root.ts).into_iter().map(|m| m.text).collect();
     assert!(thread.len() <= 6, "{} replies: {thread:#?}", thread.len());
     assert_eq!(
         thread[0], "go: run 1 of 2 for postgres this hour, budget 1 of 10, target free",
@@ -143,7 +139,10 @@ async fn the_postgres_down_happy_path_is_a_thread_of_at_most_six_replies() {
     let open = firing_root.blocks.unwrap().to_string();
     assert!(open.contains("*Owner*\\n<@U0DBA>"), "{open}");
     assert!(!open.contains("U0ONCALL"), "the owner only: {open}");
-    assert!(open.contains("*RTO*\\n30m: ") && open.contains("elapsed"), "{open}");
+    assert!(
+        open.contains("*RTO*\\n30m: ") && open.contains("elapsed"),
+        "{open}"
+    );
     let resolved = root.blocks.unwrap().to_string();
     for needle in [
         "*State*\\nresolved",
@@ -156,7 +155,10 @@ async fn the_postgres_down_happy_path_is_a_thread_of_at_most_six_replies() {
     ] {
         assert!(resolved.contains(needle), "{needle} in {resolved}");
     }
-    assert!(buttons(&root_of(&slack, id).unwrap()).is_empty(), "no buttons once resolved");
+    assert!(
+        buttons(&root_of(&slack, id).unwrap()).is_empty(),
+        "no buttons once resolved"
+    );
     let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
     assert_eq!(
         d["generator_url"],
@@ -229,7 +231,12 @@ async fn signed_press(app: &TestApp, body: &str) -> reqwest::StatusCode {
 }
 
 /// Waits until the root of `id` reads as `ok` says.
-async fn root_until(slack: &SlackEmulator, id: i64, what: &str, ok: impl Fn(&str, &[String]) -> bool) {
+async fn root_until(
+    slack: &SlackEmulator,
+    id: i64,
+    what: &str,
+    ok: impl Fn(&str, &[String]) -> bool,
+) {
     eventually(20, what, || async {
         let root = root_of(slack, id)?;
         let text = root.blocks.clone()?.to_string();
@@ -256,7 +263,9 @@ async fn each_button_is_verified_recorded_answered_and_changed_on_the_root() {
     )
     .await;
     app.post_hook(fixture("postgres-down-firing.json")).await;
-    let id = app.finished("PostgresDown", 30).await["id"].as_i64().unwrap();
+    let id = app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
     delivered(&app, id, 30).await;
     assert_eq!(
         buttons(&root_of(&slack, id).unwrap()),
@@ -294,9 +303,14 @@ async fn each_button_is_verified_recorded_answered_and_changed_on_the_root() {
     // Acknowledge.
     let body = slack_button_interaction("ack", id, "U0ALICE", "alice");
     assert_eq!(signed_press(&app, &body).await, 200);
-    root_until(&slack, id, "the root says who acknowledged", |text, buttons| {
-        text.contains("Acknowledged by <@U0ALICE> at ") && buttons == ["silence_1h", "pause_1h"]
-    })
+    root_until(
+        &slack,
+        id,
+        "the root says who acknowledged",
+        |text, buttons| {
+            text.contains("Acknowledged by <@U0ALICE> at ") && buttons == ["silence_1h", "pause_1h"]
+        },
+    )
     .await;
     let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
     assert_eq!(d["acked_by"], "alice");
@@ -333,11 +347,7 @@ async fn each_button_is_verified_recorded_answered_and_changed_on_the_root() {
     assert_eq!(signed_press(&app, &body).await, 200);
     let root = root_of(&slack, id).unwrap();
     let stored = delivered(&app, id, 30).await;
-    let thread: Vec<String> = slack
-        .thread(&root.ts)
-        .into_iter()
-        .map(|m| m.text)
-        .collect();
+    let thread: Vec<String> = slack.thread(&root.ts).into_iter().map(|m| m.text).collect();
     for answer in [
         "acknowledged by <@U0ALICE>; escalation tiers stopped",
         "silenced 1h by <@U0BOB> in Alertmanager (silence silence-1) until ",
@@ -353,11 +363,17 @@ async fn each_button_is_verified_recorded_answered_and_changed_on_the_root() {
         1,
         "{stored:#?}"
     );
-    assert_eq!(silencer.asked.lock().unwrap().len(), 1, "eve's press did nothing");
+    assert_eq!(
+        silencer.asked.lock().unwrap().len(),
+        1,
+        "eve's press did nothing"
+    );
 
     // A silence Alertmanager does not make is answered in the thread; the button stays.
     app.post_hook(fixture("high-queue-depth-firing.json")).await;
-    let other = app.finished("HighQueueDepth", 30).await["id"].as_i64().unwrap();
+    let other = app.finished("HighQueueDepth", 30).await["id"]
+        .as_i64()
+        .unwrap();
     delivered(&app, other, 30).await;
     let body = slack_button_interaction("silence_1h", other, "U0BOB", "bob");
     assert_eq!(signed_press(&app, &body).await, 200);
@@ -388,7 +404,9 @@ async fn without_a_silencer_or_pauser_the_root_offers_acknowledge_only() {
     })
     .await;
     app.post_hook(fixture("postgres-down-firing.json")).await;
-    let id = app.finished("PostgresDown", 30).await["id"].as_i64().unwrap();
+    let id = app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
     delivered(&app, id, 30).await;
     assert_eq!(buttons(&root_of(&slack, id).unwrap()), ["ack"]);
 }
@@ -437,7 +455,9 @@ async fn a_channel_name_is_resolved_through_three_pages_of_conversations_list() 
     // Four channels listed (one archived), two a page: the third page holds it.
     assert_eq!(lists, ["http 429", "ok", "ok", "ok"]);
     app.post_hook(fixture("postgres-down-firing.json")).await;
-    let id = app.finished("PostgresDown", 30).await["id"].as_i64().unwrap();
+    let id = app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
     delivered(&app, id, 30).await;
     assert_eq!(root_of(&slack, id).unwrap().channel, "G0VOICEAI1");
 }
@@ -448,7 +468,10 @@ async fn an_unresolvable_channel_shows_on_ready_and_threads_wait_until_a_reload_
     people(&slack);
     slack.remove_scope("groups:read");
     let app = spawn_with(Spawn {
-        env: env(&slack, &[("REMEDIATOR_SLACK__CHANNEL", "#voiceai-incidents")]),
+        env: env(
+            &slack,
+            &[("REMEDIATOR_SLACK__CHANNEL", "#voiceai-incidents")],
+        ),
         rules_dir: None,
     })
     .await;
@@ -460,7 +483,11 @@ async fn an_unresolvable_channel_shows_on_ready_and_threads_wait_until_a_reload_
     .await;
     assert_eq!(ready.0, 200, "still ready: webhooks are taken");
     assert_eq!(ready.1["ready"], true);
-    assert!(ready.2.starts_with("unresolved: #voiceai-incidents: "), "{}", ready.2);
+    assert!(
+        ready.2.starts_with("unresolved: #voiceai-incidents: "),
+        "{}",
+        ready.2
+    );
     assert!(ready.2.contains("retrying with backoff"), "{}", ready.2);
 
     // The scope is granted; the channel does not exist yet.
@@ -485,8 +512,15 @@ async fn an_unresolvable_channel_shows_on_ready_and_threads_wait_until_a_reload_
     })
     .await;
     // Webhooks are taken; the thread waits for the channel.
-    assert_eq!(app.post_hook(fixture("postgres-down-firing.json")).await.status(), 200);
-    let id = app.finished("PostgresDown", 30).await["id"].as_i64().unwrap();
+    assert_eq!(
+        app.post_hook(fixture("postgres-down-firing.json"))
+            .await
+            .status(),
+        200
+    );
+    let id = app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
     eventually(20, "the root waits for the channel", || async {
         let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
         d["messages"]
@@ -510,7 +544,10 @@ async fn an_unresolvable_channel_shows_on_ready_and_threads_wait_until_a_reload_
     assert_eq!(roots(&slack).len(), 1);
     assert_eq!(roots(&slack)[0].channel, "C0VOICEAI1");
     let (_, r) = app.get_json("/-/ready").await;
-    assert_eq!(r["checks"]["slack_channel"], "C0VOICEAI1 (#voiceai-incidents)");
+    assert_eq!(
+        r["checks"]["slack_channel"],
+        "C0VOICEAI1 (#voiceai-incidents)"
+    );
 }
 
 #[tokio::test]
@@ -521,12 +558,17 @@ async fn a_root_retried_after_a_timeout_is_posted_once_when_the_channel_is_a_nam
     // Slack takes the root, then answers after the client's 2 s timeout.
     slack.fail_method("chat.postMessage", 1, Fault::Slow(Duration::from_secs(3)));
     let app = spawn_with(Spawn {
-        env: env(&slack, &[("REMEDIATOR_SLACK__CHANNEL", "#voiceai-incidents")]),
+        env: env(
+            &slack,
+            &[("REMEDIATOR_SLACK__CHANNEL", "#voiceai-incidents")],
+        ),
         rules_dir: None,
     })
     .await;
     app.post_hook(fixture("postgres-down-firing.json")).await;
-    let id = app.finished("PostgresDown", 30).await["id"].as_i64().unwrap();
+    let id = app.finished("PostgresDown", 30).await["id"]
+        .as_i64()
+        .unwrap();
     let stored = delivered(&app, id, 60).await;
     let opened = stored.iter().find(|m| m["kind"] == "opened").unwrap();
     assert!(
