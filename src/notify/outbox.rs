@@ -200,6 +200,20 @@ impl Deliverer {
         }
     }
 
+    /// How long a new thread waits before it is tried again while the channel is unresolved:
+    /// until the next resolution, from a second to [`UNRESOLVED_WAIT_MAX`] (a reload resolves
+    /// at once, and the thread should follow soon after).
+    fn until_next_resolution(&self) -> Duration {
+        let next = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_try;
+        next.and_then(|at| (at - self.clock.now()).to_std().ok())
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), UNRESOLVED_WAIT_MAX)
+    }
+
     /// The channel ID new threads go to, when known.
     fn channel_id(&self) -> Option<String> {
         self.channel
@@ -441,7 +455,7 @@ impl Deliverer {
                         "the Slack channel is not resolved yet: {}",
                         self.channel_status()
                     ),
-                    Some(Duration::from_secs(1)),
+                    Some(self.until_next_resolution()),
                 ))
             }
             (_, id) => id.unwrap_or_default(),
@@ -752,6 +766,9 @@ impl Deliverer {
         }
     }
 }
+
+/// The longest a new thread waits between tries while the channel is unresolved.
+const UNRESOLVED_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// A button press with what it made escaped for Slack's text.
 fn escaped(p: &Pressed) -> Pressed {

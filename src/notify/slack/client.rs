@@ -638,6 +638,23 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_told_from_names() {
+        for id in ["C0INCIDENT1", "G0VOICEAI1", "C1H9RESGL", "D024BE91L"] {
+            assert!(is_channel_id(id), "{id}");
+        }
+        for name in [
+            "#voiceai-incidents",
+            "voiceai-incidents",
+            "general",
+            "C0x",
+            "Cabcdefgh",
+            "",
+        ] {
+            assert!(!is_channel_id(name), "{name}");
+        }
+    }
+
+    #[test]
     fn messages_tell_what_to_do() {
         let e = SlackError::Api {
             error: "not_in_channel".into(),
