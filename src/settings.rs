@@ -96,6 +96,10 @@ impl Default for WebhookSettings {
 pub struct ApiSettings {
     /// When set, `/api/v1/*` and `/-/reload` require `Authorization: Bearer <token>`.
     pub token: Option<SecretString>,
+    /// The service's base URL as people reach it (`https://remediator.example:9095`,
+    /// `REMEDIATOR_API__PUBLIC_URL`): the Slack root links to the incident there. Unset: no
+    /// link.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -185,6 +189,18 @@ impl Settings {
         }
         if let Some(r) = &overrides.rules_dir {
             s.rules_dir = r.clone();
+        }
+        if let Some(url) = &s.api.public_url {
+            let url = url.trim();
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.contains(char::is_whitespace)) {
+                return Err(SettingsError::Invalid(format!(
+                    "api.public_url {url:?} is not an http(s) URL: use the base people reach the service at, e.g. https://remediator.example:9095"
+                )));
+            }
+            s.api.public_url = Some(url.trim_end_matches('/').to_owned());
         }
         if s.webhook.basic_user.is_some() != s.webhook.basic_password.is_some() {
             return Err(SettingsError::Invalid(

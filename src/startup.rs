@@ -13,12 +13,13 @@ use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
+use crate::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
-use crate::notify::outbox::Deliverer;
+use crate::notify::outbox::{Deliverer, RootOptions};
 use crate::settings::Settings;
-use crate::store::{IntakeWriter, Store};
+use crate::store::{IncidentRecord, IntakeWriter, Store};
 
 pub struct Application {
     port: u16,
@@ -41,6 +42,16 @@ impl Application {
     /// `docker.project` is set. The watch starts in the background: a Docker daemon that is
     /// down delays neither startup nor readiness.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_buttons(settings, None).await
+    }
+
+    /// As [`Application::build`], with what the root's Silence and Pause buttons act through
+    /// in place of the real ones (an Alertmanager silence with `alertmanager.urls`, a pause
+    /// of the incident's rule on its service) when `buttons` is given: tests use fakes.
+    pub async fn build_with_buttons(
+        settings: Settings,
+        buttons: Option<Buttons>,
+    ) -> anyhow::Result<Application> {
         let metrics = Arc::new(Metrics::new());
         let (outside, watch) = if settings.docker.project.is_some() {
             let own = Arc::new(OwnChanges::default());
@@ -55,15 +66,26 @@ impl Application {
             tracing::warn!("docker.project is not set (REMEDIATOR_DOCKER__PROJECT): runbooks will touch no container");
             (Outside::new(Arc::new(NoDocker)), None)
         };
-        Self::build_with(settings, outside, watch, metrics, Arc::new(SystemClock)).await
+        Self::build_with(
+            settings,
+            outside,
+            watch,
+            metrics,
+            Arc::new(SystemClock),
+            buttons,
+        )
+        .await
     }
 
+    /// Builds everything from the parts given; `buttons: None` wires the real Silence and
+    /// Pause buttons.
     pub async fn build_with(
         settings: Settings,
         mut outside: Outside,
         deploy_watch: Option<Following>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
+        buttons: Option<Buttons>,
     ) -> anyhow::Result<Application> {
         let rules = match load_rules(&settings.rules_dir) {
             Ok(rules) => rules,
@@ -101,25 +123,37 @@ impl Application {
         );
 
         engine.give_way_to(intake.in_flight());
+        let buttons = buttons.unwrap_or_else(|| Buttons {
+            silence: alertmanager
+                .clone()
+                .map(|am| Arc::new(AlertmanagerSilencer(am)) as Arc<dyn Silencer>),
+            pause: Some(Arc::new(EnginePauser(engine.clone()))),
+        });
         let deliverer = Deliverer::new(
             store.clone(),
             clock.clone(),
             metrics.clone(),
             &settings.slack,
             &settings.pagerduty,
+            RootOptions {
+                public_url: settings.api.public_url.clone(),
+                offered: buttons.offered(),
+            },
         )?;
 
         let reload: Arc<dyn Fn() -> Result<usize, String> + Send + Sync> = {
             let (rules, dir, metrics) =
                 (rules.clone(), settings.rules_dir.clone(), metrics.clone());
-            let store = store.clone();
+            let (store, deliverer) = (store.clone(), deliverer.clone());
             Arc::new(move || match load_rules(&dir) {
                 Ok(new) => {
                     let n = new.rules.len();
                     *rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
                     metrics.reload("success");
-                    // Messages a sink refused (channel_not_found, …) are tried again: the
-                    // operator reloads after fixing the cause.
+                    // The channel name is resolved again (created, renamed, bot invited
+                    // since), and messages a sink refused (channel_not_found, …) are tried
+                    // again: the operator reloads after fixing the cause.
+                    deliverer.resolve_channel_again();
                     match store.outbox_unblock_all() {
                         Ok(0) => {}
                         Ok(held) => tracing::info!(held, "retrying held notifications"),
@@ -157,6 +191,7 @@ impl Application {
             reload: reload.clone(),
             clock: clock.clone(),
             alertmanager,
+            buttons,
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;
@@ -262,5 +297,40 @@ async fn prune_intake(
             _ = tokio::time::sleep(wait) => {}
             _ = &mut stop => return,
         }
+    }
+}
+
+/// The Silence 1h button: a silence of exactly the incident's labels in Alertmanager.
+struct AlertmanagerSilencer(Arc<AlertmanagerClient>);
+
+#[async_trait::async_trait]
+impl Silencer for AlertmanagerSilencer {
+    async fn silence(
+        &self,
+        inc: &IncidentRecord,
+        by: &str,
+        hold: Duration,
+    ) -> Result<String, String> {
+        let comment = crate::alertmanager::slack_silence_comment(inc.id, inc.rule.as_deref(), by);
+        self.0
+            .create_silence(&inc.labels, by, &comment, hold)
+            .await
+            .map(|id| id.to_string())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The Pause automation 1h button: a pause of the incident's rule on its service.
+struct EnginePauser(Arc<Engine>);
+
+impl Pauser for EnginePauser {
+    fn pause(&self, inc: &IncidentRecord, by: &str, hold: Duration) -> Result<Paused, String> {
+        self.0
+            .pause_incident(inc.id, by, hold)
+            .map(|p| Paused {
+                id: p.id.to_string(),
+                until: p.until,
+            })
+            .map_err(|e| e.to_string())
     }
 }

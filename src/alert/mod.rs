@@ -183,6 +183,8 @@ impl Alert {
 #[derive(Debug, Clone)]
 pub struct Notification {
     pub group_key: String,
+    /// The sending Alertmanager's `externalURL` (its UI), `""` when it sent none.
+    pub external_url: String,
     pub receiver: String,
     pub status: AlertStatus,
     pub truncated_alerts: u64,
@@ -227,6 +229,7 @@ impl WebhookMessage {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Notification {
             group_key: self.group_key,
+            external_url: self.external_url,
             receiver: self.receiver,
             status: self.status,
             truncated_alerts: self.truncated_alerts,
@@ -264,6 +267,8 @@ impl WebhookAlert {
 pub struct StoredDelivery<'a> {
     #[serde(default, rename = "groupKey", borrow)]
     pub group_key: Cow<'a, str>,
+    #[serde(default, rename = "externalURL", borrow)]
+    pub external_url: Cow<'a, str>,
     #[serde(borrow)]
     pub alerts: Vec<StoredAlert<'a>>,
 }
@@ -281,6 +286,8 @@ pub struct StoredAlert<'a> {
     ends_at: Option<DateTime<FixedOffset>>,
     #[serde(default, borrow)]
     fingerprint: Option<Cow<'a, str>>,
+    #[serde(default, rename = "generatorURL", borrow)]
+    generator_url: Cow<'a, str>,
 }
 
 /// Reads a stored delivery (see [`StoredDelivery`]).
@@ -331,6 +338,11 @@ impl StoredAlert<'_> {
 
     pub fn ends_at(&self) -> Option<DateTime<Utc>> {
         self.ends_at.map(|t| t.with_timezone(&Utc))
+    }
+
+    /// The alert's `generatorURL`, `""` when it had none.
+    pub fn generator_url(&self) -> &str {
+        &self.generator_url
     }
 }
 

@@ -6,6 +6,7 @@
 //! may use it, and it is what crosses between them (the engine emits notices, `notify` renders
 //! them, `store` reads and writes them).
 
+pub mod button;
 pub mod clock;
 pub mod duration;
 pub mod hold;
@@ -15,6 +16,7 @@ pub mod pause;
 pub mod phase;
 pub mod priority;
 
+pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{
     AlertNow, DeployAction, DeployFact, InhibitorFact, OnUnreachable, PauseFact, SilenceFact,
@@ -22,7 +24,7 @@ pub use hold::{
 };
 pub use limit::LimitState;
 pub use notice::{
-    Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
+    Cleared, Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,
 };
 pub use pause::{NewPause, PauseInvalid, PauseScope, PauseState};

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::button::{Button, Pressed};
 use super::duration::{format as human, serde_millis, serde_millis_opt};
+use super::hold::until_text;
 use super::phase::text_enum;
 use super::{Phase, Priority};
 
@@ -50,6 +52,8 @@ text_enum! {
         Page = "page",
         Tier = "tier",
         Ack = "ack",
+        /// A button on the root was used (Silence, Pause), or could not do its work.
+        Button = "button",
         Resolved = "resolved",
     }
 }
@@ -147,6 +151,8 @@ pub enum StateChange {
     Phase(Phase),
     Acknowledged,
     Resolved,
+    Silenced,
+    Paused,
 }
 
 impl StateChange {
@@ -155,7 +161,126 @@ impl StateChange {
             StateChange::Phase(p) => p.as_str(),
             StateChange::Acknowledged => "acknowledged",
             StateChange::Resolved => "resolved",
+            StateChange::Silenced => "silenced",
+            StateChange::Paused => "paused",
         }
+    }
+}
+
+/// What a guard that let the runbook go found: the facts the one "go" reply is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum Cleared {
+    /// No other open incident of the rule and target has run.
+    Dedup,
+    Flapping {
+        firings: i64,
+        threshold: i64,
+        #[serde(with = "serde_millis")]
+        window: Duration,
+    },
+    Pause,
+    Window,
+    Deploy,
+    /// Not a dry run.
+    DryRun,
+    /// This run is the `run`th of `of` allowed on `target` (its name) per `per`.
+    RateLimit {
+        run: usize,
+        of: u32,
+        target: String,
+        #[serde(with = "serde_millis")]
+        per: Duration,
+    },
+    /// This run is the `run`th of the `of` runbooks the global budget allows per `per`.
+    Budget {
+        run: usize,
+        of: u32,
+        #[serde(with = "serde_millis")]
+        per: Duration,
+    },
+    /// The target is free (`None`: the rule has no container target).
+    Busy {
+        target: Option<String>,
+    },
+    /// A guard with no facts of its own here: its stored reason.
+    Said {
+        guard: DecisionKind,
+        reason: String,
+    },
+}
+
+impl Cleared {
+    /// The guard it is the verdict of.
+    pub fn guard(&self) -> DecisionKind {
+        match self {
+            Cleared::Dedup => DecisionKind::Dedup,
+            Cleared::Flapping { .. } => DecisionKind::Flapping,
+            Cleared::Pause => DecisionKind::Pause,
+            Cleared::Window => DecisionKind::Window,
+            Cleared::Deploy => DecisionKind::Deploy,
+            Cleared::DryRun => DecisionKind::DryRun,
+            Cleared::RateLimit { .. } => DecisionKind::RateLimit,
+            Cleared::Budget { .. } => DecisionKind::Budget,
+            Cleared::Busy { .. } => DecisionKind::Busy,
+            Cleared::Said { guard, .. } => *guard,
+        }
+    }
+
+    /// The part of the "go" line it adds, if it adds one: the limits spent and the target's
+    /// state; a guard that found nothing in the way (no pause, no window, live) goes unsaid.
+    fn phrase(&self) -> Option<String> {
+        match self {
+            Cleared::Flapping {
+                firings, window, ..
+            } if *firings > 1 => Some(format!("fired {firings} times in {}", human(*window))),
+            Cleared::RateLimit {
+                run,
+                of,
+                target,
+                per,
+            } => Some(format!(
+                "run {run} of {of} for {} {}",
+                if target.is_empty() {
+                    "this rule"
+                } else {
+                    target
+                },
+                per_text(*per)
+            )),
+            Cleared::Budget { run, of, .. } => Some(format!("budget {run} of {of}")),
+            Cleared::Busy { target: Some(_) } => Some("target free".to_owned()),
+            Cleared::Said { guard, reason } => Some(format!("{guard}: {reason}")),
+            _ => None,
+        }
+    }
+}
+
+/// `this hour`, `today`, or `per 30m`.
+fn per_text(per: Duration) -> String {
+    match per.as_secs() {
+        3600 => "this hour".to_owned(),
+        86_400 => "today".to_owned(),
+        _ => format!("per {}", human(per)),
+    }
+}
+
+/// The "go" line: `go: run 1 of 2 for postgres this hour, budget 3 of 10, target free`.
+pub fn go_text(cleared: &[Cleared]) -> String {
+    let parts: Vec<String> = cleared.iter().filter_map(Cleared::phrase).collect();
+    if parts.is_empty() {
+        "go: every guard let the runbook run".to_owned()
+    } else {
+        format!("go: {}", parts.join(", "))
+    }
+}
+
+/// A step's duration as the thread shows it: `4.2 s` under a minute, `2m 5s` above.
+pub fn took_text(took: Duration) -> String {
+    if took < Duration::from_secs(60) {
+        format!("{:.1} s", took.as_secs_f64())
+    } else {
+        human(Duration::from_secs(took.as_secs()))
     }
 }
 
@@ -182,6 +307,43 @@ pub fn recovery_text(after: Duration, rto: Option<Duration>) -> String {
     }
 }
 
+/// The most characters of a step's output a reply shows (Slack sections take 3000).
+pub const EXCERPT_CHARS: usize = 2500;
+
+/// `silenced 1h by bob in Alertmanager (silence 7f3a…) until 15:00 UTC`; `who` is the name
+/// or the mention.
+pub fn silenced_text(p: &Pressed, who: &str) -> String {
+    let made = p
+        .made
+        .as_deref()
+        .map(|id| format!(" (silence {id})"))
+        .unwrap_or_default();
+    let until = p
+        .until
+        .map(|u| format!(" until {}", until_text(u, p.at)))
+        .unwrap_or_default();
+    format!("silenced 1h by {who} in Alertmanager{made}{until}")
+}
+
+/// `automation paused by carol until 14:00 UTC: runbooks of this rule on this service are skipped`.
+pub fn paused_text(p: &Pressed, who: &str) -> String {
+    let until = p
+        .until
+        .map(|u| format!(" until {}", until_text(u, p.at)))
+        .unwrap_or_default();
+    format!("automation paused by {who}{until}: this rule's runbooks on this service are skipped, people are still told")
+}
+
+/// `could not silence (asked by bob): …`.
+pub fn button_failed_text(button: Button, who: &str, why: &str) -> String {
+    let what = match button {
+        Button::Acknowledge => "acknowledge",
+        Button::Silence => "silence",
+        Button::Pause => "pause automation",
+    };
+    format!("could not {what} (asked by {who}): {why}")
+}
+
 /// One thing people are told about an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -197,7 +359,11 @@ pub enum Notice {
         owner: String,
         told: Vec<Contact>,
     },
-    /// A guard's decision, as the thread shows it.
+    /// Every guard let the runbook go: one reply made of what they found.
+    Go {
+        cleared: Vec<Cleared>,
+    },
+    /// A guard's decision, as the thread shows it (a skip, with its reason).
     Decision {
         guard: DecisionKind,
         verdict: Verdict,
@@ -212,6 +378,13 @@ pub enum Notice {
         detail: String,
         #[serde(with = "serde_millis")]
         took: Duration,
+        /// The target's name (`postgres`), when the rule has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// The output shown under a failed step (and under `on_failure` steps): what the step
+        /// reported after its first line, cut to [`EXCERPT_CHARS`].
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        excerpt: String,
     },
     /// A rule's `notify` step.
     #[serde(rename = "notify")]
@@ -234,6 +407,17 @@ pub enum Notice {
     Acknowledged {
         by: String,
         slack_user: Option<String>,
+    },
+    /// The Silence button made an Alertmanager silence (`made`: its id) until `until`.
+    Silenced(Pressed),
+    /// The Pause button paused the automation of the incident's rule on its service.
+    Paused(Pressed),
+    /// A button could not do what it says; `why` tells what to do.
+    ButtonFailed {
+        button: Button,
+        by: String,
+        slack_user: Option<String>,
+        why: String,
     },
     /// The runbook finished and every step succeeded.
     Recovered,
@@ -267,12 +451,16 @@ text_enum! {
     /// A notice's kind, as stored and as the API shows it.
     pub enum NoticeKind as "notice kind" {
         Opened = "opened",
+        Go = "go",
         Decision = "decision",
         Step = "step",
         Notify = "notify",
         Page = "page",
         Tier = "tier",
         Ack = "ack",
+        Silenced = "silenced",
+        Paused = "paused",
+        ButtonFailed = "button_failed",
         Recovered = "recovered",
         Resolved = "resolved",
         State = "state",
@@ -284,12 +472,16 @@ impl Notice {
     pub fn kind(&self) -> NoticeKind {
         match self {
             Notice::Opened { .. } => NoticeKind::Opened,
+            Notice::Go { .. } => NoticeKind::Go,
             Notice::Decision { .. } => NoticeKind::Decision,
             Notice::Step { .. } => NoticeKind::Step,
             Notice::Message { .. } => NoticeKind::Notify,
             Notice::Page(_) => NoticeKind::Page,
             Notice::Tier { .. } => NoticeKind::Tier,
             Notice::Acknowledged { .. } => NoticeKind::Ack,
+            Notice::Silenced(_) => NoticeKind::Silenced,
+            Notice::Paused(_) => NoticeKind::Paused,
+            Notice::ButtonFailed { .. } => NoticeKind::ButtonFailed,
             Notice::Recovered => NoticeKind::Recovered,
             Notice::Resolved { .. } => NoticeKind::Resolved,
             Notice::State { .. } => NoticeKind::State,
@@ -344,14 +536,39 @@ impl Notice {
                 human(*rto),
                 keys(told)
             ),
+            Notice::Go { cleared } => go_text(cleared),
             Notice::Decision { guard, reason, .. } => format!("{guard}: {reason}"),
             Notice::Step {
                 phase,
                 name,
                 outcome,
                 detail,
+                took,
+                target,
                 ..
-            } => format!("{phase} {name}: {outcome} ({detail})"),
+            } => {
+                let phase = match phase {
+                    RunPhase::Main => String::new(),
+                    other => format!("{other}: "),
+                };
+                let on = target
+                    .as_deref()
+                    .map(|t| format!(" {t}"))
+                    .unwrap_or_default();
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({detail})")
+                };
+                let outcome = match outcome {
+                    StepOutcome::TimedOut => "timed out".to_owned(),
+                    other => other.as_str().to_owned(),
+                };
+                format!(
+                    "{phase}{name}{on}: {outcome} in {}{detail}",
+                    took_text(*took)
+                )
+            }
             Notice::Message { text } => text.clone(),
             Notice::Page(page) => format!("paged: {}", page.why),
             Notice::Tier {
@@ -373,6 +590,11 @@ impl Notice {
             Notice::Acknowledged { by, .. } => {
                 format!("acknowledged by {by}; escalation tiers stopped")
             }
+            Notice::Silenced(p) => silenced_text(p, &p.by),
+            Notice::Paused(p) => paused_text(p, &p.by),
+            Notice::ButtonFailed {
+                button, by, why, ..
+            } => button_failed_text(*button, by, why),
             Notice::Recovered => "runbook finished: every step succeeded".to_owned(),
             Notice::Resolved { after, rto } => {
                 format!("resolved after {}", recovery_text(*after, *rto))

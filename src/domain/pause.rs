@@ -18,9 +18,6 @@ use super::phase::text_enum;
 /// good (that is a rule change). Set it again when it ends.
 pub const MAX_PAUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// How long the Slack button's pause lasts.
-pub const INCIDENT_PAUSE: Duration = Duration::from_secs(3600);
-
 const MAX_BY: usize = 200;
 const MAX_REASON: usize = 1000;
 
@@ -193,13 +190,14 @@ impl NewPause {
     }
 
     /// The Slack button's pause: the incident's rule on its service (when its target is one),
-    /// for [`INCIDENT_PAUSE`], by the Slack user, "paused from Slack on incident #N".
+    /// for `hold` (the button's hour), by the Slack user, "paused from Slack on incident #N".
     pub fn from_slack(
         incident_id: i64,
         rule: &str,
         service: Option<&str>,
         by: &str,
         now: DateTime<Utc>,
+        hold: Duration,
     ) -> Result<NewPause, Vec<PauseInvalid>> {
         NewPause::lasting(
             PauseScope {
@@ -209,7 +207,7 @@ impl NewPause {
             by,
             &format!("paused from Slack on incident #{incident_id}"),
             now,
-            INCIDENT_PAUSE,
+            hold,
             "for",
         )
     }
@@ -350,7 +348,15 @@ mod tests {
 
     #[test]
     fn the_slack_pause_is_the_incidents_rule_on_its_service_for_an_hour() {
-        let p = NewPause::from_slack(42, "pg", Some("postgres"), " U0ALICE ", now()).unwrap();
+        let p = NewPause::from_slack(
+            42,
+            "pg",
+            Some("postgres"),
+            " U0ALICE ",
+            now(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
         assert_eq!(p.scope(), &scope(Some("pg"), Some("postgres")));
         assert_eq!(p.by(), "U0ALICE");
         assert_eq!(p.reason(), "paused from Slack on incident #42");

@@ -20,7 +20,7 @@ impl Engine {
             slack_user: slack_user.map(str::to_owned),
         };
         let mut c = Commit::new(id, now);
-        c.acknowledge(by)
+        c.acknowledge(by, slack_user)
             .decision(DecisionKind::Ack, Verdict::Continue, &notice.summary())
             .notice(Sink::Slack, notice.clone())
             .notice(

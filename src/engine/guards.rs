@@ -21,7 +21,7 @@ use super::limits::{Gcra, LimitState};
 
 use crate::domain::duration::{format as human, round_up_secs};
 use crate::domain::hold::until_text;
-use crate::domain::{DecisionKind, DeployFact, PauseFact, Verdict, WindowFact};
+use crate::domain::{Cleared, DecisionKind, DeployFact, PauseFact, Verdict, WindowFact};
 use crate::rules::{Rule, TargetRef};
 
 /// One guard's verdict and why.
@@ -34,6 +34,9 @@ pub struct Decision {
     /// runbook is already on it).
     #[serde(skip)]
     pub pages: bool,
+    /// What a guard that let the runbook go found, for the thread's one "go" reply.
+    #[serde(skip)]
+    pub cleared: Option<Cleared>,
 }
 
 impl Decision {
@@ -43,7 +46,24 @@ impl Decision {
             verdict: Verdict::Continue,
             reason: reason.into(),
             pages: false,
+            cleared: None,
         }
+    }
+
+    /// A guard let the runbook go, having found `cleared`.
+    pub(crate) fn cleared(reason: impl Into<String>, cleared: Cleared) -> Self {
+        Decision {
+            cleared: Some(cleared.clone()),
+            ..Decision::go(cleared.guard(), reason)
+        }
+    }
+
+    /// What the guard found, for the "go" reply: its facts, or its reason.
+    pub fn cleared_fact(&self) -> Cleared {
+        self.cleared.clone().unwrap_or_else(|| Cleared::Said {
+            guard: self.guard,
+            reason: self.reason.clone(),
+        })
     }
 
     pub(crate) fn skip(guard: DecisionKind, reason: impl Into<String>, pages: bool) -> Self {
@@ -52,6 +72,7 @@ impl Decision {
             verdict: Verdict::Skip,
             reason: reason.into(),
             pages,
+            cleared: None,
         }
     }
 }
@@ -163,9 +184,9 @@ pub fn evaluate(
                 format!("incident #{other} (same rule {}, same target {target_key}) is still open and has run its runbook; not running it twice", rule.name),
                 false,
             ),
-            None => Decision::go(
-                DecisionKind::Dedup,
+            None => Decision::cleared(
                 format!("no other open incident of rule {} on {target_key} has run", rule.name),
+                Cleared::Dedup,
             ),
         }
         },
@@ -180,12 +201,16 @@ pub fn evaluate(
                     true,
                 )
             } else {
-                Decision::go(
-                    DecisionKind::Flapping,
+                Decision::cleared(
                     format!(
                         "{firings} firing(s) in the last {} (threshold {limit})",
                         human(window)
                     ),
+                    Cleared::Flapping {
+                        firings,
+                        threshold: limit,
+                        window,
+                    },
                 )
             }
         },
@@ -200,7 +225,7 @@ pub fn evaluate(
                 ),
                 false,
             ),
-            None => Decision::go(DecisionKind::Pause, "no pause covers it"),
+            None => Decision::cleared("no pause covers it", Cleared::Pause),
         },
         &|| match &facts.window {
             Some(w) => Decision::skip(
@@ -215,7 +240,7 @@ pub fn evaluate(
                 },
                 false,
             ),
-            None => Decision::go(DecisionKind::Window, "no maintenance window in force"),
+            None => Decision::cleared("no maintenance window in force", Cleared::Window),
         },
         &|| match &facts.deploy {
             Some(d) => Decision::skip(
@@ -228,7 +253,7 @@ pub fn evaluate(
                 ),
                 false,
             ),
-            None => Decision::go(DecisionKind::Deploy, "no deploy in progress"),
+            None => Decision::cleared("no deploy in progress", Cleared::Deploy),
         },
         &|| {
             if settings.dry_run || rule.dry_run {
@@ -247,16 +272,21 @@ pub fn evaluate(
                     false,
                 )
             } else {
-                Decision::go(DecisionKind::DryRun, "live")
+                Decision::cleared("live", Cleared::DryRun)
             }
         },
         &|| {
             let used = facts.rule_runs.len();
             let (runs, per) = (rule.limit.runs, rule.limit.per);
             match rule_check {
-                Ok(_) => Decision::go(
-                    DecisionKind::RateLimit,
+                Ok(_) => Decision::cleared(
                     format!("run {} of {runs} allowed for {target_key} in {}", used + 1, human(per)),
+                    Cleared::RateLimit {
+                        run: used + 1,
+                        of: runs,
+                        target: target.name().to_owned(),
+                        per,
+                    },
                 ),
                 Err(wait) => Decision::skip(
                     DecisionKind::RateLimit,
@@ -272,9 +302,13 @@ pub fn evaluate(
         &|| {
             let (runs, per) = (settings.budget_runs, settings.budget_per);
             match budget_check {
-                Ok(_) => Decision::go(
-                    DecisionKind::Budget,
+                Ok(_) => Decision::cleared(
                     format!("within the global budget of {runs} runbooks per {}", human(per)),
+                    Cleared::Budget {
+                        run: facts.all_runs.len() + 1,
+                        of: runs,
+                        per,
+                    },
                 ),
                 Err(wait) => Decision::skip(
                     DecisionKind::Budget,
@@ -290,13 +324,20 @@ pub fn evaluate(
         // one runbook per target at a time
         &|| {
             match (target, facts.busy) {
-            (TargetRef::None, _) => Decision::go(DecisionKind::Busy, "no container target"),
+            (TargetRef::None, _) => {
+                Decision::cleared("no container target", Cleared::Busy { target: None })
+            }
             (_, Some(holder)) => Decision::skip(
                 DecisionKind::Busy,
                 format!("the runbook of incident #{holder} is still running on {target_key}; one runbook per container at a time"),
                 false,
             ),
-            (_, None) => Decision::go(DecisionKind::Busy, format!("{target_key} is free")),
+            (_, None) => Decision::cleared(
+                format!("{target_key} is free"),
+                Cleared::Busy {
+                    target: Some(target.name().to_owned()),
+                },
+            ),
         }
         },
     ];

@@ -20,6 +20,7 @@
 //! use a recording executor and tokio's paused clock. It emits typed [`Notice`]s; `notify`
 //! renders them.
 
+mod buttons;
 mod escalation;
 mod executor;
 pub mod guards;
@@ -345,6 +346,7 @@ impl Engine {
             target_key.clone(),
             rule.rto,
             m.told.clone(),
+            Some(m.owner.clone()),
         );
         // The match first: the opened notice is the thread's root.
         let (first, guards) = plan
@@ -363,17 +365,35 @@ impl Engine {
                 told: m.told.clone(),
             },
         );
+        // Every decision is stored; the thread hears of them once: the guards that let the
+        // runbook go as one "go" reply, a skip as a reply of its own with its reason (a
+        // refused target is told by the page that follows).
         for d in guards {
             c.decision(d.guard, d.verdict, &d.reason);
-            if d.guard != DecisionKind::Target {
+        }
+        match plan.action {
+            Action::Run { .. } => {
                 c.notice(
                     Sink::Slack,
-                    Notice::Decision {
-                        guard: d.guard,
-                        verdict: d.verdict,
-                        reason: d.reason.clone(),
+                    Notice::Go {
+                        cleared: guards.iter().map(Decision::cleared_fact).collect(),
                     },
                 );
+            }
+            _ => {
+                for d in guards
+                    .iter()
+                    .filter(|d| d.verdict == Verdict::Skip && d.guard != DecisionKind::Target)
+                {
+                    c.notice(
+                        Sink::Slack,
+                        Notice::Decision {
+                            guard: d.guard,
+                            verdict: d.verdict,
+                            reason: d.reason.clone(),
+                        },
+                    );
+                }
             }
         }
         let (inc_fingerprint, inc_alertname) = (inc.fingerprint.clone(), inc.alertname.clone());
@@ -490,7 +510,12 @@ impl Engine {
             rto: inc.rto,
         };
         c.decision(DecisionKind::Resolved, Verdict::Continue, &notice.summary());
-        c.notice(Sink::Slack, notice.clone());
+        // The root shows the time to recover. A reply too, for the people who were called
+        // in (a page, a skip, an acknowledgement); a runbook's own recovery that nobody had
+        // to look at ends on its last step's reply.
+        if inc.phase != Phase::Recovered || inc.acked_by.is_some() {
+            c.notice(Sink::Slack, notice.clone());
+        }
         c.notice(
             Sink::Slack,
             Notice::State {

@@ -24,11 +24,16 @@ impl Engine {
     /// target is a container or nothing) for an hour from now, set by `by` (the Slack user),
     /// with the reason "paused from Slack on incident #N". Stored before it returns; the
     /// next incident it covers skips its runbook, this one's is not stopped.
-    pub fn pause_incident(&self, id: i64, by: &str) -> Result<PauseRecord, PauseError> {
+    pub fn pause_incident(
+        &self,
+        id: i64,
+        by: &str,
+        hold: Duration,
+    ) -> Result<PauseRecord, PauseError> {
         let inc = self.store.incident(id)?.ok_or(PauseError::NoIncident(id))?;
         let rule = inc.rule.as_deref().ok_or(PauseError::NoRule(id))?;
         let service = inc.target.as_deref().and_then(TargetRef::service_in_key);
-        let pause = NewPause::from_slack(id, rule, service, by, self.clock.now())
+        let pause = NewPause::from_slack(id, rule, service, by, self.clock.now(), hold)
             .map_err(PauseError::Invalid)?;
         let p = self.store.add_pause(&pause)?;
         PauseSet {

@@ -44,6 +44,8 @@ pub struct Matched<'a> {
     pub target: Result<TargetRef, String>,
     /// Who hears of the incident when it opens: the priority's `notify` list and the owner.
     pub told: Vec<Contact>,
+    /// The rule's owner (the root names them, and only them, as the owner).
+    pub owner: Contact,
 }
 
 /// What the engine is to do.
@@ -108,6 +110,9 @@ pub fn matching<'a>(labels: &Labels, rules: &'a RuleSet) -> Option<Matched<'a>> 
         priority,
         target: rule.resolve_target(labels),
         told: contacts(rules, policy.notify.iter().chain([&rule.owner])),
+        owner: contacts(rules, [&rule.owner])
+            .pop()
+            .unwrap_or_else(|| Contact::unknown(&rule.owner)),
     })
 }
 

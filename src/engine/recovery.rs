@@ -32,7 +32,15 @@ impl Engine {
                     .chain([&rule.owner]),
             );
             let mut c = Commit::new(id, now);
-            c.matched(&rule.name, priority, inc.target.clone(), rule.rto, told);
+            let owner = plan::contacts(&rules, [&rule.owner]).pop();
+            c.matched(
+                &rule.name,
+                priority,
+                inc.target.clone(),
+                rule.rto,
+                told,
+                owner,
+            );
             self.store.commit(&c)?;
         }
         for id in self.store.incidents_in_phase(Phase::Remediating)? {

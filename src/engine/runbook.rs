@@ -9,7 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::{Engine, StepContext, StepError, StepOutput};
 use crate::domain::duration::format as human;
-use crate::domain::notice::RunOutcome;
+use crate::domain::notice::{RunOutcome, EXCERPT_CHARS};
 use crate::domain::{DecisionKind, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict};
 use crate::rules::{Rule, Step, StepKind};
 use crate::store::{Commit, IncidentRecord, StoreError};
@@ -142,10 +142,10 @@ impl Engine {
             let ok = self
                 .run_step(ctx, RunPhase::Main, seq, step, priority, |c, outcome| {
                     // The last step's success and the run's end are one decision point.
+                    // The thread hears of it from the root (recovered) and this step's
+                    // reply; no reply of its own.
                     if seq == last && outcome == StepOutcome::Ok {
-                        c.finish_run(RunOutcome::Recovered)
-                            .phase(Phase::Recovered)
-                            .notice(Sink::Slack, Notice::Recovered);
+                        c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
                     }
                 })
                 .await?;
@@ -160,6 +160,7 @@ impl Engine {
                 c.finish_run(RunOutcome::Recovered)
                     .phase(Phase::Recovered)
                     .notice(Sink::Slack, Notice::Recovered);
+                // (No step told the thread anything: this reply says the runbook ran.)
                 self.persist(|| self.store.commit(&c)).await?;
             }
             return Ok(RunOutcome::Recovered);
@@ -272,6 +273,16 @@ impl Engine {
                 format!("did not finish within {}", human(step.timeout)),
             ),
         };
+        // A failed step shows its output (command output, log lines) under its reply, and so
+        // does every on_failure step: the runbook failed, and that is what people read next.
+        let excerpt = if outcome != StepOutcome::Ok || phase == RunPhase::OnFailure {
+            excerpt(&detail)
+        } else {
+            String::new()
+        };
+        let target = Some(ctx.target.name())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
         let mut c = self.commit_now(id);
         c.finish_step(step_id, outcome, &detail).notice(
             Sink::Slack,
@@ -281,6 +292,8 @@ impl Engine {
                 outcome,
                 detail: first_line(&detail).to_owned(),
                 took,
+                target,
+                excerpt,
             },
         );
         and(&mut c, outcome);
@@ -360,6 +373,21 @@ impl Engine {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
+}
+
+/// What a step reported after its first line, its last [`EXCERPT_CHARS`] characters (the end
+/// of a log or of a command's output is what explains a failure).
+fn excerpt(detail: &str) -> String {
+    let rest = detail
+        .split_once('\n')
+        .map(|(_, r)| r.trim_end())
+        .unwrap_or("");
+    let count = rest.chars().count();
+    if count <= EXCERPT_CHARS {
+        return rest.to_owned();
+    }
+    let tail: String = rest.chars().skip(count - (EXCERPT_CHARS - 1)).collect();
+    format!("…{tail}")
 }
 
 fn join_detail(summary: &str, excerpt: &str) -> String {

@@ -1225,6 +1225,7 @@ async fn a_damaged_notice_or_incident_holds_its_own_messages_and_the_others_are_
         h.engine.metrics.clone(),
         &SlackSettings::default(),
         &PagerDutySettings::default(),
+        Default::default(),
     )
     .unwrap();
     // Logged only (no token): every message it can read is delivered at once.
@@ -1407,7 +1408,10 @@ async fn a_pause_from_an_incident_covers_its_rule_on_its_service_for_an_hour() {
     let redis = |n: &str| json!({"alertname": "ServiceDown", "service": "redis", "n": n});
     h.deliver(&[(redis("1"), 0, "firing")]).await;
     let first = h.only_incident().id;
-    let p = h.engine.pause_incident(first, "U0ALICE").unwrap();
+    let p = h
+        .engine
+        .pause_incident(first, "U0ALICE", crate::domain::BUTTON_HOLD)
+        .unwrap();
     assert_eq!(
         (p.scope.as_str(), p.by.as_str(), p.reason.as_str()),
         (
@@ -1439,14 +1443,15 @@ async fn a_pause_from_an_incident_covers_its_rule_on_its_service_for_an_hour() {
     assert_eq!(h.exec.count("restart"), 2);
 
     assert!(matches!(
-        h.engine.pause_incident(999, "U0ALICE"),
+        h.engine
+            .pause_incident(999, "U0ALICE", crate::domain::BUTTON_HOLD),
         Err(PauseError::NoIncident(999))
     ));
     h.deliver(&[(json!({"alertname": "NoRuleForThis"}), 3, "firing")])
         .await;
     let unmatched = *incident_ids(&h).last().unwrap();
     assert!(matches!(
-        h.engine.pause_incident(unmatched, "U0ALICE"),
+        h.engine.pause_incident(unmatched, "U0ALICE", crate::domain::BUTTON_HOLD),
         Err(PauseError::NoRule(id)) if id == unmatched
     ));
 }
@@ -1835,4 +1840,211 @@ async fn a_failure_at_any_commit_of_a_checked_run_leaves_everything_once_and_ask
             );
         }
     }
+}
+
+/// The Slack replies of an incident (the thread, not the root's updates), as stored.
+fn thread(h: &Harness, id: i64) -> Vec<String> {
+    h.store()
+        .messages(id)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.sink == "slack" && m.kind != "opened" && m.kind != "state")
+        .map(|m| m.text)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_is_told_as_one_go_reply_and_a_reply_per_step_with_its_duration() {
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    h.deliver(&[(pg(), 0, "resolved")]).await;
+    let inc = h.only_incident();
+    assert_eq!(
+        thread(&h, inc.id),
+        [
+            "go: run 1 of 2 for postgres this hour, budget 1 of 10, target free",
+            "diagnose postgres: ok in 0.0 s (diagnose ok)",
+            "restart postgres: ok in 0.0 s (restart ok)",
+            "wait_healthy postgres: ok in 0.0 s (wait_healthy ok)",
+        ],
+        "no reply for the recovery nor the resolution: the root shows both"
+    );
+    // Every guard's decision is still stored, one row each.
+    let guards: Vec<String> = h.decisions(inc.id).into_iter().map(|(g, ..)| g).collect();
+    for g in [
+        "dedup",
+        "flapping",
+        "pause",
+        "window",
+        "deploy",
+        "dry_run",
+        "rate_limit",
+        "budget",
+        "busy",
+    ] {
+        assert!(guards.iter().any(|x| x == g), "{g} in {guards:?}");
+    }
+    assert_eq!(inc.owner.map(|c| c.key).as_deref(), Some("dba"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skip_is_its_own_reply_and_a_failed_step_shows_its_output() {
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(json!({"alertname": "Dry"}), 0, "firing")])
+        .await;
+    let dry = h.only_incident();
+    assert_eq!(
+        thread(&h, dry.id),
+        ["dry_run: dry-run (the rule): would run restart on service:backend"]
+    );
+
+    let h = Harness::new(GuardSettings::default());
+    h.exec.fail.lock().unwrap().insert("restart");
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    h.deliver(&[(pg(), 0, "resolved")]).await;
+    let inc = h.only_incident();
+    let replies = thread(&h, inc.id);
+    assert_eq!(
+        replies[0],
+        "go: run 1 of 2 for postgres this hour, budget 1 of 10, target free"
+    );
+    assert_eq!(
+        replies[2],
+        "restart postgres: failed in 0.0 s (restart failed on purpose)"
+    );
+    assert_eq!(
+        replies[3],
+        "on_failure: logs postgres: ok in 0.0 s (logs ok)"
+    );
+    assert!(
+        replies[4].starts_with("paged: automation failed"),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies.last().map(String::as_str),
+        Some("resolved after 3m (within the RTO of 30m)"),
+        "people were paged: the resolution is told to them"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_steps_reply_carries_the_end_of_its_output() {
+    struct Loud;
+    #[async_trait]
+    impl StepExecutor for Loud {
+        async fn run(&self, _: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
+            match step.name() {
+                "restart" => Err(StepError::Failed(format!(
+                    "`pg_ctl restart` exited 1\n{}\nFATAL: the last line",
+                    "noise\n".repeat(1000)
+                ))),
+                _ => Ok(StepOutput::new("fine")),
+            }
+        }
+    }
+    let h = Harness::new(GuardSettings::default());
+    // The harness's own engine, with the loud executor.
+    let h = Harness {
+        engine: Engine::new(
+            Arc::new(Store::open(&h.dir).unwrap()),
+            rules(),
+            Outside::new(Arc::new(Loud)),
+            h.clock.clone(),
+            GuardSettings::default(),
+            Arc::new(Metrics::new()),
+            Arc::new(Notify::new()),
+        ),
+        ..h
+    };
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    let notices: Vec<String> = {
+        let conn = h.store().conn();
+        let mut stmt = conn
+            .prepare("SELECT notice FROM outbox WHERE incident_id = ?1 AND kind = 'step'")
+            .unwrap();
+        let rows = stmt.query_map([inc.id], |r| r.get(0)).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
+    };
+    let excerpts: Vec<String> = notices
+        .iter()
+        .filter_map(|n| match serde_json::from_str::<Notice>(n).unwrap() {
+            Notice::Step { name, excerpt, .. } if name == "restart" => Some(excerpt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(excerpts.len(), 1);
+    assert!(
+        excerpts[0].ends_with("FATAL: the last line"),
+        "{}",
+        excerpts[0]
+    );
+    assert!(excerpts[0].starts_with('…'));
+    assert_eq!(
+        excerpts[0].chars().count(),
+        crate::domain::notice::EXCERPT_CHARS
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_button_is_recorded_once_told_and_updates_the_root() {
+    use crate::domain::{Button, Pressed};
+    let h = Harness::new(GuardSettings::default());
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let id = h.only_incident().id;
+    let now = h.clock.now();
+    let until = now + chrono::Duration::hours(1);
+    let silenced = Pressed::new("bob", Some("U0BOB"), now)
+        .until(until)
+        .made("5e1f");
+    assert_eq!(
+        h.engine
+            .pressed(id, Button::Silence, silenced.clone())
+            .unwrap(),
+        Some(true)
+    );
+    let again = Pressed::new("eve", Some("U0EVE"), now).made("other");
+    assert_eq!(
+        h.engine.pressed(id, Button::Silence, again).unwrap(),
+        Some(false),
+        "a button is used once"
+    );
+    h.engine
+        .button_failed(
+            id,
+            Button::Pause,
+            "carol",
+            Some("U0CAROL"),
+            "the pause was refused",
+        )
+        .unwrap();
+    let inc = h.only_incident();
+    assert_eq!(inc.silenced, Some(silenced));
+    assert!(inc.paused.is_none());
+    let replies = thread(&h, id);
+    assert!(
+        replies.contains(
+            &"silenced 1h by bob in Alertmanager (silence 5e1f) until 04:00 UTC".to_owned()
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(
+        replies.last().map(String::as_str),
+        Some("could not pause automation (asked by carol): the pause was refused")
+    );
+    let states: Vec<String> = h
+        .store()
+        .messages(id)
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.kind == "state")
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(states.last().map(String::as_str), Some("silenced"));
+    assert_eq!(
+        h.engine
+            .pressed(999, Button::Pause, Pressed::new("x", None, now))
+            .unwrap(),
+        None
+    );
 }

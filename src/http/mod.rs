@@ -6,10 +6,12 @@
 //!
 //! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
 //!
-//! `POST /hooks/slack/interactions` takes the Acknowledge button; [`slack`] verifies Slack's
-//! signature over the raw body and reads the payload.
+//! `POST /hooks/slack/interactions` takes the root's buttons (Acknowledge, Silence 1h, Pause
+//! automation 1h); [`slack`] verifies Slack's signature over the raw body and reads the
+//! payload, [`buttons`] carries a press out.
 
 mod auth;
+pub mod buttons;
 mod error;
 mod pauses;
 pub mod slack;
@@ -24,7 +26,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::alert::{parse_webhook, AlertStatus};
-use crate::domain::IncidentState;
+use crate::domain::{Button, IncidentState};
 use crate::engine::{Engine, SharedRules};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -49,6 +51,8 @@ pub struct AppState {
     /// The Alertmanager client when `alertmanager.urls` is set (`/-/ready` shows its last
     /// check; the Slack "Silence 1h" button makes silences with it).
     pub alertmanager: Option<Arc<crate::alertmanager::AlertmanagerClient>>,
+    /// What the root's Silence and Pause buttons act through.
+    pub buttons: buttons::Buttons,
 }
 
 /// The running HTTP server: await it to serve until SIGINT/SIGTERM.
@@ -293,9 +297,10 @@ async fn healthy() -> HttpResponse {
 const QUARANTINE_SHOWN: usize = 20;
 
 /// Readiness: the store answers. Also shown, never failing it: the rules loaded, the
-/// maintenance windows (`{"loaded": n, "in_force": [names]}`), each sink's state, the held
-/// notifications, Alertmanager's peers and what the last check before a destructive step
-/// found, and the rows quarantined because they do not read
+/// maintenance windows (`{"loaded": n, "in_force": [names]}`), each sink's state, the Slack
+/// channel's ID (or why a name did not resolve), the held notifications, Alertmanager's
+/// peers and what the last check before a destructive step found, and the rows quarantined
+/// because they do not read
 /// (`{"count": n, "latest": [{"id", "source_table", "row_id", "error", "at", "incident_id",
 /// "queue_id"}]}`), and the pauses in force (`[{"id", "scope", "by", "until", "reason"}]`).
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
@@ -359,6 +364,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "rules": format!("{rules} rules loaded"),
             "maintenance_windows": windows,
             "slack": sinks.slack,
+            "slack_channel": sinks.slack_channel,
             "pagerduty": sinks.pagerduty,
             "held_notifications": held,
             "quarantined": quarantined,
@@ -444,8 +450,9 @@ async fn acknowledge(
     }
 }
 
-/// Slack's interactivity requests: the Acknowledge button. Verified with the signing secret
-/// (v0 HMAC over the raw body, 5-minute window); anything unverified is 401 and changes nothing.
+/// Slack's interactivity requests: the root's buttons. Verified with the signing secret (v0
+/// HMAC over the raw body, 5-minute window); anything unverified is 401 and changes nothing.
+/// A press is answered at once with 200; what it did is told in the thread.
 async fn slack_interactions(
     req: HttpRequest,
     body: web::Bytes,
@@ -476,7 +483,8 @@ async fn slack_interactions(
         ApiError::Unauthorized("the Slack signature does not verify")
     })?;
     match parse_interaction(&body) {
-        Ok(Interaction::Ack {
+        Ok(Interaction::Pressed {
+            button,
             incident_id,
             user_id,
             user_name,
@@ -486,7 +494,19 @@ async fn slack_interactions(
             } else {
                 user_name
             };
-            acknowledge(&state, incident_id, by, Some(user_id)).await
+            let who = buttons::Presser {
+                name: by.clone(),
+                user_id: user_id.clone(),
+            };
+            match button {
+                Button::Acknowledge => acknowledge(&state, incident_id, by, Some(user_id)).await,
+                Button::Silence => buttons::silence(&state, incident_id, who)
+                    .await
+                    .map(|()| HttpResponse::Ok().finish()),
+                Button::Pause => buttons::pause(&state, incident_id, who)
+                    .await
+                    .map(|()| HttpResponse::Ok().finish()),
+            }
         }
         Ok(_) => Ok(HttpResponse::Ok().finish()),
         Err(e) => Err(ApiError::BadRequest(

@@ -1,8 +1,9 @@
 //! Inbound Slack requests: the interactivity endpoint's signature check and payload.
 //!
 //! - [`verify_signature`]: Slack's v0 request signing over the raw body.
-//! - [`parse_interaction`]: the `block_actions` payload of the Acknowledge button, whose
-//!   `action_id` is [`ACK_ACTION_ID`], defined with the blocks that render it.
+//! - [`parse_interaction`]: the `block_actions` payload of a press of one of the root's
+//!   buttons (Acknowledge, Silence 1h, Pause automation 1h), whose `action_id`s are defined
+//!   with the blocks that render them ([`button_of`]).
 //!
 //! Both are the interactivity endpoint's (CONTRACTS.md §2.7, §2.8).
 //!
@@ -14,7 +15,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::notify::slack::ACK_ACTION_ID;
+use crate::domain::Button;
+use crate::notify::slack::button_of;
 use crate::notify::truncate;
 
 /// Replay window for signed requests, in seconds (both directions).
@@ -97,8 +99,9 @@ pub fn verify_signature(
 /// What a (verified) interactivity request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interaction {
-    /// Someone pressed Acknowledge on incident `incident_id`.
-    Ack {
+    /// Someone pressed one of the root's buttons on incident `incident_id`.
+    Pressed {
+        button: Button,
         incident_id: i64,
         user_id: String,
         user_name: String,
@@ -118,7 +121,7 @@ pub enum InteractionError {
     BadJson(String),
     #[error("block_actions payload has no `user`")]
     MissingUser,
-    #[error("Acknowledge button value {0:?} is not an incident id")]
+    #[error("button value {0:?} is not an incident id")]
     BadIncidentId(String),
 }
 
@@ -163,10 +166,10 @@ pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionErr
     if raw.kind != "block_actions" {
         return Ok(Interaction::Other);
     }
-    let Some(action) = raw
+    let Some((button, action)) = raw
         .actions
         .iter()
-        .find(|a| a.action_id.as_deref() == Some(ACK_ACTION_ID))
+        .find_map(|a| Some((button_of(a.action_id.as_deref()?)?, a)))
     else {
         return Ok(Interaction::Other);
     };
@@ -181,7 +184,8 @@ pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionErr
         .or(user.name)
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| user.id.clone());
-    Ok(Interaction::Ack {
+    Ok(Interaction::Pressed {
+        button,
         incident_id,
         user_id: user.id,
         user_name,
@@ -342,12 +346,31 @@ mod tests {
         });
         assert_eq!(
             parse_interaction(&form(&payload)),
-            Ok(Interaction::Ack {
+            Ok(Interaction::Pressed {
+                button: Button::Acknowledge,
                 incident_id: 42,
                 user_id: "U2CERLKJA".into(),
                 user_name: "roadrunner".into()
             })
         );
+    }
+
+    #[test]
+    fn parse_interaction_tells_the_silence_and_pause_buttons_apart() {
+        for (action_id, button) in [("silence_1h", Button::Silence), ("pause_1h", Button::Pause)] {
+            let payload = json!({ "type": "block_actions",
+                "user": { "id": "U0BOB", "name": "bob" },
+                "actions": [ { "type": "button", "action_id": action_id, "value": "7" } ] });
+            assert_eq!(
+                parse_interaction(&form(&payload)),
+                Ok(Interaction::Pressed {
+                    button,
+                    incident_id: 7,
+                    user_id: "U0BOB".into(),
+                    user_name: "bob".into()
+                })
+            );
+        }
     }
 
     #[test]

@@ -18,12 +18,16 @@ pub struct SlackSettings {
     pub api_url: String,
     /// A bot token (`xoxb-…`, `REMEDIATOR_SLACK__BOT_TOKEN`). Without it messages are only logged.
     pub bot_token: Option<SecretString>,
-    /// Where incident threads go (`REMEDIATOR_SLACK__CHANNEL`).
+    /// Where incident threads go (`REMEDIATOR_SLACK__CHANNEL`): an ID (`C…`) or a name
+    /// (`#voiceai-incidents`), resolved to its ID at start and after each reload.
     pub channel: String,
     /// Verifies `/hooks/slack/interactions` (`REMEDIATOR_SLACK__SIGNING_SECRET`).
     pub signing_secret: Option<SecretString>,
     #[serde(with = "crate::domain::duration::serde_text")]
     pub timeout: Duration,
+    /// Channels per page when `channel` is a name resolved with `conversations.list`
+    /// (`REMEDIATOR_SLACK__LIST_PAGE_SIZE`, at most 1000).
+    pub list_page_size: u32,
 }
 
 impl Default for SlackSettings {
@@ -34,6 +38,7 @@ impl Default for SlackSettings {
             channel: "#voiceai-incidents".to_string(),
             signing_secret: None,
             timeout: Duration::from_secs(10),
+            list_page_size: 200,
         }
     }
 }

@@ -30,8 +30,11 @@ use super::pagerduty::{PagerDutyClient, PagerDutyError, Severity};
 use super::slack::{self, IncidentView, SlackClient, SlackError};
 use super::{PagerDutySettings, SlackSettings};
 use crate::domain::duration::format as human;
-use crate::domain::notice::{recovery_text, Page};
-use crate::domain::{Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Sink};
+use crate::domain::hold::until_text;
+use crate::domain::notice::{button_failed_text, paused_text, recovery_text, silenced_text, Page};
+use crate::domain::{
+    Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Pressed, Sink,
+};
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
 use crate::telemetry::events::{
@@ -44,7 +47,33 @@ use tracing::Instrument;
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct SinkStatus {
     pub slack: String,
+    /// The configured channel and the ID it resolved to, or why it has not.
+    pub slack_channel: String,
     pub pagerduty: String,
+}
+
+/// What the thread's root offers beyond its facts: the link to the incident
+/// (`api.public_url`) and which buttons besides Acknowledge the service can carry out.
+#[derive(Debug, Clone, Default)]
+pub struct RootOptions {
+    /// The service's public base URL; the root links to `<public_url>/api/v1/incidents/<id>`.
+    pub public_url: Option<String>,
+    pub offered: slack::Offered,
+}
+
+/// The configured channel, resolved to its ID (`conversations.list`) when it is a name: the
+/// ID is what the look-up before a retry (`conversations.history`) needs.
+struct ChannelResolution {
+    /// As configured (`#voiceai-incidents`, or an ID).
+    configured: String,
+    /// The ID posts go to; kept while a later resolution fails.
+    id: Option<String>,
+    /// Why the last resolution did not give one.
+    problem: Option<String>,
+    /// Failed resolutions since the last success (the backoff's step).
+    failures: i64,
+    /// When to try again; `None`: resolved, nothing to do until a reload.
+    next_try: Option<DateTime<Utc>>,
 }
 
 /// One delivery's result.
@@ -59,7 +88,10 @@ pub struct Deliverer {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     slack: Option<SlackClient>,
-    channel: String,
+    channel: Mutex<ChannelResolution>,
+    /// Channels per page of `conversations.list`.
+    list_page_size: u32,
+    root: RootOptions,
     pagerduty: Option<PagerDutyClient>,
     /// E-mail → Slack user id (None: looked up, not found).
     users: tokio::sync::Mutex<HashMap<String, Option<String>>>,
@@ -73,6 +105,7 @@ impl Deliverer {
         metrics: Arc<Metrics>,
         slack: &SlackSettings,
         pagerduty: &PagerDutySettings,
+        root: RootOptions,
     ) -> anyhow::Result<Arc<Deliverer>> {
         let slack_client = match &slack.bot_token {
             Some(token) => Some(SlackClient::new(
@@ -90,12 +123,22 @@ impl Deliverer {
             )?),
             None => None,
         };
+        let configured = slack.channel.trim().to_owned();
+        let by_id = slack::is_channel_id(&configured);
+        let channel = ChannelResolution {
+            id: by_id.then(|| configured.clone()),
+            problem: None,
+            failures: 0,
+            next_try: (!by_id && slack_client.is_some()).then(|| clock.now()),
+            configured,
+        };
         let status = SinkStatus {
             slack: if slack_client.is_some() {
                 "ok".into()
             } else {
                 "logged only: no slack.bot_token".into()
             },
+            slack_channel: String::new(),
             pagerduty: if pd_client.is_some() {
                 "ok".into()
             } else {
@@ -107,7 +150,9 @@ impl Deliverer {
             clock,
             metrics,
             slack: slack_client,
-            channel: slack.channel.clone(),
+            channel: Mutex::new(channel),
+            list_page_size: slack.list_page_size,
+            root,
             pagerduty: pd_client,
             users: tokio::sync::Mutex::new(HashMap::new()),
             status: Arc::new(Mutex::new(status)),
@@ -115,10 +160,110 @@ impl Deliverer {
     }
 
     pub fn status(&self) -> SinkStatus {
-        self.status
+        let mut status = self
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        status.slack_channel = self.channel_status();
+        status
+    }
+
+    /// `C0123456 (#voiceai-incidents)`, or why the name has not resolved yet.
+    fn channel_status(&self) -> String {
+        let ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if self.slack.is_none() {
+            return format!("{} (not used: no slack.bot_token)", ch.configured);
+        }
+        match (&ch.id, &ch.problem) {
+            (Some(id), None) if *id == ch.configured => id.clone(),
+            (Some(id), None) => format!("{id} ({})", ch.configured),
+            (Some(id), Some(why)) => format!(
+                "{id} ({}); resolving it again failed, retrying: {why}",
+                ch.configured
+            ),
+            (None, Some(why)) => format!(
+                "unresolved: {}: {why}; new threads wait, retrying with backoff",
+                ch.configured
+            ),
+            (None, None) => format!("resolving {}", ch.configured),
+        }
+    }
+
+    /// Resolves the configured channel name again (after a reload: the channel may have been
+    /// created, renamed, or the bot invited since).
+    pub fn resolve_channel_again(&self) {
+        let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        if self.slack.is_some() && !slack::is_channel_id(&ch.configured) {
+            ch.next_try = Some(self.clock.now());
+            ch.failures = 0;
+        }
+    }
+
+    /// How long a new thread waits before it is tried again while the channel is unresolved:
+    /// until the next resolution, from a second to [`UNRESOLVED_WAIT_MAX`] (a reload resolves
+    /// at once, and the thread should follow soon after).
+    fn until_next_resolution(&self) -> Duration {
+        let next = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_try;
+        next.and_then(|at| (at - self.clock.now()).to_std().ok())
+            .unwrap_or_default()
+            .clamp(Duration::from_secs(1), UNRESOLVED_WAIT_MAX)
+    }
+
+    /// The channel ID new threads go to, when known.
+    fn channel_id(&self) -> Option<String> {
+        self.channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .id
             .clone()
+    }
+
+    /// Resolves the channel name when a resolution is due (at start, after a reload, after a
+    /// failure's backoff). Not found, a missing scope, Slack down: kept as the problem
+    /// `/-/ready` shows, and tried again later.
+    async fn resolve_channel(&self) {
+        let Some(client) = &self.slack else { return };
+        let name = {
+            let ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+            match ch.next_try {
+                Some(at) if at <= self.clock.now() => ch.configured.clone(),
+                _ => return,
+            }
+        };
+        let found = client.find_channel(&name, self.list_page_size).await;
+        let now = self.clock.now();
+        let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
+        let problem = match found {
+            Ok(Some(id)) => {
+                tracing::info!(channel = %name, id = %id, "Slack channel resolved");
+                ch.id = Some(id);
+                ch.problem = None;
+                ch.failures = 0;
+                ch.next_try = None;
+                return;
+            }
+            Ok(None) => (
+                format!(
+                    "no channel named {name} that the bot can see (conversations.list, archived ones excluded): check the name, or invite the bot to a private channel"
+                ),
+                None,
+            ),
+            Err(e) => {
+                let after = e.retry_after();
+                (e.to_string(), after)
+            }
+        };
+        let (why, after) = problem;
+        tracing::warn!(channel = %name, error = %why, "cannot resolve the Slack channel; new threads wait");
+        let wait = after.unwrap_or_else(|| backoff(ch.failures));
+        ch.failures += 1;
+        ch.problem = Some(why);
+        ch.next_try = Some(later(now, wait));
     }
 
     /// Delivers until `shutdown` resolves.
@@ -147,6 +292,7 @@ impl Deliverer {
     /// One pass over both sinks; returns how many messages were delivered. A message that
     /// does not read is held (see [`Deliverer::hold_damaged`]) and the others go on.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        self.resolve_channel().await;
         let mut delivered = 0;
         for sink in Sink::ALL.iter().copied() {
             for due in self.store.due_outbox(sink, self.clock.now(), 64)? {
@@ -301,6 +447,19 @@ impl Deliverer {
         let view = self.view(&inc).await;
         let (fallback, blocks) = slack::incident_blocks(&view);
         let root = inc.slack_channel.clone().zip(inc.slack_ts.clone());
+        // A new thread goes to the channel's ID: the look-up before a retry needs it.
+        let channel = match (&root, self.channel_id()) {
+            (None, None) => {
+                return Ok(Outcome::Retry(
+                    format!(
+                        "the Slack channel is not resolved yet: {}",
+                        self.channel_status()
+                    ),
+                    Some(self.until_next_resolution()),
+                ))
+            }
+            (_, id) => id.unwrap_or_default(),
+        };
         // Every post carries its outbox id; after a failed attempt (a timeout may hide a post
         // Slack did take) look for it first, so a retry never posts twice.
         let tag = format!("outbox-{}", row.id);
@@ -326,14 +485,14 @@ impl Deliverer {
         let result = match (kind, &root) {
             // The root: posted once, its ts kept so a restart keeps the same thread.
             (_, None) => {
-                let posted = match already(None, self.channel.clone()).await {
+                let posted = match already(None, channel.clone()).await {
                     Ok(Some(ts)) => Ok(slack::Posted {
-                        channel: self.channel.clone(),
+                        channel: channel.clone(),
                         ts,
                     }),
                     Ok(None) => {
                         client
-                            .post_tagged(&self.channel, &fallback, Some(&blocks), None, &tag)
+                            .post_tagged(&channel, &fallback, Some(&blocks), None, &tag)
                             .await
                     }
                     Err(e) => Err(e),
@@ -499,7 +658,24 @@ impl Deliverer {
     /// A thread reply: the notice's text, with mentions for the people it calls.
     async fn reply_text(&self, notice: &Notice) -> String {
         let text = slack::escape(&notice.summary());
+        let who = |by: &str, user: &Option<String>| match user {
+            Some(u) => slack::mention(Some(u), by),
+            None => slack::escape(by),
+        };
         match notice {
+            Notice::Step { excerpt, .. } if !excerpt.trim().is_empty() => {
+                // In a code block: the output as it was, `&<>` escaped as Slack asks.
+                format!("{text}\n```\n{}\n```", slack::escape(excerpt.trim_end()))
+            }
+            // The person as a mention; what they did, escaped.
+            Notice::Silenced(p) => silenced_text(&escaped(p), &who(&p.by, &p.slack_user)),
+            Notice::Paused(p) => paused_text(&escaped(p), &who(&p.by, &p.slack_user)),
+            Notice::ButtonFailed {
+                button,
+                by,
+                slack_user,
+                why,
+            } => button_failed_text(*button, &who(by, slack_user), &slack::escape(why)),
             Notice::Page(Page { who, .. }) | Notice::Tier { who, .. } => {
                 format!("{} {text}", self.mentions(who).await)
             }
@@ -516,14 +692,52 @@ impl Deliverer {
     }
 
     async fn view(&self, inc: &IncidentRecord) -> IncidentView {
-        let mut owners = Vec::new();
-        for w in &inc.told {
-            owners.push(self.mention(w).await);
-        }
+        let owner = match &inc.owner {
+            Some(c) => Some(self.mention(c).await),
+            None => None,
+        };
         let state = match inc.state {
             IncidentState::Resolved => crate::domain::RootState::Resolved,
             IncidentState::Open => inc.phase.root_state(),
         };
+        let now = self.clock.now();
+        let clock = |t: DateTime<Utc>| until_text(t, now);
+        let used = |p: &Pressed| slack::Used {
+            who: match &p.slack_user {
+                Some(u) => slack::mention(Some(u), &p.by),
+                None => slack::escape(&p.by),
+            },
+            at: clock(p.at),
+            until: p.until.map(clock),
+            made: p.made.clone(),
+        };
+        let acknowledged = inc.acked_by.as_ref().map(|by| slack::Used {
+            who: match &inc.acked_slack_user {
+                Some(u) => slack::mention(Some(u), by),
+                None => slack::escape(by),
+            },
+            at: inc.acked_at.map(clock).unwrap_or_default(),
+            until: None,
+            made: None,
+        });
+        let rto = match (inc.rto, state) {
+            (Some(rto), s) if s != crate::domain::RootState::Resolved => {
+                slack::rto_clock(rto, (now - inc.starts_at).to_std().unwrap_or_default())
+            }
+            (Some(rto), _) => human(rto),
+            (None, _) => "-".into(),
+        };
+        let links =
+            slack::Links {
+                incident: self.root.public_url.as_deref().map(|base| {
+                    format!("{}/api/v1/incidents/{}", base.trim_end_matches('/'), inc.id)
+                }),
+                alert: inc.generator_url.clone(),
+                silence: inc
+                    .external_url
+                    .as_deref()
+                    .and_then(|u| slack::silence_link(u, &inc.labels)),
+            };
         IncidentView {
             id: inc.id,
             priority: inc
@@ -537,15 +751,30 @@ impl Deliverer {
                 .cloned()
                 .or_else(|| inc.target.clone())
                 .unwrap_or_else(|| "-".into()),
-            rto: inc.rto.map(human).unwrap_or_else(|| "-".into()),
+            rto,
             state,
-            owner_mentions: owners,
+            owner,
             summary: inc.annotations.get("summary").cloned().unwrap_or_default(),
             time_to_recover: inc
                 .time_to_recover()
                 .map(|after| recovery_text(after, inc.rto)),
-            acknowledged_by: inc.acked_by.clone(),
+            acknowledged,
+            silenced: inc.silenced.as_ref().map(used),
+            paused: inc.paused.as_ref().map(used),
+            links,
+            offered: self.root.offered,
         }
+    }
+}
+
+/// The longest a new thread waits between tries while the channel is unresolved.
+const UNRESOLVED_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// A button press with what it made escaped for Slack's text.
+fn escaped(p: &Pressed) -> Pressed {
+    Pressed {
+        made: p.made.as_deref().map(slack::escape),
+        ..p.clone()
     }
 }
 

@@ -39,6 +39,7 @@ trait DeliveredAlert {
     /// Only read when the alert opens an incident.
     fn labels(&self) -> Cow<'_, Labels>;
     fn annotations_json(&self) -> Cow<'_, str>;
+    fn generator_url(&self) -> &str;
 }
 
 impl DeliveredAlert for Alert {
@@ -59,6 +60,9 @@ impl DeliveredAlert for Alert {
     }
     fn annotations_json(&self) -> Cow<'_, str> {
         Cow::Owned(json(&self.annotations))
+    }
+    fn generator_url(&self) -> &str {
+        &self.generator_url
     }
 }
 
@@ -82,6 +86,9 @@ impl DeliveredAlert for StoredAlert<'_> {
     }
     fn annotations_json(&self) -> Cow<'_, str> {
         Cow::Borrowed(StoredAlert::annotations_json(self))
+    }
+    fn generator_url(&self) -> &str {
+        StoredAlert::generator_url(self)
     }
 }
 
@@ -157,7 +164,11 @@ pub(crate) fn ingest_group(
         out.ids.push(id);
         let n = &d.notification;
         let before = events.len();
-        apply_alerts(&tx, known, id, &n.group_key, &n.alerts, &now_s, &mut events)?;
+        let group = Group {
+            key: &n.group_key,
+            external_url: &n.external_url,
+        };
+        apply_alerts(&tx, known, id, &group, &n.alerts, &now_s, &mut events)?;
         traces.resize(events.len().max(before), d.trace);
     }
     if let Some(last) = out.ids.last() {
@@ -209,8 +220,16 @@ pub(crate) fn apply_backlog(
                 }
             };
             match parse_stored(&json) {
-                Ok(StoredDelivery { group_key, alerts }) => {
-                    apply_alerts(&tx, known, *id, &group_key, &alerts, &now_s, &mut events)?
+                Ok(StoredDelivery {
+                    group_key,
+                    external_url,
+                    alerts,
+                }) => {
+                    let group = Group {
+                        key: &group_key,
+                        external_url: &external_url,
+                    };
+                    apply_alerts(&tx, known, *id, &group, &alerts, &now_s, &mut events)?
                 }
                 // Validated when it arrived; one that no longer parses (a body from a much
                 // older version, say) stays in the intake table for a human, and is passed.
@@ -260,11 +279,17 @@ fn queue(
 /// Applies one delivery's alerts: a known firing (same fingerprint and `startsAt`) only gets
 /// `deliveries`, `last_seen` and its latest delivery; a resolution closes it (with its final
 /// annotations); anything else opens an incident.
+/// What a delivery says of all its alerts: the group, and the Alertmanager that sent it.
+struct Group<'a> {
+    key: &'a str,
+    external_url: &'a str,
+}
+
 fn apply_alerts<A: DeliveredAlert>(
     tx: &Transaction<'_>,
     known: &mut Identities,
     intake_id: i64,
-    group_key: &str,
+    group: &Group<'_>,
     alerts: &[A],
     now_s: &str,
     events: &mut Vec<IncidentEvent>,
@@ -332,8 +357,8 @@ fn apply_alerts<A: DeliveredAlert>(
                 let alertname = labels.get("alertname").map(String::as_str).unwrap_or("");
                 tx.prepare_cached(
                     "INSERT INTO incidents (fingerprint, starts_at, alertname, labels, annotations, group_key,
-                         state, phase, first_seen, ends_at, resolved_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                         state, phase, first_seen, ends_at, resolved_at, generator_url, external_url)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .ctx("insert incident")?
                 .execute(params![
@@ -342,12 +367,14 @@ fn apply_alerts<A: DeliveredAlert>(
                     alertname,
                     json(&*labels),
                     alert.annotations_json(),
-                    group_key,
+                    group.key,
                     state,
                     phase,
                     now_s,
                     ends,
                     (status == AlertStatus::Resolved).then_some(now_s),
+                    Some(alert.generator_url()).filter(|u| !u.is_empty()),
+                    Some(group.external_url).filter(|u| !u.is_empty()),
                 ])
                 .ctx("insert incident")?;
                 let id = tx.last_insert_rowid();

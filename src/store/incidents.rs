@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::codec::{collect, collect_each, field, Json, Ts};
 use super::{body, ts, ts_serde, Ctx, Store, StoreError};
 use crate::alert::Labels;
-use crate::domain::{Contact, IncidentState, Phase, Priority};
+use crate::domain::{Contact, IncidentState, Phase, Pressed, Priority};
 
 /// An incident as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +47,18 @@ pub struct IncidentRecord {
     pub acked_by: Option<String>,
     #[serde(with = "ts_serde::opt")]
     pub acked_at: Option<DateTime<Utc>>,
+    /// The Slack user who acknowledged, when it was the button.
+    pub acked_slack_user: Option<String>,
+    /// The Silence button's press: who, when, until when, the silence's id.
+    pub silenced: Option<Pressed>,
+    /// The Pause button's press: who, when, until when.
+    pub paused: Option<Pressed>,
+    /// The matched rule's owner when it matched.
+    pub owner: Option<Contact>,
+    /// The alert's `generatorURL` (its Prometheus expression) and the `externalURL` of the
+    /// Alertmanager that sent it, as the first delivery carried them.
+    pub generator_url: Option<String>,
+    pub external_url: Option<String>,
     /// The Slack channel and `ts` of the incident's root message, once posted.
     pub slack_channel: Option<String>,
     pub slack_ts: Option<String>,
@@ -80,7 +92,8 @@ pub struct IncidentPage {
 const INCIDENT_SELECT: &str =
     "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
     first_seen, seen.last_seen, seen.deliveries, rule, priority, target, group_key, labels,
-    annotations, acked_by, acked_at, slack_channel, slack_ts, seen.last_intake_id, rto_ms, told
+    annotations, acked_by, acked_at, slack_channel, slack_ts, seen.last_intake_id, rto_ms, told,
+    acked_slack_user, silenced, paused, owner, generator_url, external_url
     FROM incidents JOIN incident_seen AS seen ON seen.incident_id = incidents.id";
 
 fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
@@ -130,6 +143,12 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
         last_delivery: get!(21, "last_intake_id"),
         rto: rto_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
         told: told.map(|j| j.0).unwrap_or_default(),
+        acked_slack_user: get!(24, "acked_slack_user"),
+        silenced: get!(25, "silenced", Option<Json<Pressed>>).map(|j| j.0),
+        paused: get!(26, "paused", Option<Json<Pressed>>).map(|j| j.0),
+        owner: get!(27, "owner", Option<Json<Contact>>).map(|j| j.0),
+        generator_url: get!(28, "generator_url", Option<String>).filter(|u| !u.is_empty()),
+        external_url: get!(29, "external_url", Option<String>).filter(|u| !u.is_empty()),
     })
 }
 

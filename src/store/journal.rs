@@ -12,8 +12,8 @@ use super::codec::{collect, field, notice_json, state_change, Ts};
 use super::{fsynced, ts, ts_serde, Ctx, Store, StoreError};
 use crate::domain::notice::RunOutcome;
 use crate::domain::{
-    Contact, DecisionKind, LimitState, Notice, Phase, Priority, RunPhase, Sink, StepOutcome,
-    Verdict,
+    Button, Contact, DecisionKind, LimitState, Notice, Phase, Pressed, Priority, RunPhase, Sink,
+    StepOutcome, Verdict,
 };
 
 /// A guard's (or the matcher's) stored decision.
@@ -60,6 +60,7 @@ enum Write {
         target: Option<String>,
         rto: Duration,
         told: Vec<Contact>,
+        owner: Option<Contact>,
     },
     Decision {
         kind: DecisionKind,
@@ -86,7 +87,12 @@ enum Write {
     InterruptRunningSteps,
     Acknowledge {
         by: String,
+        slack_user: Option<String>,
     },
+    /// The Silence button's press, once.
+    Silenced(Pressed),
+    /// The Pause button's press, once.
+    Paused(Pressed),
     FireTier(usize),
     Dequeue(i64),
     Limit {
@@ -135,6 +141,7 @@ impl Commit {
         target: Option<String>,
         rto: Duration,
         told: Vec<Contact>,
+        owner: Option<Contact>,
     ) -> &mut Self {
         self.writes.push(Write::Match {
             rule: rule.to_owned(),
@@ -142,6 +149,7 @@ impl Commit {
             target,
             rto,
             told,
+            owner,
         });
         self
     }
@@ -213,8 +221,24 @@ impl Commit {
 
     /// The first acknowledgement; the whole commit fails with
     /// [`StoreError::AlreadyAcknowledged`] if there was one.
-    pub fn acknowledge(&mut self, by: &str) -> &mut Self {
-        self.writes.push(Write::Acknowledge { by: by.to_owned() });
+    pub fn acknowledge(&mut self, by: &str, slack_user: Option<&str>) -> &mut Self {
+        self.writes.push(Write::Acknowledge {
+            by: by.to_owned(),
+            slack_user: slack_user.map(str::to_owned),
+        });
+        self
+    }
+
+    /// The first press of a button (Acknowledge is [`Commit::acknowledge`]); the whole commit
+    /// fails with [`StoreError::AlreadyPressed`] (or `AlreadyAcknowledged`) if there was one.
+    pub fn pressed(&mut self, button: Button, pressed: Pressed) -> &mut Self {
+        match button {
+            Button::Acknowledge => {
+                return self.acknowledge(&pressed.by, pressed.slack_user.as_deref())
+            }
+            Button::Silence => self.writes.push(Write::Silenced(pressed)),
+            Button::Pause => self.writes.push(Write::Paused(pressed)),
+        }
         self
     }
 
@@ -253,9 +277,10 @@ impl Commit {
                     target,
                     rto,
                     told,
+                    owner,
                 } => {
                     tx.prepare_cached(
-                        "UPDATE incidents SET rule = ?2, priority = ?3, target = ?4, rto_ms = ?5, told = ?6 WHERE id = ?1",
+                        "UPDATE incidents SET rule = ?2, priority = ?3, target = ?4, rto_ms = ?5, told = ?6, owner = ?7 WHERE id = ?1",
                     )
                     .ctx("set match")?
                     .execute(params![
@@ -264,7 +289,8 @@ impl Commit {
                         priority,
                         target,
                         i64::try_from(rto.as_millis()).unwrap_or(i64::MAX),
-                        super::json(told)
+                        super::json(told),
+                        owner.as_ref().map(super::json)
                     ])
                     .ctx("set match")?;
                 }
@@ -360,16 +386,36 @@ impl Commit {
                     .execute(params![id, at])
                     .ctx("interrupt steps")?;
                 }
-                Write::Acknowledge { by } => {
+                Write::Acknowledge { by, slack_user } => {
                     let n = tx
                         .prepare_cached(
-                            "UPDATE incidents SET acked_by = ?2, acked_at = ?3 WHERE id = ?1 AND acked_by IS NULL",
+                            "UPDATE incidents SET acked_by = ?2, acked_at = ?3, acked_slack_user = ?4 WHERE id = ?1 AND acked_by IS NULL",
                         )
                         .ctx("acknowledge")?
-                        .execute(params![id, by, at])
+                        .execute(params![id, by, at, slack_user])
                         .ctx("acknowledge")?;
                     if n == 0 {
                         return Err(StoreError::AlreadyAcknowledged(id));
+                    }
+                }
+                Write::Silenced(pressed) | Write::Paused(pressed) => {
+                    let (sql, button) = match w {
+                        Write::Silenced(_) => (
+                            "UPDATE incidents SET silenced = ?2 WHERE id = ?1 AND silenced IS NULL",
+                            Button::Silence,
+                        ),
+                        _ => (
+                            "UPDATE incidents SET paused = ?2 WHERE id = ?1 AND paused IS NULL",
+                            Button::Pause,
+                        ),
+                    };
+                    let n = tx
+                        .prepare_cached(sql)
+                        .ctx("record a button")?
+                        .execute(params![id, super::json(pressed)])
+                        .ctx("record a button")?;
+                    if n == 0 {
+                        return Err(StoreError::AlreadyPressed(id, button));
                     }
                 }
                 Write::FireTier(tier) => {

@@ -106,6 +106,8 @@ pub enum StoreError {
     },
     #[error("incident {0} was already acknowledged")]
     AlreadyAcknowledged(i64),
+    #[error("the {1} button of incident {0} was already used")]
+    AlreadyPressed(i64, crate::domain::Button),
     #[error("the intake writer has stopped; restart the service")]
     WriterGone,
     #[error("deliveries stored by a previous version could not be applied yet (see the error logged before); new ones wait for them")]

@@ -197,6 +197,19 @@ CREATE TABLE pauses (
 );
 CREATE INDEX pauses_open ON pauses (until) WHERE ended_at IS NULL;
 "#,
+    r#"
+-- What the thread's root shows and links to: the rule's owner when it matched (a contact,
+-- JSON), the alert's generatorURL and the Alertmanager it came from (the payload's
+-- externalURL), written when the incident opens. And who used the root's buttons: the Slack
+-- user who acknowledged, and the Silence and Pause presses (JSON: by, slack_user, at, until,
+-- made), each once.
+ALTER TABLE incidents ADD COLUMN owner TEXT;
+ALTER TABLE incidents ADD COLUMN generator_url TEXT;
+ALTER TABLE incidents ADD COLUMN external_url TEXT;
+ALTER TABLE incidents ADD COLUMN acked_slack_user TEXT;
+ALTER TABLE incidents ADD COLUMN silenced TEXT;
+ALTER TABLE incidents ADD COLUMN paused TEXT;
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the

@@ -505,6 +505,7 @@ fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_re
             None,
             std::time::Duration::from_secs(1800),
             vec![],
+            None,
         );
         store.commit(&c).unwrap();
     }

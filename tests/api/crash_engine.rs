@@ -304,7 +304,11 @@ async fn kill_9_in_a_loop_while_alerts_are_decided_leaves_each_decision_and_noti
                 .map(|(k, o)| (k.to_owned(), o.to_owned()));
             assert_eq!(outcomes, want, "slow incident {id}: {d:#}");
             let sent = |what: &str| notices.iter().filter(|n| n.contains(what)).count();
-            assert_eq!(sent("main wait: ok"), 1, "slow incident {id}: {notices:?}");
+            assert_eq!(
+                sent("\"step\" \"wait "),
+                1,
+                "slow incident {id}: {notices:?}"
+            );
             assert_eq!(
                 (
                     sent("\"slack\" \"page\""),

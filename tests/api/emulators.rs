@@ -1,9 +1,12 @@
 //! Local emulators of the Slack Web API and the PagerDuty Events API v2, answering as their
 //! documentation says (CONTRACTS.md §2, §4), for tests that must not reach the SaaS.
 //!
-//! - [`SlackEmulator`]: `chat.postMessage`, `chat.update`, `users.lookupByEmail` under
+//! - [`SlackEmulator`]: `chat.postMessage`, `chat.update`, `users.lookupByEmail`,
+//!   `conversations.list` (paged with `limit` and `cursor`, `types`, `exclude_archived`, the
+//!   scopes each type needs), `conversations.history` and `conversations.replies` under
 //!   `{url}/METHOD`; errors are HTTP 200 `{"ok": false, "error": …}`, rate limits HTTP 429
-//!   with `Retry-After`.
+//!   with `Retry-After`. As Slack does, `chat.postMessage` takes a channel's name or ID and
+//!   every other method only its ID.
 //! - [`PagerDutyEmulator`]: `POST /v2/enqueue`; 202 / 400 / 429 as documented.
 //!
 //! Both record every accepted request in order, take injected faults (`fail_next`), and can
@@ -222,9 +225,22 @@ enum Channel {
     Archived,
 }
 
+/// A channel with a name, as `conversations.list` shows it, in the order they were added.
+#[derive(Debug, Clone)]
+struct Named {
+    id: String,
+    name: String,
+    private: bool,
+}
+
 struct SlackState {
     token: String,
     channels: HashMap<String, Channel>,
+    named: Vec<Named>,
+    /// The OAuth scopes the token has (`conversations.list` checks them).
+    scopes: Vec<String>,
+    /// Faults for one method only, taken before the general ones.
+    method_faults: Vec<(String, Fault)>,
     users: HashMap<String, String>,
     next_ts: u64,
     messages: Vec<Recorded>,
@@ -245,6 +261,18 @@ impl SlackEmulator {
         let state = web::Data::new(Mutex::new(SlackState {
             token: SLACK_TOKEN.into(),
             channels: HashMap::from([(SLACK_CHANNEL.to_owned(), Channel::Member)]),
+            named: Vec::new(),
+            scopes: [
+                "chat:write",
+                "users:read.email",
+                "channels:read",
+                "groups:read",
+                "channels:history",
+                "groups:history",
+            ]
+            .map(String::from)
+            .to_vec(),
+            method_faults: Vec::new(),
             users: HashMap::new(),
             next_ts: FIRST_TS_MICROS,
             messages: Vec::new(),
@@ -286,6 +314,46 @@ impl SlackEmulator {
         lock(&self.state)
             .channels
             .insert(id.into(), Channel::NotMember);
+    }
+
+    /// A public channel called `name` (no `#`) with ID `id`, the bot a member.
+    pub fn add_named_channel(&self, name: &str, id: &str) {
+        let mut s = lock(&self.state);
+        s.channels.insert(id.into(), Channel::Member);
+        s.named.push(Named {
+            id: id.into(),
+            name: name.into(),
+            private: false,
+        });
+    }
+
+    /// A private channel called `name`: listed only with `groups:read`.
+    pub fn add_private_channel(&self, name: &str, id: &str) {
+        let mut s = lock(&self.state);
+        s.channels.insert(id.into(), Channel::Member);
+        s.named.push(Named {
+            id: id.into(),
+            name: name.into(),
+            private: true,
+        });
+    }
+
+    /// The token loses an OAuth scope (`groups:read`, …).
+    pub fn remove_scope(&self, scope: &str) {
+        lock(&self.state).scopes.retain(|s| s != scope);
+    }
+
+    /// The token gets a scope back.
+    pub fn add_scope(&self, scope: &str) {
+        lock(&self.state).scopes.push(scope.into());
+    }
+
+    /// The next `n` calls of `method` get `fault` (calls of other methods are answered).
+    pub fn fail_method(&self, method: &str, n: usize, fault: Fault) {
+        let mut s = lock(&self.state);
+        for _ in 0..n {
+            s.method_faults.push((method.into(), fault.clone()));
+        }
     }
 
     /// An archived channel: posting answers `is_archived`.
@@ -370,7 +438,13 @@ async fn slack_handler(
         .get("method")
         .unwrap_or_default()
         .to_owned();
-    let fault = lock(&state).faults.pop_front();
+    let fault = {
+        let mut s = lock(&state);
+        match s.method_faults.iter().position(|(m, _)| *m == method) {
+            Some(i) => Some(s.method_faults.remove(i).1),
+            None => s.faults.pop_front(),
+        }
+    };
     let record = |outcome: &str| {
         lock(&state).calls.push(Call {
             method: method.clone(),
@@ -553,7 +627,14 @@ fn slack_method(
 ) -> Result<Value, &'static str> {
     match method {
         "chat.postMessage" => {
-            let channel = check_channel(s, str_arg(args, "channel"))?.to_owned();
+            // A name is accepted here (and only here), and answered with the channel's ID.
+            let given = str_arg(args, "channel").unwrap_or_default();
+            let by_name = s
+                .named
+                .iter()
+                .find(|n| n.name == given.trim_start_matches('#'))
+                .map(|n| n.id.clone());
+            let channel = check_channel(s, Some(by_name.as_deref().unwrap_or(given)))?.to_owned();
             let text = str_arg(args, "text").unwrap_or_default().to_owned();
             let blocks = blocks_arg(args)?;
             if text.is_empty() && blocks.is_none() {
@@ -674,6 +755,7 @@ fn slack_method(
                 .collect();
             Ok(json!({ "messages": found, "has_more": false }))
         }
+        "conversations.list" => conversations_list(s, args),
         "users.lookupByEmail" => {
             let email = str_arg(args, "email").unwrap_or_default().trim();
             if email.is_empty() {
@@ -693,6 +775,76 @@ fn slack_method(
         }
         _ => Err("unknown_method"),
     }
+}
+
+/// `conversations.list`: the channels of the asked `types` (default `public_channel`;
+/// `private_channel` needs `groups:read`, `public_channel` `channels:read`), archived ones
+/// left out with `exclude_archived=true`, `limit` a page (default 100, at most 1000), the
+/// next page's `cursor` in `response_metadata.next_cursor` (`""` on the last page).
+fn conversations_list(s: &SlackState, args: &Map<String, Value>) -> Result<Value, &'static str> {
+    let types = str_arg(args, "types").unwrap_or("public_channel");
+    let (mut public, mut private) = (false, false);
+    for t in types.split(',').map(str::trim) {
+        match t {
+            "public_channel" => public = true,
+            "private_channel" => private = true,
+            "mpim" | "im" => {}
+            _ => return Err("invalid_types"),
+        }
+    }
+    let has = |scope: &str| s.scopes.iter().any(|x| x == scope);
+    if (public && !has("channels:read")) || (private && !has("groups:read")) {
+        return Err("missing_scope");
+    }
+    let limit = match str_arg(args, "limit") {
+        None => 100,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => return Err("invalid_limit"),
+        },
+    };
+    let start = match str_arg(args, "cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => c
+            .strip_prefix("dGVhbTpD")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or("invalid_cursor")?,
+    };
+    let exclude_archived = str_arg(args, "exclude_archived") == Some("true");
+    let listed: Vec<&Named> = s
+        .named
+        .iter()
+        .filter(|n| if n.private { private } else { public })
+        .filter(|n| !(exclude_archived && s.channels.get(&n.id) == Some(&Channel::Archived)))
+        .collect();
+    if start > listed.len() {
+        return Err("invalid_cursor");
+    }
+    let page: Vec<Value> = listed
+        .iter()
+        .skip(start)
+        .take(limit)
+        .map(|n| {
+            let state = s.channels.get(&n.id).copied();
+            json!({
+                "id": n.id,
+                "name": n.name,
+                "is_channel": !n.private,
+                "is_group": n.private,
+                "is_private": n.private,
+                "is_archived": state == Some(Channel::Archived),
+                "is_member": state == Some(Channel::Member),
+                "created": 1_600_000_000,
+            })
+        })
+        .collect();
+    let next = start + page.len();
+    let next_cursor = if next < listed.len() {
+        format!("dGVhbTpD{next}")
+    } else {
+        String::new()
+    };
+    Ok(json!({ "channels": page, "response_metadata": { "next_cursor": next_cursor } }))
 }
 
 // ---------------------------------------------------------------------------------------

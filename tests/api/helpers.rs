@@ -69,6 +69,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(spawn: Spawn) -> TestApp {
+    spawn_with_buttons(spawn, None).await
+}
+
+/// As [`spawn_with`], with what the root's Silence and Pause buttons act through (Docker
+/// when `REMEDIATOR_DOCKER__PROJECT` is set, the wall clock).
+pub async fn spawn_with_buttons(
+    spawn: Spawn,
+    buttons: Option<remediator::http::buttons::Buttons>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let api_token = spawn
         .env
@@ -93,7 +102,10 @@ pub async fn spawn_with(spawn: Spawn) -> TestApp {
         },
     )
     .unwrap();
-    let app = Application::build(settings).await.unwrap();
+    // No buttons given: the real ones, as the service wires them.
+    let app = Application::build_with_buttons(settings, buttons)
+        .await
+        .unwrap();
     let addr = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -410,10 +422,21 @@ pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 
 /// The form body Slack posts when `username` (`user_id`) presses Acknowledge on an incident.
 pub fn slack_ack_interaction(incident_id: i64, user_id: &str, username: &str) -> String {
+    slack_button_interaction("ack", incident_id, user_id, username)
+}
+
+/// The form body Slack posts when `username` (`user_id`) presses the button `action_id` on
+/// an incident's root.
+pub fn slack_button_interaction(
+    action_id: &str,
+    incident_id: i64,
+    user_id: &str,
+    username: &str,
+) -> String {
     let payload = serde_json::json!({
         "type": "block_actions",
         "user": {"id": user_id, "username": username, "name": username, "team_id": "T0EMULATE1"},
-        "actions": [{"type": "button", "action_id": "ack", "block_id": format!("incident-{incident_id}"),
+        "actions": [{"type": "button", "action_id": action_id, "block_id": format!("incident-{incident_id}"),
                      "value": incident_id.to_string(), "action_ts": "1700000001.000200"}],
         "team": {"id": "T0EMULATE1", "domain": "voiceai"},
         "response_url": "https://hooks.slack.invalid/x", "trigger_id": "t",

@@ -20,5 +20,6 @@ mod otlp_receiver;
 mod pauses;
 mod slack;
 mod stack;
+mod thread;
 mod webhook;
 mod windows;

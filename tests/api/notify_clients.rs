@@ -36,10 +36,14 @@ fn view(id: i64) -> IncidentView {
         service: "postgres".into(),
         rto: "15m".into(),
         state: remediator::domain::RootState::Firing,
-        owner_mentions: vec!["<@U0DBA0001>".into()],
+        owner: Some("<@U0DBA0001>".into()),
         summary: "postgres is not answering".into(),
         time_to_recover: None,
-        acknowledged_by: None,
+        acknowledged: None,
+        silenced: None,
+        paused: None,
+        links: Default::default(),
+        offered: Default::default(),
     }
 }
 
@@ -243,7 +247,12 @@ async fn update_changes_the_root_and_removes_the_ack_button() {
         .await
         .expect("root");
     let mut acked = view(9);
-    acked.acknowledged_by = Some("alice".into());
+    acked.acknowledged = Some(remediator::notify::slack::Used {
+        who: "alice".into(),
+        at: "03:12 UTC".into(),
+        until: None,
+        made: None,
+    });
     let (new_text, new_blocks) = incident_blocks(&acked);
     client
         .update_message(&root.channel, &root.ts, &new_text, Some(&new_blocks))
@@ -364,7 +373,8 @@ fn a_correct_signature_is_accepted_and_the_ack_read() {
     );
     assert_eq!(
         parse_interaction(&body),
-        Ok(Interaction::Ack {
+        Ok(Interaction::Pressed {
+            button: remediator::domain::Button::Acknowledge,
             incident_id: 12,
             user_id: "U0ALICE01".into(),
             user_name: "alice".into()
@@ -562,4 +572,47 @@ async fn posts_to_one_channel_are_paced_after_a_short_burst() {
     }
     assert!(started.elapsed() < Duration::from_millis(900));
     assert_eq!(emulator.messages().len(), 10);
+}
+
+#[tokio::test]
+async fn find_channel_follows_the_cursor_and_reports_what_slack_refuses() {
+    let emulator = SlackEmulator::start().await;
+    for i in 0..5 {
+        emulator.add_named_channel(&format!("c-{i}"), &format!("C0CHAN000{i}"));
+    }
+    emulator.add_named_channel("voiceai-incidents", "C0VOICEAI1");
+    let client = slack(&emulator);
+    assert_eq!(
+        client.find_channel("#voiceai-incidents", 2).await.unwrap(),
+        Some("C0VOICEAI1".into())
+    );
+    let pages = emulator
+        .calls()
+        .iter()
+        .filter(|c| c.method == "conversations.list")
+        .count();
+    assert_eq!(pages, 3, "six channels, two a page");
+    assert_eq!(client.find_channel("nowhere", 100).await.unwrap(), None);
+
+    // A refused cursor, and a missing scope: errors, not "not found".
+    emulator.fail_method("conversations.list", 1, Fault::OkFalse("invalid_cursor"));
+    let e = client
+        .find_channel("voiceai-incidents", 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SlackError::Api { error } if error == "invalid_cursor"),
+        "{e}"
+    );
+    emulator.remove_scope("groups:read");
+    let e = client
+        .find_channel("voiceai-incidents", 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, SlackError::Api { error } if error == "missing_scope"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("groups:read"), "{e}");
+    assert!(!e.is_retriable());
 }

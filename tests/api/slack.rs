@@ -129,8 +129,8 @@ async fn one_thread_per_incident_with_mentions_updates_and_a_pagerduty_page() {
         "{blocks}"
     );
     assert!(
-        blocks.contains("<@U0ONCALL>") && blocks.contains("<@U0DBA>"),
-        "owners mentioned: {blocks}"
+        blocks.contains("*Owner*\\n<@U0DBA>") && !blocks.contains("<@U0ONCALL>"),
+        "the rule's owner, and only them, mentioned: {blocks}"
     );
 
     let thread = w.slack.thread(&root_ts);

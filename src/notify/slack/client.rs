@@ -1,6 +1,7 @@
 //! The Slack Web API client: calls, their errors, and per-channel pacing.
 //!
-//! - [`SlackClient`]: `chat.postMessage`, `chat.update` and `users.lookupByEmail` with a bot
+//! - [`SlackClient`]: `chat.postMessage`, `chat.update`, `users.lookupByEmail` and
+//!   `conversations.list` (a channel's ID from its name, [`SlackClient::find_channel`]) with a bot
 //!   token sent as `Authorization: Bearer xoxb-…` and JSON bodies (CONTRACTS.md §2.1).
 //! - [`SlackError`]: every failure, with [`SlackError::is_retriable`] and
 //!   [`SlackError::retry_after`] for the outbox's retry stage.
@@ -109,8 +110,9 @@ fn api_hint(error: &str) -> &'static str {
             "check the bot token (xoxb-…) and reinstall the Slack app if it was revoked"
         }
         "missing_scope" | "no_permission" => {
-            "add the missing OAuth scope (chat:write, users:read.email) and reinstall the app"
+            "add the missing OAuth scope (chat:write, users:read.email, channels:read, groups:read, channels:history, groups:history) and reinstall the app"
         }
+        "invalid_cursor" => "the listing's cursor was refused: it is asked again from the start",
         "msg_too_long" => "the message is too long: shorten the text or blocks",
         "invalid_blocks" | "invalid_blocks_format" => "the Block Kit payload was rejected",
         "message_not_found" => "the message to update no longer exists (deleted?)",
@@ -174,6 +176,40 @@ struct Envelope {
 struct PostedBody {
     channel: Option<String>,
     ts: Option<String>,
+}
+
+/// One page of `conversations.list`.
+#[derive(Deserialize)]
+struct ChannelPage {
+    #[serde(default)]
+    channels: Vec<ListedChannel>,
+    #[serde(default)]
+    response_metadata: Option<PageMetadata>,
+}
+
+#[derive(Deserialize)]
+struct ListedChannel {
+    id: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct PageMetadata {
+    #[serde(default)]
+    next_cursor: Option<String>,
+}
+
+/// Times one page of a listing is asked for again after a 429.
+const PAGE_RETRIES: usize = 5;
+
+/// Whether a configured channel is an ID (`C…`, `G…`, `D…`: upper-case letters and digits;
+/// Slack's channel names are lower-case) rather than a name to resolve.
+pub fn is_channel_id(channel: &str) -> bool {
+    let mut chars = channel.chars();
+    matches!(chars.next(), Some('C' | 'G' | 'D'))
+        && channel.len() >= 7
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 #[derive(Deserialize)]
@@ -401,6 +437,58 @@ impl SlackClient {
         }
     }
 
+    /// The ID of the channel called `name` (with or without `#`): `conversations.list` of the
+    /// public and private channels the bot can see, archived ones excluded, `page_size` a
+    /// page, following `response_metadata.next_cursor` until it is found or the list ends
+    /// (`Ok(None)`). A 429 waits its `Retry-After` and asks for the same page again, a few
+    /// times. Needs `channels:read` (and `groups:read` for private channels).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn find_channel(
+        &self,
+        name: &str,
+        page_size: u32,
+    ) -> Result<Option<String>, SlackError> {
+        let name = name.trim().trim_start_matches('#');
+        require_channel(name)?;
+        let mut cursor = String::new();
+        let mut limited = 0;
+        loop {
+            let mut url = self.method_url("conversations.list")?;
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("types", "public_channel,private_channel");
+                q.append_pair("exclude_archived", "true");
+                q.append_pair("limit", &page_size.clamp(1, 1000).to_string());
+                if !cursor.is_empty() {
+                    q.append_pair("cursor", &cursor);
+                }
+            }
+            let request = self.http.get(url).header(AUTHORIZATION, self.auth()?);
+            let page: ChannelPage = match self.send("conversations.list", request).await {
+                Ok(value) => serde_json::from_value(value).map_err(|e| {
+                    SlackError::Transport(format!(
+                        "conversations.list answer is not understood: {e}"
+                    ))
+                })?,
+                Err(SlackError::RateLimited { retry_after }) if limited < PAGE_RETRIES => {
+                    limited += 1;
+                    tracing::debug!(retry_in = ?retry_after, "conversations.list rate-limited; asking for the same page again");
+                    tokio::time::sleep(retry_after).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            limited = 0;
+            if let Some(found) = page.channels.iter().find(|c| c.name == name) {
+                return Ok(Some(found.id.clone()));
+            }
+            match page.response_metadata.and_then(|m| m.next_cursor) {
+                Some(next) if !next.is_empty() => cursor = next,
+                _ => return Ok(None),
+            }
+        }
+    }
+
     fn method_url(&self, method: &str) -> Result<reqwest::Url, SlackError> {
         self.base.join(method).map_err(|e| {
             SlackError::Config(format!(
@@ -547,6 +635,23 @@ mod tests {
         }
         assert!(!SlackError::Http { status: 404 }.is_retriable());
         assert!(!SlackError::Config("x".into()).is_retriable());
+    }
+
+    #[test]
+    fn ids_are_told_from_names() {
+        for id in ["C0INCIDENT1", "G0VOICEAI1", "C1H9RESGL", "D024BE91L"] {
+            assert!(is_channel_id(id), "{id}");
+        }
+        for name in [
+            "#voiceai-incidents",
+            "voiceai-incidents",
+            "general",
+            "C0x",
+            "Cabcdefgh",
+            "",
+        ] {
+            assert!(!is_channel_id(name), "{name}");
+        }
     }
 
     #[test]

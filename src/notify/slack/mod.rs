@@ -2,20 +2,26 @@
 //! messages it posts.
 //!
 //! - `client.rs`: [`SlackClient`] (`chat.postMessage`, `chat.update`, `users.lookupByEmail`,
-//!   finding a tagged post after a timeout), [`SlackError`] with its retry verdict, and the
-//!   per-channel pacing.
-//! - `blocks.rs`: [`incident_blocks`] of an [`IncidentView`], [`escape`] and [`mention`]
-//!   (pure), and [`ACK_ACTION_ID`], the Acknowledge button's action id.
+//!   `conversations.list` to resolve a channel name to its ID, finding a tagged post after a
+//!   timeout), [`SlackError`] with its retry verdict, and the per-channel pacing.
+//! - `blocks.rs`: [`incident_blocks`] of an [`IncidentView`] (the root: facts, links, the
+//!   buttons and who used them), [`escape`], [`mention`], [`silence_link`], [`rto_clock`]
+//!   (pure), and the buttons' action ids ([`ACK_ACTION_ID`], [`SILENCE_ACTION_ID`],
+//!   [`PAUSE_ACTION_ID`]).
 //!
 //! What Slack sends us (signed interactivity requests) is read in `http::slack`; only the
-//! button's [`ACK_ACTION_ID`] is shared, defined with the blocks that carry it.
+//! buttons' action ids are shared ([`button_of`]), defined with the blocks that carry them.
 
 mod blocks;
 mod client;
 
-pub use blocks::{escape, incident_blocks, mention, IncidentView, ACK_ACTION_ID};
+pub use blocks::{
+    button_of, escape, incident_blocks, mention, rto_clock, silence_link, IncidentView, Links,
+    Offered, Used, ACK_ACTION_ID, PAUSE_ACTION_ID, SILENCE_ACTION_ID,
+};
 pub use client::{
-    default_channel_pacing, Posted, SlackClient, SlackError, DEFAULT_API_URL, TAG_EVENT_TYPE,
+    default_channel_pacing, is_channel_id, Posted, SlackClient, SlackError, DEFAULT_API_URL,
+    TAG_EVENT_TYPE,
 };
 
 /// Slack truncates `text` beyond this many characters (chat.postMessage docs).
