@@ -11,6 +11,7 @@ use remediator::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use remediator::store::IncidentRecord;
 use serde_json::Value;
 
+use crate::alertmanager::start_alertmanager;
 use crate::emulators::*;
 use crate::helpers::*;
 use crate::stack::Stack;
@@ -398,10 +399,13 @@ async fn each_button_is_verified_recorded_answered_and_changed_on_the_root() {
 async fn without_a_silencer_or_pauser_the_root_offers_acknowledge_only() {
     let slack = SlackEmulator::start().await;
     people(&slack);
-    let app = spawn_with(Spawn {
-        env: env(&slack, &[("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL)]),
-        rules_dir: None,
-    })
+    let app = spawn_with_buttons(
+        Spawn {
+            env: env(&slack, &[("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL)]),
+            rules_dir: None,
+        },
+        Some(Buttons::default()),
+    )
     .await;
     app.post_hook(fixture("postgres-down-firing.json")).await;
     let id = app.finished("PostgresDown", 30).await["id"]
@@ -409,6 +413,127 @@ async fn without_a_silencer_or_pauser_the_root_offers_acknowledge_only() {
         .unwrap();
     delivered(&app, id, 30).await;
     assert_eq!(buttons(&root_of(&slack, id).unwrap()), ["ack"]);
+}
+
+/// The id of the only incident of `alertname`, once it is opened.
+async fn opened(app: &TestApp, alertname: &str) -> i64 {
+    eventually(30, "the incident opened", || async {
+        app.incidents()
+            .await
+            .iter()
+            .find(|i| i["alertname"] == alertname)
+            .and_then(|i| i["id"].as_i64())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn as_the_service_wires_them_silence_makes_a_real_silence_and_pause_a_stored_pause() {
+    let slack = SlackEmulator::start().await;
+    people(&slack);
+    // Alertmanager's own notifications go nowhere: only its API is used here.
+    let am = start_alertmanager(free_port());
+    am.ready().await;
+    let app = spawn_with(Spawn {
+        env: env(
+            &slack,
+            &[
+                ("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL),
+                ("REMEDIATOR_ALERTMANAGER__URLS", am.url.as_str()),
+            ],
+        ),
+        rules_dir: None,
+    })
+    .await;
+    app.post_hook(fixture("postgres-down-firing.json")).await;
+    let id = opened(&app, "PostgresDown").await;
+    delivered(&app, id, 30).await;
+    assert_eq!(
+        buttons(&root_of(&slack, id).unwrap()),
+        ["ack", "silence_1h", "pause_1h"]
+    );
+
+    // Silence 1h: a silence in Alertmanager for exactly the alert's labels, by the presser.
+    let body = slack_button_interaction("silence_1h", id, "U0BOB", "bob");
+    assert_eq!(signed_press(&app, &body).await, 200);
+    let silence = eventually(20, "the silence in Alertmanager", || async {
+        am.get("/api/v2/silences")
+            .await
+            .as_array()?
+            .iter()
+            .find(|s| s["createdBy"] == "bob")
+            .cloned()
+    })
+    .await;
+    assert_eq!(silence["status"]["state"], "active", "{silence:#}");
+    let comment = silence["comment"].as_str().unwrap();
+    assert!(comment.contains(&format!("incident #{id}")), "{comment}");
+    let mut matchers: Vec<(String, String, bool)> = silence["matchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["isRegex"], false, "{m}");
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["value"].as_str().unwrap().to_owned(),
+                m["isEqual"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect();
+    matchers.sort();
+    let want: Vec<(String, String, bool)> = [
+        ("alertname", "PostgresDown"),
+        ("instance", "postgres:9187"),
+        ("job", "postgres-exporter"),
+        ("service", "postgres"),
+        ("severity", "critical"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string(), true))
+    .collect();
+    assert_eq!(matchers, want);
+    let silence_id = silence["id"].as_str().unwrap().to_owned();
+    root_until(&slack, id, "the root names the silence", |text, _| {
+        text.contains(&format!("Silenced 1h by <@U0BOB> (silence {silence_id})"))
+    })
+    .await;
+
+    // Pause automation 1h: a pause of the rule on its service, listed by the API.
+    let body = slack_button_interaction("pause_1h", id, "U0CAROL", "carol");
+    assert_eq!(signed_press(&app, &body).await, 200);
+    root_until(&slack, id, "the root says who paused", |text, buttons| {
+        text.contains("Automation paused by <@U0CAROL> until ") && buttons == ["ack"]
+    })
+    .await;
+    let (status, v) = app.get_json("/api/v1/pauses").await;
+    assert_eq!(status, 200, "{v}");
+    let pauses = v["pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), 1, "{v:#}");
+    assert_eq!(pauses[0]["by"], "carol");
+    assert_eq!(pauses[0]["rule"], "postgres-down", "{v:#}");
+    assert_eq!(pauses[0]["service"], "postgres", "{v:#}");
+    assert_eq!(
+        pauses[0]["reason"],
+        format!("paused from Slack on incident #{id}")
+    );
+    let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(d["paused"]["made"], pauses[0]["id"].to_string(), "{d:#}");
+}
+
+#[tokio::test]
+async fn without_alertmanager_urls_the_service_offers_no_silence_button() {
+    let slack = SlackEmulator::start().await;
+    people(&slack);
+    let app = spawn_with(Spawn {
+        env: env(&slack, &[("REMEDIATOR_SLACK__CHANNEL", SLACK_CHANNEL)]),
+        rules_dir: None,
+    })
+    .await;
+    app.post_hook(fixture("postgres-down-firing.json")).await;
+    let id = opened(&app, "PostgresDown").await;
+    delivered(&app, id, 30).await;
+    assert_eq!(buttons(&root_of(&slack, id).unwrap()), ["ack", "pause_1h"]);
 }
 
 #[tokio::test]
