@@ -122,7 +122,6 @@ impl Application {
             wake,
         );
 
-        engine.give_way_to(intake.in_flight());
         let buttons = buttons.unwrap_or_else(|| Buttons {
             silence: alertmanager
                 .clone()

@@ -74,8 +74,6 @@ pub struct Engine {
     /// Target key → the incident whose runbook holds it.
     busy: Mutex<HashMap<String, i64>>,
     runbooks: Mutex<Vec<JoinHandle<()>>>,
-    /// Webhook requests waiting for their commit (see [`Engine::give_way_to`]).
-    ingress: Mutex<Option<Arc<std::sync::atomic::AtomicUsize>>>,
     /// Damaged rows passed over where they stand (table, id), told once per process: the
     /// escalation timers meet them every second.
     passed_over: Mutex<HashSet<(&'static str, i64)>>,
@@ -153,24 +151,8 @@ impl Engine {
             wake,
             busy: Mutex::new(HashMap::new()),
             runbooks: Mutex::new(Vec::new()),
-            ingress: Mutex::new(None),
             passed_over: Mutex::new(HashSet::new()),
         })
-    }
-
-    /// Ingress first: while webhook requests wait for their commit, the engine waits a moment
-    /// and then takes the backlog in one larger batch, instead of competing for the store
-    /// with every commit. Processing may lag a storm by milliseconds; Alertmanager never waits.
-    pub fn give_way_to(&self, in_flight: Arc<std::sync::atomic::AtomicUsize>) {
-        *self.ingress.lock().unwrap_or_else(|p| p.into_inner()) = Some(in_flight);
-    }
-
-    fn ingress_busy(&self) -> bool {
-        self.ingress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|n| n.load(std::sync::atomic::Ordering::Relaxed) > 0)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -203,9 +185,6 @@ impl Engine {
                 }
             }
             if recovered {
-                if self.ingress_busy() {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
                 if let Err(e) = self.process_pending() {
                     tracing::error!(error = %e, "processing intake failed; retrying");
                 }

@@ -10,7 +10,6 @@
 //! A failed commit answers every request of the group with the error (the HTTP layer turns it
 //! into 503, so Alertmanager retries); the thread stays up and tries again with the next group.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::domain::Clock;
@@ -44,7 +43,6 @@ pub struct IntakeWriter;
 #[derive(Clone)]
 pub struct IntakeHandle {
     tx: mpsc::Sender<Item>,
-    in_flight: Arc<AtomicUsize>,
 }
 
 impl IntakeWriter {
@@ -63,10 +61,7 @@ impl IntakeWriter {
             .name("intake-writer".into())
             .spawn(move || run(&store, rx, wake, &*clock))
             .map_err(|e| StoreError::CreateDir { path, source: e })?;
-        Ok(IntakeHandle {
-            tx,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-        })
+        Ok(IntakeHandle { tx })
     }
 }
 
@@ -82,8 +77,6 @@ impl IntakeHandle {
         // Compressed here, in the HTTP worker, not in the one writer thread.
         let encoded = super::body::encode(&body);
         drop(body);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _done = InFlight(&self.in_flight);
         let (reply, wait) = oneshot::channel();
         self.tx
             .send(Item {
@@ -96,23 +89,6 @@ impl IntakeHandle {
         let (result, payload) = wait.await.map_err(|_| Arc::new(StoreError::WriterGone))?;
         drop(payload);
         result
-    }
-}
-
-impl IntakeHandle {
-    /// Webhook requests waiting for their commit right now: the engine gives way while
-    /// there are any (acknowledging Alertmanager comes before processing).
-    pub fn in_flight(&self) -> Arc<AtomicUsize> {
-        self.in_flight.clone()
-    }
-}
-
-/// Decrements the in-flight count however the request ends.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
