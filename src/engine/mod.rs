@@ -26,11 +26,13 @@ mod executor;
 pub mod guards;
 pub mod limits;
 mod pauses;
+mod pending;
 pub mod plan;
 mod recheck;
 mod recovery;
 mod runbook;
 
+use pending::Pending;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -208,8 +210,15 @@ impl Engine {
     /// queue: it leaves the queue into the quarantine, and the next entry is handled. Any
     /// other error (the store failing) ends the pass, to be retried. Returns how many it
     /// handled.
+    ///
+    /// The entries of one batch are committed together, in one transaction ([`Pending`]):
+    /// in a storm of new firings that is one commit for many incidents instead of one each.
+    /// What a commit changes that a later plan reads (a run started, a limit spent) is
+    /// committed before that plan: an entry that starts a runbook commits the batch so far
+    /// with its own, and two entries of one incident are never in one batch.
     pub fn process_pending(self: &Arc<Self>) -> Result<usize, StoreError> {
         let mut handled = 0;
+        let mut pending = Pending::default();
         loop {
             let batch = self.store.queued_events(BATCH)?;
             if batch.is_empty() {
@@ -223,6 +232,7 @@ impl Engine {
                         let Some((_, queue_id)) = e.damaged_row() else {
                             return Err(e);
                         };
+                        pending.commit(&self.store)?;
                         self.quarantine_entry(queue_id, None, &e)?;
                         continue;
                     }
@@ -231,12 +241,15 @@ impl Engine {
                     IncidentEvent::Opened(id) => (id, true),
                     IncidentEvent::Resolved(id) => (id, false),
                 };
+                if pending.has(id) {
+                    pending.commit(&self.store)?;
+                }
                 let span = spans::incident(q.trace.as_deref(), id);
                 let result = span.in_scope(|| {
                     if opened {
-                        self.handle_opened(q.id, id, &span)
+                        self.handle_opened(q.id, id, &span, &mut pending)
                     } else {
-                        self.handle_resolved(q.id, id)
+                        self.handle_resolved(q.id, id, &mut pending)
                     }
                 });
                 match result {
@@ -244,11 +257,14 @@ impl Engine {
                     // Nothing of the entry was committed: the rows that did not read are
                     // read before its commit.
                     Err(e) if e.damaged_row().is_some() => {
+                        pending.commit(&self.store)?;
                         span.in_scope(|| self.quarantine_entry(q.id, Some(id), &e))?
                     }
                     Err(e) => return Err(e),
                 }
             }
+            // The next batch is read after this one left the queue.
+            pending.commit(&self.store)?;
         }
     }
 
@@ -273,14 +289,18 @@ impl Engine {
         queue_id: i64,
         id: i64,
         span: &tracing::Span,
+        pending: &mut Pending,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut c = Commit::new(id, now).traced(trace_context::current());
         c.dequeue(queue_id);
-        let inc = match self.store.incident(id)? {
+        let inc = match self.store.incident_without_annotations(id)? {
             Some(inc) if inc.phase == Phase::New => inc,
             // Handled already (or gone): only the queue entry is left to remove.
-            _ => return self.store.commit(&c),
+            _ => {
+                pending.add(c, || {});
+                return Ok(());
+            }
         };
         let rules = self.rules();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -306,15 +326,17 @@ impl Engine {
                 c.decision(d.guard, d.verdict, &d.reason);
             }
             c.phase_silently(Phase::NoRule);
-            self.store.commit(&c)?;
-            IncidentOpened {
-                incident_id: id,
-                fingerprint: &inc.fingerprint,
-                alertname: &inc.alertname,
-                rule: None,
-            }
-            .emit(&self.metrics);
-            guards_span.in_scope(|| self.counted(id, &plan.decisions));
+            let (metrics, decisions) = (self.metrics.clone(), plan.decisions.clone());
+            pending.add(c, move || {
+                IncidentOpened {
+                    incident_id: id,
+                    fingerprint: &inc.fingerprint,
+                    alertname: &inc.alertname,
+                    rule: None,
+                }
+                .emit(&metrics);
+                guards_span.in_scope(|| counted(&metrics, id, &decisions));
+            });
             return Ok(());
         };
         let rule = m.rule;
@@ -382,34 +404,60 @@ impl Engine {
             target: target_key,
             ..inc
         };
-        let outcome;
+        // Told once the commit is in: the incident opened, its guards' decisions, and the
+        // span's outcome when no runbook will record it.
+        let told = {
+            let (metrics, decisions) = (self.metrics.clone(), plan.decisions.clone());
+            let (rule_name, runs) = (rule.name.clone(), matches!(plan.action, Action::Run { .. }));
+            let span = span.clone();
+            move |outcome: Option<Phase>| {
+                IncidentOpened {
+                    incident_id: id,
+                    fingerprint: &inc_fingerprint,
+                    alertname: &inc_alertname,
+                    rule: Some(&rule_name),
+                }
+                .emit(&metrics);
+                guards_span.in_scope(|| {
+                    counted(&metrics, id, &decisions);
+                    if runs {
+                        GuardsPassed { incident_id: id }.emit(&metrics);
+                    }
+                });
+                if let Some(phase) = outcome {
+                    span.record("outcome", phase.as_str());
+                }
+            }
+        };
         match &plan.action {
             Action::Nothing => unreachable!("a matched plan acts or skips"),
             Action::Skip { pages, reason } => {
-                c.phase(if *pages {
+                let phase = if *pages {
                     Phase::Escalated
                 } else {
                     Phase::Skipped
-                });
+                };
+                c.phase(phase);
                 let page = pages.then(|| {
                     let who = plan::paged(&rules, m.priority, Some(&rule.owner));
                     self.page(&mut c, &matched, who, reason)
                 });
-                self.store.commit(&c)?;
-                if let Some(page) = page {
-                    page.sent(&self.metrics);
-                }
-                outcome = Some(if *pages {
-                    Phase::Escalated
-                } else {
-                    Phase::Skipped
+                let metrics = self.metrics.clone();
+                pending.add(c, move || {
+                    if let Some(page) = page {
+                        page.sent(&metrics);
+                    }
+                    told(Some(phase));
                 });
             }
             Action::Run { target, spent, .. } => {
                 c.start_run(&rule.name, &target.key())
                     .limit(&guards::rule_limit_key(&rule.name, target), spent.rule)
                     .limit(guards::BUDGET_LIMIT_KEY, spent.budget);
-                self.store.commit(&c)?;
+                // The runbook's end records the span's outcome.
+                pending.add(c, move || told(None));
+                // Fsynced before the runbook starts, with the batch so far.
+                pending.commit(&self.store)?;
                 if !matches!(target, crate::rules::TargetRef::None) {
                     self.busy
                         .lock()
@@ -435,53 +483,28 @@ impl Engine {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(handle);
-                // The runbook's end records the span's outcome.
-                outcome = None;
             }
-        }
-        IncidentOpened {
-            incident_id: id,
-            fingerprint: &inc_fingerprint,
-            alertname: &inc_alertname,
-            rule: Some(&rule.name),
-        }
-        .emit(&self.metrics);
-        guards_span.in_scope(|| {
-            self.counted(id, &plan.decisions);
-            if matches!(plan.action, Action::Run { .. }) {
-                GuardsPassed { incident_id: id }.emit(&self.metrics);
-            }
-        });
-        if let Some(phase) = outcome {
-            span.record("outcome", phase.as_str());
         }
         Ok(())
     }
 
-    /// Emits the committed guard decisions (log line, metric, span attributes); the match is
-    /// not a guard and is not counted.
-    fn counted(&self, id: i64, decisions: &[Decision]) {
-        for d in decisions.iter().filter(|d| d.guard != DecisionKind::Match) {
-            GuardDecided {
-                incident_id: id,
-                guard: d.guard.as_str(),
-                verdict: d.verdict.as_str(),
-                reason: &d.reason,
-            }
-            .emit(&self.metrics);
-        }
-    }
-
-    fn handle_resolved(&self, queue_id: i64, id: i64) -> Result<(), StoreError> {
+    fn handle_resolved(
+        &self,
+        queue_id: i64,
+        id: i64,
+        pending: &mut Pending,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let mut c = Commit::new(id, now).traced(trace_context::current());
         c.dequeue(queue_id);
-        let Some(inc) = self.store.incident(id)? else {
-            return self.store.commit(&c);
+        let Some(inc) = self.store.incident_without_annotations(id)? else {
+            pending.add(c, || {});
+            return Ok(());
         };
         if self.store.has_decision(id, DecisionKind::Resolved)? {
             // Handled already.
-            return self.store.commit(&c);
+            pending.add(c, || {});
+            return Ok(());
         }
         let after = inc.time_to_recover().unwrap_or_default();
         let notice = Notice::Resolved {
@@ -502,16 +525,18 @@ impl Engine {
             },
         );
         c.follow_up(notice);
-        self.store.commit(&c)?;
-        IncidentResolved {
-            incident_id: id,
-            fingerprint: &inc.fingerprint,
-            alertname: &inc.alertname,
-            rule: inc.rule.as_deref(),
-            time_to_recover: after,
-            rto: inc.rto,
-        }
-        .emit(&self.metrics);
+        let metrics = self.metrics.clone();
+        pending.add(c, move || {
+            IncidentResolved {
+                incident_id: id,
+                fingerprint: &inc.fingerprint,
+                alertname: &inc.alertname,
+                rule: inc.rule.as_deref(),
+                time_to_recover: after,
+                rto: inc.rto,
+            }
+            .emit(&metrics);
+        });
         Ok(())
     }
 
@@ -571,6 +596,20 @@ impl PageQueued {
     fn sent(self, metrics: &Metrics) {
         tracing::warn!(incident = self.incident, "{}", self.text);
         metrics.pages.inc();
+    }
+}
+
+/// Emits the committed guard decisions (log line, metric, span attributes); the match is not
+/// a guard and is not counted.
+fn counted(metrics: &Metrics, id: i64, decisions: &[Decision]) {
+    for d in decisions.iter().filter(|d| d.guard != DecisionKind::Match) {
+        GuardDecided {
+            incident_id: id,
+            guard: d.guard.as_str(),
+            verdict: d.verdict.as_str(),
+            reason: &d.reason,
+        }
+        .emit(metrics);
     }
 }
 

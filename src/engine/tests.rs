@@ -2048,3 +2048,57 @@ async fn a_button_is_recorded_once_told_and_updates_the_root() {
         None
     );
 }
+
+// The engine's queue, committed a batch at a time.
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_is_committed_a_batch_at_a_time_and_a_failed_batch_is_handled_again_whole() {
+    let h = Harness::new(GuardSettings::default());
+    // 40 firings no rule matches, and pg opened and resolved before the engine looks.
+    let storm: Vec<_> = (0..40)
+        .map(|i| {
+            (
+                json!({"alertname": "Watchdog", "instance": format!("node-{i}")}),
+                0,
+                "firing",
+            )
+        })
+        .collect();
+    deliver_only(&h, &storm).await;
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    deliver_only(&h, &[(pg(), 0, "resolved")]).await;
+    assert_eq!(h.store().backlog().unwrap().engine, 42);
+    let opened = "remediator_incidents_opened_total";
+
+    // The first batch's commit fails: nothing of it is written or told, all stays queued.
+    h.store().fail_commits([0]);
+    assert!(h.engine.process_pending().is_err());
+    assert_eq!(h.store().backlog().unwrap().engine, 42);
+    assert_eq!(metric(&h, opened), Some(format!("{opened} 0")));
+    let all = h.store().list_incidents(None, None, 100).unwrap().incidents;
+    assert!(all.iter().all(|i| i.phase == Phase::New), "{all:#?}");
+
+    // Handled again: everything once, in a few commits rather than one per entry.
+    let before = h.store().commits();
+    assert_eq!(h.engine.process_pending().unwrap(), 42);
+    h.engine.wait_idle().await;
+    let commits = h.store().commits() - before;
+    assert!(commits < 10, "{commits} commits for 42 entries");
+    assert_eq!(h.store().backlog().unwrap().engine, 0);
+    assert_eq!(metric(&h, opened), Some(format!("{opened} 41")));
+    let all = h.store().list_incidents(None, None, 100).unwrap().incidents;
+    assert_eq!(all.len(), 41);
+    for inc in &all {
+        let decisions = h.decisions(inc.id);
+        if inc.alertname == "Watchdog" {
+            assert_eq!(inc.phase, Phase::NoRule, "{inc:#?}");
+            assert_eq!(decisions.len(), 1, "{decisions:#?}");
+        } else {
+            // Opened (its run started, which commits at once) and then resolved, each once.
+            let resolved = decisions.iter().filter(|d| d.0 == "resolved").count();
+            assert_eq!(resolved, 1, "{decisions:#?}");
+            let matched = decisions.iter().filter(|d| d.0 == "match").count();
+            assert_eq!(matched, 1, "{decisions:#?}");
+        }
+    }
+}

@@ -155,6 +155,14 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
 /// Repeats do not rewrite an incident's row: while it is open, its latest annotations are the
 /// ones in the body of its latest delivery (the stored row keeps those it opened with, and
 /// those it resolved with). A body pruned or unreadable leaves the stored ones.
+fn incident_by_id(conn: &Connection, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("{INCIDENT_SELECT} WHERE id = ?1"))
+        .ctx("get incident")?;
+    let rows = stmt.query([id]).ctx("get incident")?;
+    Ok(collect(rows, "get incident", incident_row)?.pop())
+}
+
 fn latest_annotations(conn: &Connection, inc: &mut IncidentRecord) -> Result<(), StoreError> {
     let Some(intake_id) = inc
         .last_delivery
@@ -188,16 +196,21 @@ impl Store {
     /// One incident, with its latest annotations.
     pub fn incident(&self, id: i64) -> Result<Option<IncidentRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached(&format!("{INCIDENT_SELECT} WHERE id = ?1"))
-            .ctx("get incident")?;
-        let rows = stmt.query([id]).ctx("get incident")?;
-        let mut found = collect(rows, "get incident", incident_row)?;
-        let Some(mut inc) = found.pop() else {
+        let Some(mut inc) = incident_by_id(&conn, id)? else {
             return Ok(None);
         };
         latest_annotations(&conn, &mut inc)?;
         Ok(Some(inc))
+    }
+
+    /// The incident without the annotations of its latest delivery (those are read from the
+    /// stored body, decompressed and parsed): what the engine decides on, read once for each
+    /// incident a storm opens.
+    pub fn incident_without_annotations(
+        &self,
+        id: i64,
+    ) -> Result<Option<IncidentRecord>, StoreError> {
+        incident_by_id(&self.conn(), id)
     }
 
     /// A page of incidents, newest first, with ids below `before` when given; at most

@@ -480,7 +480,14 @@ impl Store {
     /// Applies a decision point's writes in one transaction (fsynced when it starts a run).
     /// On error nothing of it was written.
     pub fn commit(&self, c: &Commit) -> Result<(), StoreError> {
-        if c.is_empty() {
+        self.commit_all(std::slice::from_ref(c))
+    }
+
+    /// Applies several decision points' writes in one transaction, in order (fsynced when
+    /// any of them starts a run): one commit for a batch of the engine's queue instead of one
+    /// each. On error nothing of any of them was written.
+    pub fn commit_all(&self, commits: &[Commit]) -> Result<(), StoreError> {
+        if commits.iter().all(Commit::is_empty) {
             return Ok(());
         }
         self.fault_point()?;
@@ -489,10 +496,12 @@ impl Store {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .ctx("begin commit")?;
-            c.apply(&tx)?;
+            for c in commits {
+                c.apply(&tx)?;
+            }
             tx.commit().ctx("commit")
         };
-        if c.durable {
+        if commits.iter().any(|c| c.durable) {
             fsynced(&mut conn, write)
         } else {
             write(&mut conn)
