@@ -137,6 +137,9 @@ async fn main() -> anyhow::Result<()> {
             .env("REMEDIATOR_DOCKER__PROJECT", &project)
             .env("REMEDIATOR_ENGINE__FLAPPING_FIRINGS", "100000")
             .env("REMEDIATOR_ENGINE__BUDGET_RUNS", "100000")
+            // The container was created (compose up) just before: a deploy, which the deploy
+            // guard would let finish first. What is measured is the restart path.
+            .env("REMEDIATOR_DOCKER__DEPLOY_GRACE", "0s")
             .env("REMEDIATOR_LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -2,8 +2,12 @@
 //!
 //! ```text
 //! cargo run --release --example bench_server -- --mode empty|parse|durable \
-//!     --listen 127.0.0.1:0 --data-dir DIR --rules DIR
+//!     --listen 127.0.0.1:0 --data-dir DIR --rules DIR [--config FILE]
 //! ```
+//!
+//! `--config` is a settings file, as `remediator serve --config` reads it (the latency mode
+//! of `scripts/bench` raises the engine's global budget with one); the environment is not
+//! read, so a stray `REMEDIATOR_*` variable cannot change a measurement.
 //!
 //! All three modes load [`Settings`] the same way and serve `POST /hooks/alertmanager` from an
 //! actix-web `HttpServer` with the same worker count (actix's default, which is what the real
@@ -60,6 +64,9 @@ struct Args {
     /// Rule directory (used by `durable` only).
     #[arg(long = "rules")]
     rules_dir: PathBuf,
+    /// Settings file (YAML, as `remediator serve --config`); the defaults without one.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 /// What the baseline handlers share; the limit is the real service's.
@@ -73,7 +80,7 @@ struct Limits {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let settings = Settings::load(
-        None,
+        args.config.as_deref(),
         std::iter::empty(),
         &Overrides {
             listen: Some(args.listen),
