@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Open incidents read at once by the escalation timers.
+const ESCALATION_PAGE: usize = 256;
+
 impl Engine {
     /// Records who acknowledged; stops the escalation tiers. `None` when there is no such
     /// incident, `Some(false)` when it was already acknowledged.
@@ -54,54 +57,71 @@ impl Engine {
                 "its tiers fire once it reads",
             )
         };
-        for candidate in self.store.escalation_candidates()? {
-            let inc = match candidate {
-                Ok(inc) => inc,
-                Err(e) => {
-                    pass_over(e, None)?;
-                    continue;
-                }
-            };
-            let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
-                continue;
-            };
-            let priority = inc.priority.unwrap_or(rule.priority);
-            let done = match self.store.fired_tiers(inc.id) {
-                Ok(done) => done,
-                Err(e) => {
-                    pass_over(e, Some(inc.id))?;
-                    continue;
-                }
-            };
-            let mut c = Commit::new(inc.id, now);
-            let mut n = 0;
-            for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {
-                if tier.customer_impacting_only && !rule.customer_impacting {
-                    continue;
-                }
-                let delay = tier.after.delay(rule.rto);
-                let due = inc.first_seen + chrono::Duration::from_std(delay).unwrap_or_default();
-                if now < due || done.contains(&i) {
-                    continue;
-                }
-                let notice = Notice::Tier {
-                    tier: i,
-                    who: plan::contacts(&rules, &tier.notify),
-                    after: delay,
-                    share: match tier.after {
-                        TierAfter::RtoShare(f) => Some(f),
-                        TierAfter::Delay(_) => None,
-                    },
-                    rto: rule.rto,
+        // A page at a time: a storm leaves tens of thousands of incidents open, and holding
+        // them all at once every second was most of the service's memory.
+        let mut after = 0;
+        loop {
+            let page = self.store.escalation_candidates(after, ESCALATION_PAGE)?;
+            let (full, from) = (page.len() == ESCALATION_PAGE, after);
+            for candidate in page {
+                let inc = match candidate {
+                    Ok(inc) => {
+                        after = after.max(inc.id);
+                        inc
+                    }
+                    Err(e) => {
+                        if let Some((_, row)) = e.damaged_row() {
+                            after = after.max(row);
+                        }
+                        pass_over(e, None)?;
+                        continue;
+                    }
                 };
-                c.fire_tier(i)
-                    .decision(DecisionKind::Tier, Verdict::Continue, &notice.summary())
-                    .notice(Sink::Slack, notice);
-                n += 1;
+                let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
+                    continue;
+                };
+                let priority = inc.priority.unwrap_or(rule.priority);
+                let done = match self.store.fired_tiers(inc.id) {
+                    Ok(done) => done,
+                    Err(e) => {
+                        pass_over(e, Some(inc.id))?;
+                        continue;
+                    }
+                };
+                let mut c = Commit::new(inc.id, now);
+                let mut n = 0;
+                for (i, tier) in rules.escalation.policy(priority).tiers.iter().enumerate() {
+                    if tier.customer_impacting_only && !rule.customer_impacting {
+                        continue;
+                    }
+                    let delay = tier.after.delay(rule.rto);
+                    let due =
+                        inc.first_seen + chrono::Duration::from_std(delay).unwrap_or_default();
+                    if now < due || done.contains(&i) {
+                        continue;
+                    }
+                    let notice = Notice::Tier {
+                        tier: i,
+                        who: plan::contacts(&rules, &tier.notify),
+                        after: delay,
+                        share: match tier.after {
+                            TierAfter::RtoShare(f) => Some(f),
+                            TierAfter::Delay(_) => None,
+                        },
+                        rto: rule.rto,
+                    };
+                    c.fire_tier(i)
+                        .decision(DecisionKind::Tier, Verdict::Continue, &notice.summary())
+                        .notice(Sink::Slack, notice);
+                    n += 1;
+                }
+                if n > 0 {
+                    self.store.commit(&c)?;
+                    fired += n;
+                }
             }
-            if n > 0 {
-                self.store.commit(&c)?;
-                fired += n;
+            if !full || after == from {
+                break;
             }
         }
         Ok(fired)

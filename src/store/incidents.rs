@@ -279,14 +279,19 @@ impl Store {
     /// are still returned.
     pub fn escalation_candidates(
         &self,
+        after: i64,
+        limit: usize,
     ) -> Result<Vec<Result<IncidentRecord, StoreError>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "{INCIDENT_SELECT} WHERE state = 'open' AND acked_by IS NULL AND rule IS NOT NULL ORDER BY id"
+                "{INCIDENT_SELECT} WHERE state = 'open' AND acked_by IS NULL AND rule IS NOT NULL \
+                 AND id > ?1 ORDER BY id LIMIT ?2"
             ))
             .ctx("escalation candidates")?;
-        let rows = stmt.query([]).ctx("escalation candidates")?;
+        let rows = stmt
+            .query(params![after, limit as i64])
+            .ctx("escalation candidates")?;
         collect_each(rows, "escalation candidates", incident_row)
     }
 

@@ -516,7 +516,7 @@ fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_re
             [a],
         )
         .unwrap();
-    let candidates = store.escalation_candidates().unwrap();
+    let candidates = store.escalation_candidates(0, 100).unwrap();
     assert_eq!(candidates.len(), 2);
     let err = candidates[0].as_ref().unwrap_err();
     assert_eq!(err.damaged_row(), Some(("incidents", a)));
@@ -552,4 +552,38 @@ fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_re
     let err = store.fired_tiers(b).unwrap_err();
     assert_eq!(err.damaged_row().map(|(t, _)| t), Some("tiers_fired"));
     assert!(err.to_string().contains("column tier"), "{err}");
+}
+
+#[test]
+fn escalation_candidates_come_a_page_at_a_time_in_id_order() {
+    use crate::domain::Priority;
+    let (_dir, store) = open();
+    for i in 0..5 {
+        ingest(&store, &body("firing", i));
+    }
+    let ids = incident_ids(&store);
+    // The third is not matched: no candidate.
+    for &id in ids.iter().filter(|&&id| id != ids[2]) {
+        let mut c = Commit::new(id, Utc::now());
+        c.matched(
+            "pg",
+            Priority::P1,
+            None,
+            std::time::Duration::from_secs(1800),
+            vec![],
+            None,
+        );
+        store.commit(&c).unwrap();
+    }
+    let page = |after, limit| -> Vec<i64> {
+        store
+            .escalation_candidates(after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.unwrap().id)
+            .collect()
+    };
+    assert_eq!(page(0, 2), [ids[0], ids[1]]);
+    assert_eq!(page(ids[1], 2), [ids[3], ids[4]]);
+    assert!(page(ids[4], 2).is_empty());
 }
