@@ -490,24 +490,28 @@ fn a_damaged_notice_is_its_own_error_and_once_held_only_its_incident_waits() {
     assert_eq!(due, [b1.id]);
 }
 
+/// Records that incident `id` matched rule `pg` (P1, RTO 30 min), as the engine does.
+fn match_pg(store: &Store, id: i64) {
+    let mut c = Commit::new(id, Utc::now());
+    c.matched(
+        "pg",
+        crate::domain::Priority::P1,
+        None,
+        std::time::Duration::from_secs(1800),
+        vec![],
+        None,
+    );
+    store.commit(&c).unwrap();
+}
+
 #[test]
 fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_read() {
-    use crate::domain::Priority;
     let (_dir, store) = open();
     ingest(&store, &body("firing", 0));
     ingest(&store, &body("firing", 1));
     let (a, b) = (incident_ids(&store)[0], incident_ids(&store)[1]);
     for id in [a, b] {
-        let mut c = Commit::new(id, Utc::now());
-        c.matched(
-            "pg",
-            Priority::P1,
-            None,
-            std::time::Duration::from_secs(1800),
-            vec![],
-            None,
-        );
-        store.commit(&c).unwrap();
+        match_pg(&store, id);
     }
     store
         .conn()
@@ -556,7 +560,6 @@ fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_re
 
 #[test]
 fn escalation_candidates_come_a_page_at_a_time_in_id_order() {
-    use crate::domain::Priority;
     let (_dir, store) = open();
     for i in 0..5 {
         ingest(&store, &body("firing", i));
@@ -564,16 +567,7 @@ fn escalation_candidates_come_a_page_at_a_time_in_id_order() {
     let ids = incident_ids(&store);
     // The third is not matched: no candidate.
     for &id in ids.iter().filter(|&&id| id != ids[2]) {
-        let mut c = Commit::new(id, Utc::now());
-        c.matched(
-            "pg",
-            Priority::P1,
-            None,
-            std::time::Duration::from_secs(1800),
-            vec![],
-            None,
-        );
-        store.commit(&c).unwrap();
+        match_pg(&store, id);
     }
     let page = |after, limit| -> Vec<i64> {
         store
