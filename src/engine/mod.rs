@@ -326,7 +326,7 @@ impl Engine {
                 c.decision(d.guard, d.verdict, &d.reason);
             }
             c.phase_silently(Phase::NoRule);
-            let (metrics, decisions) = (self.metrics.clone(), plan.decisions.clone());
+            let (metrics, decisions) = (self.metrics.clone(), plan.decisions);
             pending.add(c, move || {
                 IncidentOpened {
                     incident_id: id,

@@ -111,6 +111,11 @@ struct Harness {
 }
 
 fn rules() -> SharedRules {
+    rules_of("test.yaml", RULES)
+}
+
+/// The shipped escalation policy and the rule file `text` (as `path`).
+fn rules_of(path: &str, text: &str) -> SharedRules {
     let esc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/rules/escalation.yaml"
@@ -122,8 +127,8 @@ fn rules() -> SharedRules {
             text: esc,
         },
         Source {
-            path: "test.yaml".into(),
-            text: RULES.into(),
+            path: path.into(),
+            text: text.into(),
         },
     ])
     .unwrap_or_else(|e| panic!("{e}"));
@@ -1535,28 +1540,12 @@ impl Harness {
         let path = dir.path().to_path_buf();
         let exec = Arc::new(Recorder::default());
         let clock = Arc::new(TokioClock::starting_at(base_time()));
-        let esc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/rules/escalation.yaml"
-        ))
-        .unwrap();
-        let set = compile(&[
-            Source {
-                path: "escalation.yaml".into(),
-                text: esc,
-            },
-            Source {
-                path: "am.yaml".into(),
-                text: AM_RULES.into(),
-            },
-        ])
-        .unwrap_or_else(|e| panic!("{e}"));
         let mut outside = Outside::new(exec.clone());
         outside.alertmanager = Some(Arc::new(am(exec.clone(), clock.clone())));
         let settings = GuardSettings::default();
         let engine = Engine::new(
             Arc::new(Store::open(&path).unwrap()),
-            Arc::new(RwLock::new(Arc::new(set))),
+            rules_of("am.yaml", AM_RULES),
             outside,
             clock.clone(),
             settings.clone(),
