@@ -6,6 +6,7 @@
 //! may use it, and it is what crosses between them (the engine emits notices, `notify` renders
 //! them, `store` reads and writes them).
 
+pub mod approval;
 pub mod button;
 pub mod clock;
 pub mod duration;
@@ -16,6 +17,7 @@ pub mod pause;
 pub mod phase;
 pub mod priority;
 
+pub use approval::{Approval, ApprovalVerdict, Decided};
 pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{

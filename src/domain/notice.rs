@@ -55,6 +55,8 @@ text_enum! {
         /// A button on the root was used (Silence, Pause), or could not do its work.
         Button = "button",
         Resolved = "resolved",
+        /// An `approve` step's answer (approved, rejected, timed out), or a refused one.
+        Approval = "approval",
     }
 }
 

@@ -12,6 +12,7 @@
 //! named `escalation.yaml` holds the contacts and the per-priority policies that rules'
 //! `owner` and `page` steps refer to.
 
+mod argv;
 mod escalation;
 mod matcher;
 mod read;
@@ -32,6 +33,7 @@ use crate::domain::WindowFact;
 use read::Fields;
 use yaml::Node;
 
+pub use argv::{expand as expand_argv, Template, DEFAULT_ARGV_PATTERN};
 pub use escalation::{Contact, Escalation, Policy, Tier, TierAfter};
 pub use matcher::{MatchOp, Matcher};
 pub use steps::{Step, StepKind};
@@ -674,14 +676,17 @@ fn compile_rule(
     let steps = f
         .require(e, "steps", " (e.g. steps: [ { diagnose: {} } ])")
         .and_then(|n| {
-            let steps = steps::read_steps(e, n, "steps", contacts)?;
+            let steps = steps::read_steps(e, n, "steps", contacts, false)?;
             if steps.is_empty() {
                 e.at(n.pos, "steps must list at least one step");
             }
             Some(steps)
         });
+    let approves = steps
+        .as_ref()
+        .is_some_and(|s| s.iter().any(|s| matches!(s.kind, StepKind::Approve { .. })));
     let on_failure = match f.get("on_failure") {
-        Some(n) => steps::read_steps(e, n, "on_failure", contacts),
+        Some(n) => steps::read_steps(e, n, "on_failure", contacts, approves),
         None => Some(Vec::new()),
     };
 
@@ -829,3 +834,5 @@ fn names_of<V>(m: &BTreeMap<String, V>) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_approve;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::argv;
 use super::read::{self, Errors, Fields};
 use super::yaml::{Node, Value};
 use super::{name_problem, Contact, Dur, ESCALATION_FILE};
@@ -51,6 +52,9 @@ pub enum StepKind {
         expect_exit: i64,
         service: Option<String>,
         timeout: Option<Dur>,
+        /// What a templated item's value must match (`pattern:`); [`DEFAULT_ARGV_PATTERN`]
+        /// when not given.
+        pattern: Option<String>,
     },
     /// Docker health status `healthy`, or running when there is no healthcheck.
     WaitHealthy {
@@ -85,6 +89,14 @@ pub enum StepKind {
         to: Vec<String>,
         message: Option<String>,
     },
+    /// Wait for a named contact (`who`) to approve or reject, at most `timeout`; with
+    /// `choices_from: previous`, the lines the step before printed are what they choose from.
+    Approve {
+        who: String,
+        timeout: Dur,
+        prompt: String,
+        choices_from_previous: bool,
+    },
 }
 
 impl StepKind {
@@ -105,6 +117,7 @@ impl StepKind {
             StepKind::Wait { .. } => "wait",
             StepKind::Notify { .. } => "notify",
             StepKind::Page { .. } => "page",
+            StepKind::Approve { .. } => "approve",
         }
     }
 
@@ -148,6 +161,8 @@ impl StepKind {
             | StepKind::CheckRedis { within, .. } => or(within, secs(30)),
             StepKind::Wait { duration } => duration.0 + secs(1),
             StepKind::Notify { .. } | StepKind::Page { .. } => secs(10),
+            // The wait ends at its own stored deadline; this is a backstop.
+            StepKind::Approve { timeout, .. } => timeout.0 + secs(30),
         }
     }
 }
@@ -168,6 +183,7 @@ const KINDS: &[&str] = &[
     "wait",
     "notify",
     "page",
+    "approve",
 ];
 
 /// The arguments each kind takes.
@@ -178,7 +194,7 @@ fn arguments(kind: &str) -> &'static [&'static str] {
         "restart" | "recreate" => &["grace", "timeout"],
         "stop" => &["services", "grace", "timeout"],
         "start" => &["services", "timeout"],
-        "exec" => &["argv", "expect_exit", "service", "timeout"],
+        "exec" => &["argv", "expect_exit", "service", "timeout", "pattern"],
         "wait_healthy" => &["within"],
         "check_http" => &["url", "expect_status", "within"],
         "check_postgres" => &["dsn", "password_env", "within"],
@@ -186,6 +202,7 @@ fn arguments(kind: &str) -> &'static [&'static str] {
         "wait" => &["duration"],
         "notify" => &["message"],
         "page" => &["to", "message"],
+        "approve" => &["who", "timeout", "prompt", "choices_from"],
         _ => &[],
     }
 }
@@ -194,19 +211,53 @@ const STEP_EXAMPLE: &str = "one kind and its arguments, e.g. `- restart: { grace
 
 /// Reads a list of steps (`steps`, `on_failure`); `None` when any of them is wrong, after
 /// every problem of every step has been recorded.
+/// `approved_before`: an `approve` step runs before this list (the `steps` of an
+/// `on_failure`), so `{{ approval.choice }}` may be used from its start.
 pub(super) fn read_steps(
     e: &mut Errors<'_>,
     n: &Node,
     what: &str,
     contacts: Option<&BTreeMap<String, Contact>>,
+    approved_before: bool,
 ) -> Option<Vec<Step>> {
     let items = read::list(e, n, what)?;
     let before = e.count();
-    let steps: Vec<Step> = items
+    let steps: Vec<(Step, &Node)> = items
         .iter()
-        .filter_map(|item| read_step(e, item, contacts))
+        .filter_map(|item| read_step(e, item, contacts).map(|s| (s, item)))
         .collect();
-    (e.count() == before).then_some(steps)
+    let mut approved = approved_before;
+    for (i, (step, item)) in steps.iter().enumerate() {
+        match &step.kind {
+            StepKind::Approve {
+                choices_from_previous: true,
+                ..
+            } if !matches!(
+                i.checked_sub(1).map(|p| &steps[p].0.kind),
+                Some(StepKind::Exec { .. })
+            ) =>
+            {
+                e.at(
+                    item.pos,
+                    "approve: `choices_from: previous` needs an exec step right before it (its output lines are the choices)",
+                );
+            }
+            StepKind::Approve { .. } => approved = true,
+            StepKind::Exec { argv, .. }
+                if !approved
+                    && argv
+                        .iter()
+                        .any(|a| argv::template_of(a) == Ok(Some(argv::Template::Choice))) =>
+            {
+                e.at(
+                    item.pos,
+                    "exec: `{{ approval.choice }}` is used with no approve step before it: add `- approve: { who: ..., choices_from: previous }` earlier",
+                );
+            }
+            _ => {}
+        }
+    }
+    (e.count() == before).then(|| steps.into_iter().map(|(s, _)| s).collect())
 }
 
 fn read_step(
@@ -322,6 +373,7 @@ fn read_kind(
                 .unwrap_or(0),
             service: s.service(e),
             timeout: s.duration(e, "timeout"),
+            pattern: s.pattern(e),
         },
         "wait_healthy" => StepKind::WaitHealthy {
             within: s.duration(e, "within"),
@@ -368,6 +420,33 @@ fn read_kind(
                 })
                 .unwrap_or_default(),
             message: s.string(e, "message"),
+        },
+        "approve" => StepKind::Approve {
+            who: s
+                .f
+                .require(e, "who", " (a contact of escalation.yaml, e.g. who: dba)")
+                .and_then(|n| {
+                    let what = s.f.child("who");
+                    let who = read::string(e, n, &what)?;
+                    if let Some(contacts) = contacts.filter(|c| !c.contains_key(&who)) {
+                        e.at(
+                            n.pos,
+                            format!(
+                                "{what} `{who}` is not a contact in {ESCALATION_FILE} (known: {})",
+                                super::names_of(contacts)
+                            ),
+                        );
+                    }
+                    Some(who)
+                })
+                .unwrap_or_default(),
+            timeout: s
+                .duration(e, "timeout")
+                .unwrap_or(Dur(Duration::from_secs(30 * 60))),
+            prompt: s
+                .string(e, "prompt")
+                .unwrap_or_else(|| "Approve the next steps of the runbook?".into()),
+            choices_from_previous: s.choices_from(e),
         },
         _ => unreachable!("every kind in KINDS is read above"),
     };
@@ -468,7 +547,47 @@ impl Args<'_, '_> {
                 format!("{what} must name a program, e.g. [pg_isready, -q]"),
             );
         }
+        for (i, (item, pos)) in items.iter().enumerate() {
+            match argv::template_of(item) {
+                Err(why) => e.at(*pos, format!("{what}: {why}")),
+                Ok(Some(_)) if i == 0 => e.at(
+                    *pos,
+                    format!("{what}: the program cannot be a template; name it"),
+                ),
+                _ => {}
+            }
+        }
         items.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// `exec.pattern`: a regular expression a templated value must match whole.
+    fn pattern(&self, e: &mut Errors<'_>) -> Option<String> {
+        let n = self.f.get("pattern")?;
+        let what = self.f.child("pattern");
+        let p = read::string(e, n, &what)?;
+        if let Err(why) = argv::compile_pattern(&p) {
+            e.at(n.pos, format!("{what}: {why}"));
+        }
+        Some(p)
+    }
+
+    /// `approve.choices_from`: only `previous` (the output lines of the step before).
+    fn choices_from(&self, e: &mut Errors<'_>) -> bool {
+        let Some(n) = self.f.get("choices_from") else {
+            return false;
+        };
+        let what = self.f.child("choices_from");
+        match read::string(e, n, &what).as_deref() {
+            Some("previous") => true,
+            Some(other) => {
+                e.at(
+                    n.pos,
+                    format!("{what} `{other}` is not known: write `choices_from: previous` (each line the step before printed is a choice)"),
+                );
+                false
+            }
+            None => false,
+        }
     }
 
     fn http_url(&self, e: &mut Errors<'_>) -> String {

@@ -26,7 +26,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 /// Replaces one rule file of the shipped set and returns every error, as `check` prints them.
-fn errors_with(file: &str, text: &str) -> Vec<String> {
+pub(super) fn errors_with(file: &str, text: &str) -> Vec<String> {
     let mut sources = shipped();
     sources.retain(|s| s.path.file_name().unwrap() != file);
     sources.push(Source {
@@ -221,7 +221,7 @@ fn unknown_keys_and_bad_yaml_are_errors_with_a_line() {
     );
     assert_eq!(
         unknown_step,
-        ["rules/50-step.yaml:9:9: rule `x`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page)"]
+        ["rules/50-step.yaml:9:9: rule `x`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)"]
     );
 
     let bad_duration = errors_with(
@@ -405,7 +405,7 @@ const CASES: &[(&str, &[&str])] = &[
             "combined/10-first.yaml:6:15: rule `postgres-down`: priority `P9` is not one of P1, P2, P3, P4",
             "combined/10-first.yaml:10:28: rule `postgres-down`: limit.per `sometimes` is not a duration such as 30s, 2m or 1h",
             "combined/10-first.yaml:12:27: rule `postgres-down`: restart.grace `soon` is not a duration such as 30s, 2m or 1h",
-            "combined/10-first.yaml:13:9: rule `postgres-down`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page)",
+            "combined/10-first.yaml:13:9: rule `postgres-down`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
             "combined/10-first.yaml:17:10: rule `queue-high`: rto `half an hour` is not a duration such as 30s, 2m or 1h",
             "combined/10-first.yaml:18:12: rule `queue-high`: owner `nobody` is not a contact in escalation.yaml (known: dba, oncall)",
             "combined/10-first.yaml:19:15: rule `queue-high`: target.label `service` needs an `allow` list of the services it may name",
@@ -510,12 +510,12 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown-step",
         &[
-            "unknown-step/rules.yaml:9:9: rule `steps`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page)",
+            "unknown-step/rules.yaml:9:9: rule `steps`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
             "unknown-step/rules.yaml:10:9: rule `steps`: a step must be one kind and its arguments, e.g. `- restart: { grace: 30s }`, not `restart`; write `- restart: { ... }`, with `{}` for no arguments",
             "unknown-step/rules.yaml:11:9: rule `steps`: a step is one kind, but this one has `logs` and `restart`; start each step with its own `-`",
             "unknown-step/rules.yaml:13:9: rule `steps`: a step must be one kind and its arguments, e.g. `- restart: { grace: 30s }`, not an empty mapping",
             "unknown-step/rules.yaml:14:18: rule `steps`: restart must be a mapping of its arguments, e.g. `restart: {}`, not `30s`",
-            "unknown-step/rules.yaml:16:9: rule `steps`: unknown step `Page` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page)",
+            "unknown-step/rules.yaml:16:9: rule `steps`: unknown step `Page` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
         ],
     ),
     (

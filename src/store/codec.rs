@@ -31,6 +31,7 @@ macro_rules! text_sql {
 }
 
 text_sql!(
+    crate::domain::ApprovalVerdict,
     Phase,
     IncidentState,
     Sink,

@@ -54,6 +54,14 @@ pub struct RunRecord {
 /// One write of a [`Commit`].
 #[derive(Debug, Clone)]
 enum Write {
+    /// An `approve` step asks (store/approvals.rs).
+    Ask(crate::domain::Approval),
+    /// Its answer; the commit fails with [`StoreError::NotWaiting`] if it had one.
+    Answer {
+        phase: RunPhase,
+        seq: usize,
+        decided: crate::domain::Decided,
+    },
     Match {
         rule: String,
         priority: Priority,
@@ -262,6 +270,28 @@ impl Commit {
         self
     }
 
+    /// An `approve` step's request, stored (with its deadline) before anyone is asked.
+    pub fn ask_approval(&mut self, approval: crate::domain::Approval) -> &mut Self {
+        self.writes.push(Write::Ask(approval));
+        self
+    }
+
+    /// The answer to the request of step `seq` of `phase`; the whole commit fails with
+    /// [`StoreError::NotWaiting`] when it was answered already.
+    pub fn answer_approval(
+        &mut self,
+        phase: RunPhase,
+        seq: usize,
+        decided: crate::domain::Decided,
+    ) -> &mut Self {
+        self.writes.push(Write::Answer {
+            phase,
+            seq,
+            decided,
+        });
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
@@ -271,6 +301,12 @@ impl Commit {
         let at = ts(self.at);
         for w in &self.writes {
             match w {
+                Write::Ask(a) => super::approvals::ask(tx, id, a)?,
+                Write::Answer {
+                    phase,
+                    seq,
+                    decided,
+                } => super::approvals::answer(tx, id, *phase, *seq, decided)?,
                 Write::Match {
                     rule,
                     priority,

@@ -34,6 +34,7 @@
 //! message) and goes on with the rest.
 
 pub(crate) mod apply;
+mod approvals;
 pub mod body;
 mod codec;
 mod escalation;
@@ -108,6 +109,8 @@ pub enum StoreError {
     AlreadyAcknowledged(i64),
     #[error("the {1} button of incident {0} was already used")]
     AlreadyPressed(i64, crate::domain::Button),
+    #[error("incident {0} has no approval waiting for an answer (it was answered, timed out, or never asked)")]
+    NotWaiting(i64),
     #[error("the intake writer has stopped; restart the service")]
     WriterGone,
     #[error("deliveries stored by a previous version could not be applied yet (see the error logged before); new ones wait for them")]

@@ -210,6 +210,27 @@ ALTER TABLE incidents ADD COLUMN acked_slack_user TEXT;
 ALTER TABLE incidents ADD COLUMN silenced TEXT;
 ALTER TABLE incidents ADD COLUMN paused TEXT;
 "#,
+    r#"
+-- An `approve` step's request and its answer (store/approvals.rs): one per step of a run,
+-- kept across restarts so the wait resumes with its stored deadline.
+CREATE TABLE approvals (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    phase       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    who         TEXT NOT NULL,
+    prompt      TEXT NOT NULL,
+    choices     TEXT NOT NULL,
+    asked_at    TEXT NOT NULL,
+    deadline    TEXT NOT NULL,
+    verdict     TEXT,
+    decided_by  TEXT,
+    slack_user  TEXT,
+    choice      TEXT,
+    decided_at  TEXT,
+    UNIQUE (incident_id, phase, seq)
+);
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the
