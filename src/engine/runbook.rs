@@ -366,6 +366,41 @@ impl Engine {
                     crate::domain::notice::keys(&who)
                 )))
             }
+            StepKind::Exec {
+                argv,
+                expect_exit,
+                service,
+                timeout,
+                pattern,
+            } => {
+                // Templates are filled in here, each value checked; a refused value runs
+                // nothing (see rules/argv.rs).
+                let choice = if argv.iter().any(|a| a.contains("approval.choice")) {
+                    self.store
+                        .approved_choice(ctx.incident_id)
+                        .map_err(store_err)?
+                } else {
+                    None
+                };
+                let argv = crate::rules::expand_argv(
+                    argv,
+                    pattern.as_deref(),
+                    &ctx.labels,
+                    choice.as_deref(),
+                )
+                .map_err(StepError::Failed)?;
+                let kind = StepKind::Exec {
+                    argv,
+                    expect_exit: *expect_exit,
+                    service: service.clone(),
+                    timeout: *timeout,
+                    pattern: pattern.clone(),
+                };
+                self.outside.steps.run(ctx, &kind).await
+            }
+            StepKind::Approve { .. } => Err(StepError::Failed(
+                "approve: waiting for a person is not available in this build; nothing after this step runs".into(),
+            )),
             other => self.outside.steps.run(ctx, other).await,
         }
     }

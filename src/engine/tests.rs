@@ -2091,3 +2091,78 @@ async fn a_storm_is_committed_a_batch_at_a_time_and_a_failed_batch_is_handled_ag
         }
     }
 }
+
+const ARGV_RULES: &str = r#"
+rules:
+  - name: backup
+    matchers: ['alertname="BackupFailed"']
+    priority: P2
+    rto: 1h
+    owner: dba
+    target: { none: true }
+    steps:
+      - exec: { service: backup, argv: [./scripts/backup/verify_backups.sh, "{{ labels.backup }}"] }
+"#;
+
+fn argv_harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let exec = Arc::new(Recorder::default());
+    let clock = Arc::new(TokioClock::starting_at(base_time()));
+    let settings = GuardSettings::default();
+    let engine = Engine::new(
+        Arc::new(Store::open(&path).unwrap()),
+        rules_of("argv.yaml", ARGV_RULES),
+        Outside::new(exec.clone()),
+        clock.clone(),
+        settings.clone(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    );
+    Harness {
+        _dir: dir,
+        dir: path,
+        clock,
+        engine,
+        exec,
+        settings,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_templated_argv_runs_with_a_plain_label_and_refuses_a_hostile_one_running_nothing() {
+    let h = argv_harness();
+    h.deliver(&[(
+        json!({"alertname": "BackupFailed", "backup": "voiceai_20261125_020000.sql.gz"}),
+        0,
+        "firing",
+    )])
+    .await;
+    assert_eq!(h.exec.count("exec"), 1);
+    assert_eq!(h.only_incident().phase, "recovered");
+
+    for hostile in ["x; rm -rf /", "--flag"] {
+        let h = argv_harness();
+        h.deliver(&[(
+            json!({"alertname": "BackupFailed", "backup": hostile}),
+            0,
+            "firing",
+        )])
+        .await;
+        assert_eq!(h.exec.count("exec"), 0, "{hostile}: nothing may run");
+        let inc = h.only_incident();
+        assert_eq!(inc.phase, "failed");
+        let steps = h.store().steps(inc.id).unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].outcome.to_string(), "failed");
+        let runbook = h
+            .decisions(inc.id)
+            .into_iter()
+            .find(|(g, ..)| g == "runbook")
+            .unwrap();
+        assert!(
+            runbook.2.contains("does not match the pattern"),
+            "{hostile}: {runbook:?}"
+        );
+    }
+}
