@@ -96,13 +96,15 @@ async fn backup_failed_verifies_backups_in_the_backup_service() {
     let stack = Stack::up(&["backup"]);
     let app = app_for(&stack, None, &[]).await;
     app.post_hook(fire(
-        json!({"alertname": "BackupFailed", "service": "backup", "severity": "warning"}),
+        json!({"alertname": "BackupFailed", "service": "backup", "severity": "warning",
+               "backup": "voiceai_20261125_020000.sql.gz"}),
     ))
     .await;
     let detail = app.finished("BackupFailed", 60).await;
     assert_eq!(detail["phase"], "recovered", "{detail:#}");
     let exec = detail["steps"][2]["detail"].as_str().unwrap();
     assert!(exec.contains("verify_backups: OK"), "{exec}");
+    assert!(exec.contains("voiceai_20261125_020000.sql.gz"), "{exec}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
