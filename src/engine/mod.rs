@@ -20,6 +20,7 @@
 //! use a recording executor and tokio's paused clock. It emits typed [`Notice`]s; `notify`
 //! renders them.
 
+mod approve;
 mod buttons;
 mod escalation;
 mod executor;

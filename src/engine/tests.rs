@@ -2166,3 +2166,111 @@ async fn a_templated_argv_runs_with_a_plain_label_and_refuses_a_hostile_one_runn
         );
     }
 }
+
+const APPROVE_RULES: &str = r#"
+rules:
+  - name: pg
+    matchers: ['alertname="PostgresDown"']
+    priority: P1
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - diagnose: {}
+      - approve: { who: dba, timeout: 10m, prompt: "Restart postgres?" }
+      - restart: {}
+    on_failure:
+      - logs: {}
+"#;
+
+fn approve_harness() -> Harness {
+    let h = argv_harness();
+    let engine = Engine::new(
+        Arc::new(Store::open(&h.dir).unwrap()),
+        rules_of("approve.yaml", APPROVE_RULES),
+        Outside::new(h.exec.clone()),
+        h.clock.clone(),
+        h.settings.clone(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    );
+    Harness { engine, ..h }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_approval_times_out_runs_on_failure_and_pages_and_nothing_after_it_runs() {
+    let h = approve_harness();
+    let started = h.clock.now();
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "failed");
+    assert_eq!(
+        h.exec.count("restart"),
+        0,
+        "nothing runs without the approval"
+    );
+    assert_eq!(h.exec.count("logs"), 1, "on_failure ran");
+    let a = h
+        .store()
+        .approval_at(inc.id, RunPhase::Main, 1)
+        .unwrap()
+        .unwrap();
+    let d = a.decided.clone().unwrap();
+    assert_eq!(d.verdict, crate::domain::ApprovalVerdict::TimedOut);
+    assert_eq!(a.deadline - started, chrono::Duration::minutes(10));
+    assert!(d.at >= a.deadline);
+    let decisions = h.decisions(inc.id);
+    assert!(
+        decisions
+            .iter()
+            .any(|(g, v, _)| g == "approval" && v == "skip"),
+        "{decisions:?}"
+    );
+    let page = decisions.iter().find(|(g, ..)| g == "page").unwrap();
+    assert!(page.2.contains("Nobody approved"), "{page:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_given_through_the_store_lets_the_runbook_go_on_and_a_second_answer_is_refused()
+{
+    let h = approve_harness();
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    h.engine.process_pending().unwrap();
+    let id = loop {
+        let all = h.store().list_incidents(None, None, 10).unwrap().incidents;
+        if let Some(inc) = all.first() {
+            if let Some(a) = h.store().approval_at(inc.id, RunPhase::Main, 1).unwrap() {
+                assert!(a.pending());
+                break inc.id;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(h.exec.count("restart"), 0);
+    let answer = |by: &str| {
+        let mut c = crate::store::Commit::new(id, h.clock.now());
+        c.answer_approval(
+            RunPhase::Main,
+            1,
+            crate::domain::Decided {
+                verdict: crate::domain::ApprovalVerdict::Approved,
+                by: by.into(),
+                slack_user: None,
+                choice: None,
+                at: h.clock.now(),
+            },
+        );
+        h.store().commit(&c)
+    };
+    answer("alice").unwrap();
+    assert!(matches!(
+        answer("bob"),
+        Err(crate::store::StoreError::NotWaiting(_))
+    ));
+    h.engine.wait_idle().await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(h.exec.count("restart"), 1);
+    let steps = h.store().steps(id).unwrap();
+    assert_eq!(steps[1].detail, "Approved by alice");
+}

@@ -1,0 +1,152 @@
+//! The `approve` step: the request is stored with its deadline before anyone is asked, then
+//! the step waits for the answer (written by the API or Slack through the store) or for the
+//! deadline. A wait found in the store (after a restart) keeps its stored deadline. Anything
+//! but an approval fails the step, so the runbook goes to `on_failure` and pages.
+
+use std::time::Duration;
+
+use super::{Engine, StepContext, StepError, StepOutput};
+use crate::domain::approval::MAX_CHOICES;
+use crate::domain::{
+    Approval, ApprovalVerdict, Decided, DecisionKind, Notice, RunPhase, Sink, Verdict,
+};
+use crate::rules::StepKind;
+use crate::store::StoreError;
+
+/// How often a waiting step looks for its answer.
+const POLL: Duration = Duration::from_secs(1);
+
+impl Engine {
+    pub(super) async fn approve(
+        &self,
+        ctx: &StepContext,
+        phase: RunPhase,
+        seq: usize,
+        kind: &StepKind,
+    ) -> Result<StepOutput, StepError> {
+        let StepKind::Approve {
+            who,
+            timeout,
+            prompt,
+            choices_from_previous,
+        } = kind
+        else {
+            return Err(StepError::Failed(format!(
+                "{} is not an approve step",
+                kind.name()
+            )));
+        };
+        let store_err = |e: StoreError| StepError::Unavailable(e.to_string());
+        let id = ctx.incident_id;
+        if self
+            .store
+            .approval_at(id, phase, seq)
+            .map_err(store_err)?
+            .is_none()
+        {
+            let choices = if *choices_from_previous {
+                self.previous_lines(id, phase, seq).map_err(store_err)?
+            } else {
+                Vec::new()
+            };
+            let now = self.clock.now();
+            let deadline = now
+                + chrono::Duration::from_std(timeout.0)
+                    .unwrap_or_else(|_| chrono::Duration::minutes(30));
+            let offered = if choices.is_empty() {
+                String::new()
+            } else {
+                format!(" Choices: {}.", choices.join(", "))
+            };
+            let text = format!(
+                "Waiting for {who} to approve until {}: {prompt}{offered} (POST /api/v1/incidents/{id}/approve or /reject)",
+                deadline.format("%H:%M UTC")
+            );
+            let mut c = self.commit_now(id);
+            c.ask_approval(Approval {
+                phase,
+                seq,
+                who: who.clone(),
+                prompt: prompt.clone(),
+                choices,
+                asked_at: now,
+                deadline,
+                decided: None,
+            })
+            .notice(Sink::Slack, Notice::Message { text });
+            self.persist(|| self.store.commit(&c))
+                .await
+                .map_err(store_err)?;
+        }
+        loop {
+            let a = self
+                .store
+                .approval_at(id, phase, seq)
+                .map_err(store_err)?
+                .ok_or_else(|| StepError::Unavailable("the approval request is gone".into()))?;
+            if let Some(d) = &a.decided {
+                let text = a.decided_text().unwrap_or_default();
+                return match d.verdict {
+                    ApprovalVerdict::Approved => Ok(StepOutput::new(text)),
+                    _ => Err(StepError::Failed(text)),
+                };
+            }
+            let now = self.clock.now();
+            if now >= a.deadline {
+                let mut timed_out = a.clone();
+                timed_out.decided = Some(Decided {
+                    verdict: ApprovalVerdict::TimedOut,
+                    by: String::new(),
+                    slack_user: None,
+                    choice: None,
+                    at: now,
+                });
+                let text = timed_out.decided_text().unwrap_or_default();
+                let mut c = self.commit_now(id);
+                c.answer_approval(
+                    phase,
+                    seq,
+                    timed_out.decided.clone().unwrap_or_else(|| unreachable!()),
+                )
+                .decision(DecisionKind::Approval, Verdict::Skip, &text);
+                match self.store.commit(&c) {
+                    Ok(()) => return Err(StepError::Failed(text)),
+                    // Answered meanwhile: the next pass reads the answer.
+                    Err(StoreError::NotWaiting(_)) => continue,
+                    Err(e) => return Err(store_err(e)),
+                }
+            }
+            let left = (a.deadline - now).to_std().unwrap_or_default();
+            tokio::time::sleep(left.min(POLL)).await;
+        }
+    }
+
+    /// The output lines of the step before `seq` in `phase` (after its summary line), each a
+    /// choice; at most [`MAX_CHOICES`].
+    fn previous_lines(
+        &self,
+        id: i64,
+        phase: RunPhase,
+        seq: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(prev) = seq.checked_sub(1) else {
+            return Ok(Vec::new());
+        };
+        let steps = self.store.steps(id)?;
+        let Some(step) = steps
+            .iter()
+            .find(|s| s.phase == phase && s.seq == prev as i64)
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(step
+            .detail
+            .lines()
+            .skip(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(MAX_CHOICES)
+            .map(str::to_owned)
+            .collect())
+    }
+}
