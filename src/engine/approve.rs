@@ -150,3 +150,77 @@ impl Engine {
             .collect())
     }
 }
+
+/// What answering an incident's approval did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answered {
+    NoIncident,
+    /// Nothing waits (never asked, answered already, timed out).
+    NotWaiting,
+    /// The choice given is not one offered (or none was given where choices are offered).
+    NotOffered {
+        offered: Vec<String>,
+    },
+    Done(Box<Approval>),
+}
+
+impl Engine {
+    /// Answers incident `id`'s waiting approval: recorded with a decision and a line in the
+    /// thread; the waiting step reads it on its next look.
+    pub fn answer_approval(
+        &self,
+        id: i64,
+        approve: bool,
+        by: &str,
+        slack_user: Option<&str>,
+        choice: Option<&str>,
+    ) -> Result<Answered, StoreError> {
+        if self.store.incident(id)?.is_none() {
+            return Ok(Answered::NoIncident);
+        }
+        let Some(mut a) = self.store.latest_approval(id)?.filter(Approval::pending) else {
+            return Ok(Answered::NotWaiting);
+        };
+        let choice = if approve { choice } else { None };
+        if approve {
+            let ok = match choice {
+                None => a.choices.is_empty(),
+                Some(c) => a.choices.iter().any(|o| o == c),
+            };
+            if !ok {
+                return Ok(Answered::NotOffered { offered: a.choices });
+            }
+        }
+        let now = self.clock.now();
+        let d = Decided {
+            verdict: if approve {
+                ApprovalVerdict::Approved
+            } else {
+                ApprovalVerdict::Rejected
+            },
+            by: by.to_owned(),
+            slack_user: slack_user.map(str::to_owned),
+            choice: choice.map(str::to_owned),
+            at: now,
+        };
+        a.decided = Some(d.clone());
+        let text = a.decided_text().unwrap_or_default();
+        let mut c = self.commit_now(id);
+        c.answer_approval(a.phase, a.seq, d)
+            .decision(
+                DecisionKind::Approval,
+                if approve {
+                    Verdict::Continue
+                } else {
+                    Verdict::Skip
+                },
+                &text,
+            )
+            .notice(Sink::Slack, Notice::Message { text });
+        match self.store.commit(&c) {
+            Ok(()) => Ok(Answered::Done(Box::new(a))),
+            Err(StoreError::NotWaiting(_)) => Ok(Answered::NotWaiting),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -52,6 +52,7 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::{spans, trace_context};
 
+pub use approve::Answered;
 pub use executor::{
     AlertCheck, DeployWatch, NoDeploys, NoDocker, Outside, StepContext, StepError, StepExecutor,
     StepOutput,

@@ -10,6 +10,7 @@
 //! automation 1h); [`slack`] verifies Slack's signature over the raw body and reads the
 //! payload, [`buttons`] carries a press out.
 
+mod approvals;
 mod auth;
 pub mod buttons;
 mod error;
@@ -81,6 +82,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(slack_interactions),
         )
         .configure(pauses::configure)
+        .configure(approvals::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))
