@@ -319,6 +319,15 @@ pub(super) async fn up(
             }
         }
         started.dedup();
+        // Compose's creates are our own change, no deploy for the deploy watch: known by the
+        // names compose gives (v1 `<project>_<service>_1`, v2 `<project>-<service>-1`) while
+        // it runs, then by the new ids.
+        let names: Vec<String> = missing
+            .iter()
+            .flat_map(|s| [format!("{project}_{s}_1"), format!("{project}-{s}-1")])
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let change = actions.own().begin(&[], &names);
         if !missing.is_empty() {
             let out = cli.create(&project, &missing).await?;
             compose_output.push_str(&out);
@@ -326,6 +335,11 @@ pub(super) async fn up(
         let mut containers = Vec::new();
         for service in group {
             let found = actions.list_service(&docker, service).await?;
+            if missing.contains(service) {
+                for c in &found {
+                    change.add_id(&c.id);
+                }
+            }
             if found.is_empty() {
                 return Err(StepError::Failed(format!(
                     "group {} ({}): the compose CLI created no container of {service}",
@@ -335,6 +349,7 @@ pub(super) async fn up(
             }
             containers.extend(found);
         }
+        drop(change);
         let did = describe_group(&started, &missing);
         match wait_all(actions, &docker, &containers, within).await {
             Ok(()) => lines.push(format!(
