@@ -32,6 +32,7 @@ fn amtool_accepts_the_alertmanager_config_and_routes_the_dr_alerts_to_us() {
         "HighQueueDepth",
         "BackupFailed",
         "DiskSpaceLow",
+        "RedisCacheLoss",
     ] {
         let out = run(
             amtool(),
@@ -54,7 +55,7 @@ fn promtool_accepts_the_alerting_rules_and_their_unit_tests() {
         promtool(),
         &["check", "rules", "deploy/prometheus-rules.yml"],
     );
-    assert!(out.contains("SUCCESS: 4 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
     run(
         promtool(),
         &["test", "rules", "deploy/prometheus-rules.test.yml"],
