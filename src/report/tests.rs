@@ -259,7 +259,7 @@ fn markdown_escapes_what_would_be_markup() {
 }
 
 /// The post-mortem's Markdown, compared with `testdata/postmortem.md` (regenerate with
-/// `REMEDIATOR_UPDATE_GOLDEN=1 cargo test --lib report`).
+/// `UPDATE_GOLDEN=1 cargo test --lib report`).
 #[test]
 fn the_postmortem_markdown_matches_its_golden_file() {
     let mut d = decisions();
@@ -282,7 +282,7 @@ fn the_postmortem_markdown_matches_its_golden_file() {
     let got = markdown::render(&t);
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/report/testdata/postmortem.md");
-    if std::env::var_os("REMEDIATOR_UPDATE_GOLDEN").is_some() {
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).unwrap();
     }
     let want = std::fs::read_to_string(&path).unwrap();
