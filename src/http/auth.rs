@@ -89,8 +89,9 @@ fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<std::borrow::Cow<'a, s
         .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
 }
 
-/// The incident pages, for a browser too: the bearer header as the API takes it, or the
-/// cookie, or once `?token=` (which sets the cookie).
+/// The incident pages, for a browser too: `?token=` (checked first, so that a right one is
+/// always taken out of the address by the redirect, and a wrong one is refused), else the
+/// bearer header as the API takes it, or the cookie `?token=` set.
 pub(super) fn check_page(
     req: &HttpRequest,
     query: &[(String, String)],
@@ -100,19 +101,23 @@ pub(super) fn check_page(
         return Ok(PageAccess::Granted);
     };
     let expected = token.expose_secret().as_bytes();
+    if let Some((_, given)) = query.iter().find(|(k, _)| k == "token") {
+        return if ct_eq(given.as_bytes(), expected) {
+            Ok(PageAccess::FromQuery)
+        } else {
+            Err(ApiError::Unauthorized(
+                "the token= given is not api.token; open the page with ?token=<api.token>",
+            ))
+        };
+    }
     if bearer_ok(req, token)
         || cookie(req, PAGE_COOKIE).is_some_and(|c| ct_eq(c.as_bytes(), expected))
     {
-        return Ok(PageAccess::Granted);
-    }
-    match query.iter().find(|(k, _)| k == "token") {
-        Some((_, given)) if ct_eq(given.as_bytes(), expected) => Ok(PageAccess::FromQuery),
-        Some(_) => Err(ApiError::Unauthorized(
-            "the token= given is not api.token; open the page with ?token=<api.token>",
-        )),
-        None => Err(ApiError::Unauthorized(
+        Ok(PageAccess::Granted)
+    } else {
+        Err(ApiError::Unauthorized(
             "open the page once with ?token=<api.token> (it sets a cookie), or send Authorization: Bearer <api.token>",
-        )),
+        ))
     }
 }
 

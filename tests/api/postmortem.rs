@@ -299,3 +299,24 @@ async fn the_incident_page_renders_its_chart_in_chromium_without_console_errors(
         "the pages reported problems: {problems:#?}"
     );
 }
+
+/// The check above is only as good as what it can see: a page that logs an error and throws
+/// is reported, both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_reports_a_pages_console_errors_and_exceptions() {
+    let mut browser = Browser::start().await;
+    browser
+        .open("data:text/html,<p>x</p><script>console.error('boom'); throw new Error('bang')</script>")
+        .await;
+    // Both come before the load event, in the order the page ran them.
+    let problems = browser.problems();
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert!(
+        problems[0].starts_with("console:") && problems[0].contains("boom"),
+        "{problems:#?}"
+    );
+    assert!(
+        problems[1].starts_with("exception:") && problems[1].contains("bang"),
+        "{problems:#?}"
+    );
+}
