@@ -195,6 +195,26 @@ async fn the_pages_take_the_token_once_and_never_show_it() {
         "{html}"
     );
 
+    // A wrong ?token= is refused even beside a right cookie; on the list the redirect keeps
+    // the other parameters.
+    let r = plain
+        .get(format!("{page}?token=wrong"))
+        .header("Cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = plain
+        .get(format!(
+            "{}/incidents?state=resolved&token={TOKEN}",
+            app.addr
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/incidents?state=resolved");
+
     // The bearer header works as on the API; so does the list.
     let r = plain.get(&page).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 200);
