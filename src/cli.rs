@@ -1,8 +1,10 @@
-//! The command line: `serve`, `check`, `simulate`, `incidents`, `pause`, `resume`, `pauses`.
+//! The command line: `serve`, `check`, `simulate`, `incidents`, `pause`, `resume`, `pauses`,
+//! `postmortem`.
 
 mod client;
 mod incidents;
 mod pauses;
+mod postmortem;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::startup::Application;
 use crate::store::Store;
 
 pub use incidents::{Output, StateFilter};
+pub use postmortem::PostmortemOutput;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -163,6 +166,20 @@ pub enum Command {
         all: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+    /// An incident's post-mortem as Markdown for the wiki, from the running service
+    /// (GET /api/v1/incidents/ID/timeline): summary, timeline, time to recover vs the RTO,
+    /// what automation and people did, and empty root cause and lessons learned sections.
+    Postmortem {
+        /// The incident's id, as `incidents` lists it.
+        id: i64,
+        /// The service (default: http:// and the configured listen address); api.token
+        /// (REMEDIATOR_API__TOKEN) is sent as the bearer token.
+        #[arg(long)]
+        url: Option<String>,
+        /// `markdown` for the wiki, `json` (the API's timeline) for scripts.
+        #[arg(short, long, value_enum, default_value_t = PostmortemOutput::Markdown)]
+        output: PostmortemOutput,
     },
 }
 
@@ -315,6 +332,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => pauses::Resume::All,
             };
             pauses::resume(&api, which, by, output).await
+        }
+        Command::Postmortem { id, url, output } => {
+            let s = settings(cli.config.as_deref(), Overrides::default())?;
+            let url = url.unwrap_or_else(|| service_url(s.listen));
+            postmortem::run(&url, s.api.token.clone(), id, output).await
         }
         Command::Pauses { url, all, output } => {
             let api = api(cli.config.as_deref(), url)?;

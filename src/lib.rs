@@ -17,6 +17,7 @@
 //!   first destructive step, and silences made from Slack.
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
+//! - [`report`]: an incident's timeline for the post-mortem, and its Markdown (pure).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics; logs, OTLP traces and typed events.
 //! - [`startup`]: wiring; [`cli`]: the command line.
 
@@ -30,6 +31,7 @@ pub mod http;
 pub mod loader;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod rules;
 pub mod settings;
 pub mod startup;

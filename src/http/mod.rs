@@ -6,6 +6,9 @@
 //!
 //! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
 //!
+//! `GET /api/v1/incidents/{id}/timeline`, `GET /incidents` and `GET /incidents/{id}`: the
+//! post-mortem's timeline as JSON and as web pages ([`pages`]).
+//!
 //! `POST /hooks/slack/interactions` takes the root's buttons (Acknowledge, Silence 1h, Pause
 //! automation 1h); [`slack`] verifies Slack's signature over the raw body and reads the
 //! payload, [`buttons`] carries a press out.
@@ -13,6 +16,7 @@
 mod auth;
 pub mod buttons;
 mod error;
+mod pages;
 mod pauses;
 pub mod slack;
 
@@ -81,6 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(slack_interactions),
         )
         .configure(pauses::configure)
+        .configure(pages::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))

@@ -51,6 +51,16 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
 }
 
+/// An incident's runbook run: when it started and ended, and how (the post-mortem's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub rule: String,
+    pub target: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<RunOutcome>,
+}
+
 /// One write of a [`Commit`].
 #[derive(Debug, Clone)]
 enum Write {
@@ -639,5 +649,28 @@ impl Store {
             .query_row(params![rule, target, except], |r| r.get(0))
             .optional()
             .ctx("open run for")
+    }
+
+    /// The incident's run, if its runbook started.
+    pub fn run_of(&self, id: i64) -> Result<Option<RunSummary>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT incident_id, rule, target, started_at, ended_at, outcome FROM runs
+                 WHERE incident_id = ?1",
+            )
+            .ctx("run of")?;
+        let rows = stmt.query([id]).ctx("run of")?;
+        let mut found = collect(rows, "run of", |r| {
+            let id: i64 = r.get(0).ctx("run id")?;
+            Ok(RunSummary {
+                rule: field(r, 1, "runs", "rule", id)?,
+                target: field(r, 2, "runs", "target", id)?,
+                started_at: field::<Ts>(r, 3, "runs", "started_at", id)?.0,
+                ended_at: field::<Option<Ts>>(r, 4, "runs", "ended_at", id)?.map(|t| t.0),
+                outcome: field(r, 5, "runs", "outcome", id)?,
+            })
+        })?;
+        Ok(found.pop())
     }
 }

@@ -55,7 +55,7 @@ use serde::Serialize;
 pub use apply::Queued;
 pub use incidents::{IncidentPage, IncidentRecord, MAX_PAGE};
 pub use intake::{IntakeHandle, IntakeWriter};
-pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};
+pub use journal::{Commit, DecisionRecord, RunRecord, RunSummary, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
 pub use pauses::{PauseEnd, PauseListing, PauseRecord};
 pub use quarantine::{QuarantineRecord, Quarantined};

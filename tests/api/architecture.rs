@@ -26,6 +26,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("alertmanager", &["domain", "alert", "engine"]),
     ("notify", &["domain", "store", "metrics", "telemetry"]),
+    ("report", &["domain", "store"]),
     (
         "settings",
         &["domain", "engine", "actions", "alertmanager", "notify"],
@@ -43,6 +44,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "settings",
             "telemetry",
+            "report",
         ],
     ),
     (
@@ -61,6 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "settings",
             "telemetry",
+            "report",
         ],
     ),
     (
@@ -79,6 +82,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "metrics",
             "settings",
             "telemetry",
+            "report",
             "startup",
         ],
     ),

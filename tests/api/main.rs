@@ -4,6 +4,7 @@
 mod alertmanager;
 mod alertmanager_check;
 mod architecture;
+mod browser;
 mod cli;
 mod crash;
 mod crash_engine;
@@ -18,6 +19,7 @@ mod notify_clients;
 mod otlp;
 mod otlp_receiver;
 mod pauses;
+mod postmortem;
 mod scenarios;
 mod slack;
 mod stack;
