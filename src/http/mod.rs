@@ -4,7 +4,8 @@
 //! durable intake and answers 200 only once it is committed; remediation never happens inside
 //! the request. Errors are JSON `{"error": ..., "detail": ...}`.
 //!
-//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
+//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]); `POST /api/v1/runs` starts
+//! a runbook by hand or a drill ([`runs`]).
 //!
 //! `POST /hooks/slack/interactions` takes the root's buttons (Acknowledge, Silence 1h, Pause
 //! automation 1h); [`slack`] verifies Slack's signature over the raw body and reads the
@@ -14,6 +15,7 @@ mod auth;
 pub mod buttons;
 mod error;
 mod pauses;
+mod runs;
 pub mod slack;
 
 use std::sync::Arc;
@@ -81,6 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(slack_interactions),
         )
         .configure(pauses::configure)
+        .configure(runs::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))
