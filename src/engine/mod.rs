@@ -551,6 +551,7 @@ impl Engine {
                 rule: inc.rule.as_deref(),
                 time_to_recover: after,
                 rto: inc.rto,
+                origin: inc.origin.as_str(),
             }
             .emit(&metrics);
         });
