@@ -18,6 +18,7 @@ mod notify_clients;
 mod otlp;
 mod otlp_receiver;
 mod pauses;
+mod runs;
 mod slack;
 mod stack;
 mod thread;
