@@ -254,7 +254,7 @@ pub fn report(inc: &Value, live: bool) -> (String, bool) {
     }
     for d in decisions
         .iter()
-        .filter(|d| d["verdict"] == "skip" && !(d["guard"] == "dry_run" && !live))
+        .filter(|d| d["verdict"] == "skip" && (live || d["guard"] != "dry_run"))
     {
         todo.push(format!(
             "guard {} skipped: {}",
