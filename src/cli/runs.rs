@@ -14,6 +14,9 @@ use super::client::{printable, Api};
 use super::incidents::Output;
 use crate::domain::Break;
 
+/// How often `drill` asks whether its incident ended (a cheap read of one incident).
+const POLL: Duration = Duration::from_millis(50);
+
 /// What `remediator run` / `drill` asks for.
 pub struct RunRequest {
     pub rule: String,
@@ -99,7 +102,7 @@ pub async fn drill(api: &Api, req: &RunRequest, drill: &Drill) -> anyhow::Result
                 api.base()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL).await;
     };
     let (text, passed) = report(&incident, drill.live);
     match &drill.report {
