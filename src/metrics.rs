@@ -28,7 +28,10 @@ pub struct Metrics {
     pub step_seconds: Family<Labels, Histogram, Buckets>,
     pub runbooks: Family<Labels, Counter>,
     pub pages: Counter,
-    pub recovery_seconds: Histogram,
+    /// By rule and origin (alertmanager, manual, drill).
+    pub recovery_seconds: Family<Labels, Histogram, Buckets>,
+    /// Recoveries past the rule's RTO, by rule and origin.
+    pub rto_breaches: Family<Labels, Counter>,
     pub recovery_rto_ratio: Histogram,
     pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
     pub engine_queue: Gauge<i64, AtomicI64Wrapper>,
@@ -67,7 +70,10 @@ impl Metrics {
             })),
             runbooks: Family::default(),
             pages: Counter::default(),
-            recovery_seconds: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
+            recovery_seconds: Family::new_with_constructor(Buckets(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 14))
+            })),
+            rto_breaches: Family::default(),
             recovery_rto_ratio: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]),
             intake_backlog: Gauge::default(),
             engine_queue: Gauge::default(),
@@ -117,8 +123,13 @@ impl Metrics {
         registry.register("pages", "Pages sent to people", m.pages.clone());
         registry.register(
             "time_to_recover_seconds",
-            "From an alert's start to its resolution",
+            "From an alert's start to its resolution, by rule and origin",
             m.recovery_seconds.clone(),
+        );
+        registry.register(
+            "rto_breaches",
+            "Incidents that recovered later than their rule's RTO, by rule and origin",
+            m.rto_breaches.clone(),
         );
         registry.register(
             "time_to_recover_rto_ratio",
@@ -217,8 +228,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn recovered(&self, seconds: f64, rto_seconds: f64) {
-        self.recovery_seconds.observe(seconds);
+    pub fn recovered(&self, rule: &str, origin: &str, seconds: f64, rto_seconds: f64) {
+        let labels = vec![("rule", rule.to_owned()), ("origin", origin.to_owned())];
+        self.recovery_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+        if seconds > rto_seconds {
+            self.rto_breaches.get_or_create(&labels).inc();
+        }
         if rto_seconds > 0.0 {
             self.recovery_rto_ratio.observe(seconds / rto_seconds);
         }

@@ -204,6 +204,44 @@ impl DockerActions {
         }
     }
 
+    /// A live drill's break of the target: `docker stop` (with the default grace) or
+    /// `docker kill` (SIGKILL), of the target's containers in the project.
+    pub async fn break_target(
+        &self,
+        ctx: &StepContext,
+        how: crate::domain::Break,
+    ) -> Result<StepOutput, StepError> {
+        use crate::domain::Break;
+        let docker = self.docker().await;
+        let mut names = Vec::new();
+        for c in self.containers(&docker, &ctx.target, "drill break").await? {
+            match how {
+                Break::Stop => {
+                    let opts = StopContainerOptionsBuilder::new()
+                        .t(grace_or_default(None).as_secs() as i32)
+                        .build();
+                    docker
+                        .stop_container(&c.id, Some(opts))
+                        .await
+                        .map_err(|e| self.err(&format!("stop {}", c.name), e))?;
+                }
+                Break::Kill => docker
+                    .kill_container(
+                        &c.id,
+                        None::<bollard::query_parameters::KillContainerOptions>,
+                    )
+                    .await
+                    .map_err(|e| self.err(&format!("kill {}", c.name), e))?,
+            }
+            names.push(c.name);
+        }
+        let done = match how {
+            Break::Stop => "stopped",
+            Break::Kill => "killed",
+        };
+        Ok(StepOutput::new(format!("{done} {}", names.join(", "))))
+    }
+
     pub async fn run(&self, ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
         let docker = self.docker().await;
         let name = step.name();

@@ -121,6 +121,14 @@ impl StepExecutor for Executor {
             other => self.docker.run(ctx, other).await,
         }
     }
+
+    async fn break_target(
+        &self,
+        ctx: &StepContext,
+        how: crate::domain::Break,
+    ) -> Result<StepOutput, StepError> {
+        self.docker.break_target(ctx, how).await
+    }
 }
 
 /// Keeps the head and tail of long output, on character boundaries.

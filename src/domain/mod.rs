@@ -12,6 +12,7 @@ pub mod duration;
 pub mod hold;
 pub mod limit;
 pub mod notice;
+pub mod origin;
 pub mod pause;
 pub mod phase;
 pub mod priority;
@@ -27,6 +28,7 @@ pub use notice::{
     Cleared, Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,
 };
+pub use origin::{Break, Origin, Started};
 pub use pause::{NewPause, PauseInvalid, PauseScope, PauseState};
 pub use phase::{IncidentState, Phase, UnknownValue};
 pub use priority::Priority;

@@ -31,6 +31,7 @@ pub mod plan;
 mod recheck;
 mod recovery;
 mod runbook;
+mod synthetic;
 
 use pending::Pending;
 use std::collections::{HashMap, HashSet};
@@ -304,6 +305,16 @@ impl Engine {
         };
         let rules = self.rules();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // A drill without --live is planned as under engine.dry_run.
+        let drill = inc
+            .started
+            .as_ref()
+            .filter(|s| s.dry_run)
+            .map(|_| GuardSettings {
+                dry_run: true,
+                dry_run_drill: true,
+                ..self.settings.clone()
+            });
         let guards_span = spans::guards();
         let plan = guards_span.in_scope(|| {
             plan(
@@ -311,7 +322,7 @@ impl Engine {
                 &inc.fingerprint,
                 id,
                 &rules,
-                &self.settings,
+                drill.as_ref().unwrap_or(&self.settings),
                 &Live {
                     store: &self.store,
                     busy: &busy,
@@ -366,6 +377,9 @@ impl Engine {
                 told: m.told.clone(),
             },
         );
+        if let Some(started) = &inc.started {
+            c.notice(Sink::Slack, synthetic::announcement(started, &rule.name));
+        }
         // Every decision is stored; the thread hears of them once: the guards that let the
         // runbook go as one "go" reply, a skip as a reply of its own with its reason (a
         // refused target is told by the page that follows).
@@ -438,6 +452,9 @@ impl Engine {
                     Phase::Skipped
                 };
                 c.phase(phase);
+                if synthetic::ends_with(matched.started.as_ref(), phase) {
+                    c.resolve_synthetic();
+                }
                 let page = pages.then(|| {
                     let who = plan::paged(&rules, m.priority, Some(&rule.owner));
                     self.page(&mut c, &matched, who, reason)
@@ -534,6 +551,7 @@ impl Engine {
                 rule: inc.rule.as_deref(),
                 time_to_recover: after,
                 rto: inc.rto,
+                origin: inc.origin.as_str(),
             }
             .emit(&metrics);
         });

@@ -4,7 +4,8 @@
 //! durable intake and answers 200 only once it is committed; remediation never happens inside
 //! the request. Errors are JSON `{"error": ..., "detail": ...}`.
 //!
-//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
+//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]); `POST /api/v1/runs` starts
+//! a runbook by hand or a drill ([`runs`]).
 //!
 //! `GET /api/v1/incidents/{id}/timeline`, `GET /incidents` and `GET /incidents/{id}`: the
 //! post-mortem's timeline as JSON and as web pages ([`pages`]).
@@ -18,6 +19,7 @@ pub mod buttons;
 mod error;
 mod pages;
 mod pauses;
+mod runs;
 pub mod slack;
 
 use std::sync::Arc;
@@ -86,6 +88,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .configure(pauses::configure)
         .configure(pages::configure)
+        .configure(runs::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
         .route("/-/reload", web::post().to(reload))

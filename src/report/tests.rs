@@ -53,6 +53,9 @@ fn incident(state: IncidentState) -> IncidentRecord {
         slack_channel: None,
         slack_ts: None,
         last_delivery: None,
+        rto_met: resolved.then_some(true),
+        origin: crate::domain::Origin::Alertmanager,
+        started: None,
     }
 }
 

@@ -16,6 +16,7 @@ mod escalation;
 mod matcher;
 mod read;
 mod steps;
+mod synthetic;
 mod windows;
 mod yaml;
 
@@ -35,6 +36,7 @@ use yaml::Node;
 pub use escalation::{Contact, Escalation, Policy, Tier, TierAfter};
 pub use matcher::{MatchOp, Matcher};
 pub use steps::{Step, StepKind, UP_WITHIN};
+pub use synthetic::synthetic_labels;
 pub use windows::{MaintenanceWindow, Range, TimeInterval, TimeRange, WINDOWS_KEY};
 pub use yaml::Pos;
 

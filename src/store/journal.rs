@@ -105,6 +105,8 @@ enum Write {
     Paused(Pressed),
     FireTier(usize),
     Dequeue(i64),
+    /// A synthetic incident (a manual run, a drill) ends: no Alertmanager will resolve it.
+    ResolveSynthetic,
     Limit {
         key: String,
         state: LimitState,
@@ -269,6 +271,13 @@ impl Commit {
     /// The engine queue's entry this decision point handled.
     pub fn dequeue(&mut self, queue_id: i64) -> &mut Self {
         self.writes.push(Write::Dequeue(queue_id));
+        self
+    }
+
+    /// Resolves a synthetic incident (a manual run, a drill) now and queues its resolution
+    /// for the engine, as a webhook's resolution would be: nothing else ever resolves it.
+    pub fn resolve_synthetic(&mut self) -> &mut Self {
+        self.writes.push(Write::ResolveSynthetic);
         self
     }
 
@@ -449,6 +458,24 @@ impl Commit {
                         i64::try_from(state.per.as_millis()).unwrap_or(i64::MAX)
                     ])
                     .ctx("store a limit")?;
+                }
+                Write::ResolveSynthetic => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?2
+                             WHERE id = ?1 AND state = 'open' AND origin != 'alertmanager'",
+                        )
+                        .ctx("resolve a synthetic incident")?
+                        .execute(params![id, at])
+                        .ctx("resolve a synthetic incident")?;
+                    if n > 0 {
+                        tx.prepare_cached(
+                            "INSERT INTO engine_queue (incident_id, kind) VALUES (?1, 'resolved')",
+                        )
+                        .ctx("queue the resolution")?
+                        .execute([id])
+                        .ctx("queue the resolution")?;
+                    }
                 }
                 Write::Dequeue(queue_id) => {
                     tx.prepare_cached("DELETE FROM engine_queue WHERE id = ?1")

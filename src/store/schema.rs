@@ -210,6 +210,12 @@ ALTER TABLE incidents ADD COLUMN acked_slack_user TEXT;
 ALTER TABLE incidents ADD COLUMN silenced TEXT;
 ALTER TABLE incidents ADD COLUMN paused TEXT;
 "#,
+    r#"
+-- Where an incident came from (alertmanager, manual: `remediator run`, drill: `remediator
+-- drill`), and for the last two what the person asked for (JSON: by, dry_run, break_with).
+ALTER TABLE incidents ADD COLUMN origin TEXT NOT NULL DEFAULT 'alertmanager';
+ALTER TABLE incidents ADD COLUMN started TEXT;
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the

@@ -20,6 +20,7 @@ mod otlp;
 mod otlp_receiver;
 mod pauses;
 mod postmortem;
+mod runs;
 mod scenarios;
 mod slack;
 mod stack;
