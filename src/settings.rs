@@ -458,12 +458,18 @@ mod tests {
     #[test]
     fn postgres_and_replica_from_the_environment_the_password_never_printed() {
         let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
-        assert!(s.postgres.url.is_none(), "no fleet history unless configured");
+        assert!(
+            s.postgres.url.is_none(),
+            "no fleet history unless configured"
+        );
         assert!(!s.replica.id.is_empty(), "the host name by default");
         let s = Settings::load(
             None,
             env(&[
-                ("REMEDIATOR_POSTGRES__URL", "postgres://fleet:hunter2@db:5432/history"),
+                (
+                    "REMEDIATOR_POSTGRES__URL",
+                    "postgres://fleet:hunter2@db:5432/history",
+                ),
                 ("REMEDIATOR_POSTGRES__PASSWORD_FILE", "/run/secrets/pg"),
                 ("REMEDIATOR_POSTGRES__TIMEOUT", "2s"),
                 ("REMEDIATOR_REPLICA__ID", "12"),

@@ -13,8 +13,8 @@ use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
-use crate::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use crate::history::History;
+use crate::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
 use crate::metrics::Metrics;
@@ -112,7 +112,11 @@ impl Application {
         match &history {
             Some(h) => {
                 store.start_shipping()?;
-                tracing::info!(target = h.target(), replica = h.replica(), "the journal is shipped to the fleet history");
+                tracing::info!(
+                    target = h.target(),
+                    replica = h.replica(),
+                    "the journal is shipped to the fleet history"
+                );
             }
             None => store.stop_shipping()?,
         }

@@ -43,7 +43,10 @@ pub async fn run(listing: Listing, output: Output) -> anyhow::Result<i32> {
         let query = serde_urlencoded::to_string(&query).context("cannot build the query")?;
         let body = api.get(&format!("/api/v1/incidents?{query}")).await?;
         let Some(page) = body["incidents"].as_array() else {
-            bail!("{} answered without an `incidents` list: is it remediator?", api.base());
+            bail!(
+                "{} answered without an `incidents` list: is it remediator?",
+                api.base()
+            );
         };
         incidents.extend(page.iter().cloned());
         let next = body["next"].as_str().map(str::to_owned);

@@ -86,15 +86,12 @@ impl History {
         let (after_start, after_fp) = before.unzip();
         let take = limit as i64 + 1;
         let rows = self
-            .within(
-                "listing the fleet's incidents",
-                async {
-                    client
-                        .query(PAGE, &[&after_start, &after_fp, &state, &take])
-                        .await
-                        .map_err(|e| self.pg_error("the fleet's incidents", &e))
-                },
-            )
+            .within("listing the fleet's incidents", async {
+                client
+                    .query(PAGE, &[&after_start, &after_fp, &state, &take])
+                    .await
+                    .map_err(|e| self.pg_error("the fleet's incidents", &e))
+            })
             .await?;
         let mut incidents: Vec<FleetIncident> = Vec::new();
         for row in rows {

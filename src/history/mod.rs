@@ -129,7 +129,10 @@ pub struct History {
 impl History {
     /// Reads the settings (and the password file) and builds the pool; connects to nothing
     /// yet, so a Postgres that is down delays no start. `None` without `postgres.url`.
-    pub fn new(settings: &PostgresSettings, replica: &str) -> Result<Option<History>, HistoryError> {
+    pub fn new(
+        settings: &PostgresSettings,
+        replica: &str,
+    ) -> Result<Option<History>, HistoryError> {
         let Some(url) = &settings.url else {
             return Ok(None);
         };
@@ -139,9 +142,12 @@ impl History {
         };
         let url_password = url_password(url.expose_secret());
         let scrub_with = file_password.clone().or_else(|| url_password.clone());
-        let mut config: tokio_postgres::Config = url.expose_secret().parse().map_err(|e: tokio_postgres::Error| {
-            HistoryError::Url(scrub(&e.to_string(), scrub_with.as_ref()))
-        })?;
+        let mut config: tokio_postgres::Config =
+            url.expose_secret()
+                .parse()
+                .map_err(|e: tokio_postgres::Error| {
+                    HistoryError::Url(scrub(&e.to_string(), scrub_with.as_ref()))
+                })?;
         if let Some(p) = &file_password {
             config.password(p.expose_secret());
         }
@@ -192,7 +198,10 @@ impl History {
     }
 
     pub fn status(&self) -> ShipStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut ShipStatus)) {
@@ -260,7 +269,11 @@ fn read_password(path: &std::path::Path) -> Result<SecretString, HistoryError> {
         source,
     })?;
     Ok(SecretString::from(
-        text.lines().next().unwrap_or("").trim_end_matches('\r').to_owned(),
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\r')
+            .to_owned(),
     ))
 }
 
@@ -279,12 +292,16 @@ fn url_password(url: &str) -> Option<SecretString> {
 
 /// Replaces every occurrence of the password (as given and percent-encoded) in `text`.
 fn scrub(text: &str, password: Option<&SecretString>) -> String {
-    let Some(p) = password.map(|p| p.expose_secret()).filter(|p| !p.is_empty()) else {
+    let Some(p) = password
+        .map(|p| p.expose_secret())
+        .filter(|p| !p.is_empty())
+    else {
         return text.to_owned();
     };
     let encoded =
         percent_encoding::utf8_percent_encode(p, percent_encoding::NON_ALPHANUMERIC).to_string();
-    text.replace(p, "[REDACTED]").replace(&encoded, "[REDACTED]")
+    text.replace(p, "[REDACTED]")
+        .replace(&encoded, "[REDACTED]")
 }
 
 /// An error with its sources, `a: b: c` (a source already in the text once is not repeated).
@@ -332,9 +349,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_password_is_never_shown() {
-        let h = History::new(&settings("postgres://fleet:s3cr%2Ft@db.example:6543/history"), "a")
-            .unwrap()
-            .unwrap();
+        let h = History::new(
+            &settings("postgres://fleet:s3cr%2Ft@db.example:6543/history"),
+            "a",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(h.target(), "postgres://fleet@db.example:6543/history");
         assert_eq!(h.scrub("x s3cr/t y s3cr%2Ft"), "x [REDACTED] y [REDACTED]");
         let e = History::new(&settings("postgres://fleet:hunter2@db:notaport/x"), "a")
@@ -360,11 +380,16 @@ mod tests {
             ..s
         };
         let e = History::new(&missing, "a").err().unwrap().to_string();
-        assert!(e.contains("postgres.password_file") && e.contains("nope"), "{e}");
+        assert!(
+            e.contains("postgres.password_file") && e.contains("nope"),
+            "{e}"
+        );
     }
 
     #[test]
     fn no_url_no_history() {
-        assert!(History::new(&PostgresSettings::default(), "a").unwrap().is_none());
+        assert!(History::new(&PostgresSettings::default(), "a")
+            .unwrap()
+            .is_none());
     }
 }

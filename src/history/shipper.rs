@@ -112,9 +112,16 @@ const MESSAGES: Table = Table {
 /// whole table's part of a batch in one statement.
 fn insert_sql(t: &Table) -> String {
     let names: Vec<&str> = t.columns.iter().map(|c| c.0).collect();
-    let record: Vec<String> = t.columns.iter().map(|(n, ty)| format!("{n} {ty}")).collect();
+    let record: Vec<String> = t
+        .columns
+        .iter()
+        .map(|(n, ty)| format!("{n} {ty}"))
+        .collect();
     let on_conflict = if t.upsert {
-        let set: Vec<String> = names.iter().map(|n| format!("{n} = EXCLUDED.{n}")).collect();
+        let set: Vec<String> = names
+            .iter()
+            .map(|n| format!("{n} = EXCLUDED.{n}"))
+            .collect();
         let extra = if t.name == "incidents" {
             ", shipped_at = now()"
         } else {
@@ -252,7 +259,12 @@ impl History {
             s.ship_backlog()
         })
         .await?;
-        tracing::debug!(rows = batch.rows(), through, backlog, "shipped to the fleet history");
+        tracing::debug!(
+            rows = batch.rows(),
+            through,
+            backlog,
+            "shipped to the fleet history"
+        );
         Ok(Pass::Shipped {
             rows: batch.rows(),
             backlog,
@@ -267,11 +279,23 @@ impl History {
             .await
             .map_err(|e| self.pg_error("a transaction", &e))?;
         let parts = [
-            (&INCIDENTS, rows_json(&batch.incidents), batch.incidents.is_empty()),
-            (&DECISIONS, rows_json(&batch.decisions), batch.decisions.is_empty()),
+            (
+                &INCIDENTS,
+                rows_json(&batch.incidents),
+                batch.incidents.is_empty(),
+            ),
+            (
+                &DECISIONS,
+                rows_json(&batch.decisions),
+                batch.decisions.is_empty(),
+            ),
             (&STEPS, rows_json(&batch.steps), batch.steps.is_empty()),
             (&RUNS, rows_json(&batch.runs), batch.runs.is_empty()),
-            (&MESSAGES, rows_json(&batch.messages), batch.messages.is_empty()),
+            (
+                &MESSAGES,
+                rows_json(&batch.messages),
+                batch.messages.is_empty(),
+            ),
         ];
         for (table, rows, empty) in parts {
             if empty {

@@ -224,7 +224,9 @@ impl Store {
                 .prepare_cached("SELECT id, source, row_id FROM ship_queue ORDER BY id LIMIT ?1")
                 .ctx("ship queue")?;
             let rows = stmt
-                .query_map(params![limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map(params![limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .ctx("ship queue")?;
             rows.collect::<rusqlite::Result<_>>().ctx("ship queue")?
         };
@@ -331,7 +333,11 @@ impl Store {
                         blocked: r.get::<_, i64>(6).unwrap_or_default() != 0,
                     },
                 )?),
-                other => tracing::warn!(source = other, row = id, "a ship queue entry names no journal table; skipped"),
+                other => tracing::warn!(
+                    source = other,
+                    row = id,
+                    "a ship queue entry names no journal table; skipped"
+                ),
             }
         }
         Ok(batch)
