@@ -152,7 +152,7 @@ impl History {
             config.password(p.expose_secret());
         }
         config.connect_timeout(settings.timeout);
-        config.application_name(&format!("remediator {replica}"));
+        config.application_name(format!("remediator {replica}"));
         let target = describe(&config);
         let manager = Manager::from_config(
             config,
