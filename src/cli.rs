@@ -2,6 +2,7 @@
 //! `postmortem`.
 
 mod client;
+mod fleet;
 mod incidents;
 mod pauses;
 mod postmortem;
@@ -101,6 +102,10 @@ pub enum Command {
         /// `table` for people, `json` (the API's shape) for scripts.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// The whole fleet's incidents, from the fleet history (the service's postgres.url):
+        /// one row per incident, with the replica that acted.
+        #[arg(long, conflicts_with = "before")]
+        fleet: bool,
     },
     /// Pause runbooks on the running service (POST /api/v1/pauses). Alerts still open
     /// incidents, are told and escalate; only the runbooks the pause covers are skipped, each
@@ -333,6 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             all,
             before,
             output,
+            fleet,
         } => {
             let s = settings(cli.config.as_deref(), Overrides::default())?;
             let listing = incidents::Listing {
@@ -346,6 +352,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     incidents::Pages::One { limit }
                 },
             };
+            if fleet {
+                return fleet::run(listing, output).await;
+            }
             incidents::run(listing, output).await
         }
         Command::Pause {

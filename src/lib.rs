@@ -15,6 +15,8 @@
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`alertmanager`]: Alertmanager's API v2: the alert's state now, asked before a runbook's
 //!   first destructive step, and silences made from Slack.
+//! - [`history`]: the fleet history: the journal shipped to Postgres, the fleet's incidents
+//!   read from it (tokio-postgres and deadpool-postgres only here, besides the probes).
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
 //! - [`report`]: an incident's timeline for the post-mortem, and its Markdown (pure).
@@ -27,6 +29,7 @@ pub mod alertmanager;
 pub mod cli;
 pub mod domain;
 pub mod engine;
+pub mod history;
 pub mod http;
 pub mod loader;
 pub mod metrics;

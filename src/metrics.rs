@@ -45,6 +45,10 @@ pub struct Metrics {
     pub docker_events_lost: Counter,
     pub docker_events_following: Gauge<i64, AtomicI64Wrapper>,
     pub deploys_seen: Family<Labels, Counter>,
+    pub history_backlog: Gauge<i64, AtomicI64Wrapper>,
+    pub history_last_shipped: Gauge<i64, AtomicI64Wrapper>,
+    pub history_shipped_rows: Counter,
+    pub history_ship_failures: Counter,
 }
 
 /// The atomic behind an i64 gauge.
@@ -87,6 +91,10 @@ impl Metrics {
             docker_events_lost: Counter::default(),
             docker_events_following: Gauge::default(),
             deploys_seen: Family::default(),
+            history_backlog: Gauge::default(),
+            history_last_shipped: Gauge::default(),
+            history_shipped_rows: Counter::default(),
+            history_ship_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +205,26 @@ impl Metrics {
             "deploys_seen",
             "Deploys of the compose project's services seen in Docker's events, by action",
             m.deploys_seen.clone(),
+        );
+        registry.register(
+            "history_backlog",
+            "Journal changes not yet shipped to the fleet history in Postgres (postgres.url)",
+            m.history_backlog.clone(),
+        );
+        registry.register(
+            "history_last_shipped_timestamp_seconds",
+            "When a batch last reached the fleet history (Unix time; 0: not yet)",
+            m.history_last_shipped.clone(),
+        );
+        registry.register(
+            "history_shipped_rows",
+            "Journal rows shipped to the fleet history (a row shipped again after a failure counts again)",
+            m.history_shipped_rows.clone(),
+        );
+        registry.register(
+            "history_ship_failures",
+            "Attempts to ship to the fleet history that failed (Postgres down, slow or refusing)",
+            m.history_ship_failures.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::actions::DockerSettings;
 use crate::alertmanager::AlertmanagerSettings;
 use crate::engine::GuardSettings;
+use crate::history::PostgresSettings;
 use crate::notify::{PagerDutySettings, SlackSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub struct Settings {
     pub pagerduty: PagerDutySettings,
     pub alertmanager: AlertmanagerSettings,
     pub log: LogSettings,
+    /// The fleet history (`postgres.url`); unset: none.
+    pub postgres: PostgresSettings,
+    pub replica: ReplicaSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +63,8 @@ impl Default for Settings {
             pagerduty: PagerDutySettings::default(),
             alertmanager: AlertmanagerSettings::default(),
             log: LogSettings::default(),
+            postgres: PostgresSettings::default(),
+            replica: ReplicaSettings::default(),
         }
     }
 }
@@ -100,6 +106,27 @@ pub struct ApiSettings {
     /// `REMEDIATOR_API__PUBLIC_URL`): the Slack root links to the incident there. Unset: no
     /// link.
     pub public_url: Option<String>,
+}
+
+/// `replica.*`: this replica among several (`REMEDIATOR_REPLICA__ID`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSettings {
+    /// This replica's name in the fleet (the rows it ships carry it); default: the host name.
+    pub id: String,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(f).ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty());
+        ReplicaSettings {
+            id: host.unwrap_or_else(|| "remediator".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -209,6 +236,18 @@ impl Settings {
             ));
         }
         s.alertmanager.validate().map_err(SettingsError::Invalid)?;
+        s.replica.id = s.replica.id.trim().to_owned();
+        if s.replica.id.is_empty() || s.replica.id.contains(char::is_whitespace) {
+            return Err(SettingsError::Invalid(format!(
+                "replica.id {:?} must be a name without spaces, unique in the fleet (REMEDIATOR_REPLICA__ID)",
+                s.replica.id
+            )));
+        }
+        if s.postgres.batch == 0 {
+            return Err(SettingsError::Invalid(
+                "postgres.batch must be at least 1 (journal changes per shipped batch)".into(),
+            ));
+        }
         Ok(s)
     }
 }
@@ -218,7 +257,8 @@ impl Settings {
 fn env_value(key: &str, v: String) -> figment::value::Value {
     use figment::value::Value;
     let text_keys = [
-        "token", "password", "secret", "user", "dir", "listen", "format", "level",
+        "token", "password", "secret", "user", "dir", "listen", "format", "level", ".id", "url",
+        "file",
     ];
     if text_keys.iter().any(|t| key.ends_with(t)) {
         return Value::from(v);
@@ -413,6 +453,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("on_unreachable"), "{e}");
+    }
+
+    #[test]
+    fn postgres_and_replica_from_the_environment_the_password_never_printed() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert!(
+            s.postgres.url.is_none(),
+            "no fleet history unless configured"
+        );
+        assert!(!s.replica.id.is_empty(), "the host name by default");
+        let s = Settings::load(
+            None,
+            env(&[
+                (
+                    "REMEDIATOR_POSTGRES__URL",
+                    "postgres://fleet:hunter2@db:5432/history",
+                ),
+                ("REMEDIATOR_POSTGRES__PASSWORD_FILE", "/run/secrets/pg"),
+                ("REMEDIATOR_POSTGRES__TIMEOUT", "2s"),
+                ("REMEDIATOR_REPLICA__ID", "12"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.postgres.url.as_ref().unwrap().expose_secret(),
+            "postgres://fleet:hunter2@db:5432/history"
+        );
+        assert_eq!(
+            s.postgres.password_file.as_deref(),
+            Some(Path::new("/run/secrets/pg"))
+        );
+        assert_eq!(s.postgres.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(s.replica.id, "12");
+        assert!(!format!("{s:?}").contains("hunter2"), "secrets never print");
+        let e = Settings::load(
+            None,
+            env(&[("REMEDIATOR_REPLICA__ID", "a b")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("replica.id"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
+use crate::history::History;
 use crate::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
@@ -33,6 +34,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     retention: Duration,
     clock: Arc<dyn Clock>,
+    /// The fleet history when `postgres.url` is set: its shipper runs with the service.
+    history: Option<Arc<History>>,
     /// The task following Docker's events for deploys; it stops when the application does.
     _deploy_watch: Option<Following>,
 }
@@ -102,6 +105,21 @@ impl Application {
 
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let wake = Arc::new(Notify::new());
+        // Before the intake writer: from its first row on, every journal change is queued.
+        let history = History::new(&settings.postgres, &settings.replica.id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(Arc::new);
+        match &history {
+            Some(h) => {
+                store.start_shipping()?;
+                tracing::info!(
+                    target = h.target(),
+                    replica = h.replica(),
+                    "the journal is shipped to the fleet history"
+                );
+            }
+            None => store.stop_shipping()?,
+        }
         let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
 
         let alertmanager = AlertmanagerClient::new(&settings.alertmanager, clock.clone())
@@ -191,6 +209,7 @@ impl Application {
             clock: clock.clone(),
             alertmanager,
             buttons,
+            history: history.clone(),
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;
@@ -206,6 +225,7 @@ impl Application {
             metrics,
             retention,
             clock,
+            history,
             _deploy_watch: deploy_watch,
         })
     }
@@ -237,6 +257,14 @@ impl Application {
             self.clock.clone(),
             stopped(stop_rx.clone()),
         ));
+        let history_task = self.history.clone().map(|h| {
+            tokio::spawn(h.run(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
         let outbox_task = tokio::spawn(self.deliverer.clone().run(stopped(stop_rx)));
         #[cfg(unix)]
         {
@@ -257,6 +285,9 @@ impl Application {
         let _ = engine_task.await;
         let _ = outbox_task.await;
         let _ = prune_task.await;
+        if let Some(task) = history_task {
+            let _ = task.await;
+        }
         served.context("the HTTP server failed")
     }
 }

@@ -17,6 +17,7 @@
 mod auth;
 pub mod buttons;
 mod error;
+mod fleet;
 mod pages;
 mod pauses;
 mod runs;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub alertmanager: Option<Arc<crate::alertmanager::AlertmanagerClient>>,
     /// What the root's Silence and Pause buttons act through.
     pub buttons: buttons::Buttons,
+    /// The fleet history when `postgres.url` is set (`?scope=fleet`, `/-/ready`).
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 /// The running HTTP server: await it to serve until SIGINT/SIGTERM.
@@ -256,6 +259,9 @@ async fn list_incidents(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_api(&req, &state.settings.api)?;
+    if fleet::wants_fleet(req.query_string())? {
+        return fleet::list(&state, req.query_string()).await;
+    }
     let q = ListQuery::parse(req.query_string())?;
     let store = state.store.clone();
     let page = web::block(move || store.list_incidents(q.state, q.before, q.limit))
@@ -388,6 +394,12 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Some(deploys) = state.engine.deploy_status() {
         body["checks"]["docker_events"] = json!(deploys);
     }
+    // The fleet history: behind or unreachable is said, never a readiness failure (Postgres
+    // never holds the intake, the engine or Slack).
+    body["checks"]["history"] = match &state.history {
+        Some(h) => json!(h.status()),
+        None => json!("not configured (postgres.url): no fleet history is kept"),
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -535,6 +547,12 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (store, now) = (state.store.clone(), state.clock.now());
     if let Ok(Ok(n)) = web::block(move || store.active_pauses(now)).await {
         state.metrics.pauses_active.set(n);
+    }
+    if state.history.is_some() {
+        let store = state.store.clone();
+        if let Ok(Ok(n)) = web::block(move || store.ship_backlog()).await {
+            state.metrics.history_backlog.set(n);
+        }
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

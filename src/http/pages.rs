@@ -136,6 +136,7 @@ fn error_page(e: &ApiError) -> HttpResponse {
                 "the store could not answer; retry later".to_owned(),
             )
         }
+        ApiError::HistoryUnavailable(d) => ("fleet history unavailable".to_owned(), d.clone()),
     };
     let mut resp = html_response(
         e.status_code(),

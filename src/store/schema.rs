@@ -216,6 +216,16 @@ ALTER TABLE incidents ADD COLUMN paused TEXT;
 ALTER TABLE incidents ADD COLUMN origin TEXT NOT NULL DEFAULT 'alertmanager';
 ALTER TABLE incidents ADD COLUMN started TEXT;
 "#,
+    r#"
+-- The journal changes the fleet history has still to copy to Postgres (store/ship.rs), in
+-- change order: written by TEMP triggers only while shipping is on, in the transaction of
+-- the change; an entry is deleted once its row is in Postgres.
+CREATE TABLE ship_queue (
+    id     INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    row_id INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the
