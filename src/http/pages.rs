@@ -289,7 +289,16 @@ fn event_what(e: &Event) -> String {
 
 fn incident_markup(t: &Timeline) -> Markup {
     let s = &t.summary;
-    let title = format!("Incident {}: {}", s.id, s.alertname);
+    let title = format!(
+        "{}Incident {}: {}",
+        if s.origin == crate::domain::Origin::Drill {
+            "DRILL: "
+        } else {
+            ""
+        },
+        s.id,
+        s.alertname
+    );
     page(
         &title,
         html! {
@@ -441,6 +450,8 @@ mod tests {
                 received_at: at,
                 resolved_at: None,
                 run_outcome: None,
+                origin: crate::domain::Origin::Drill,
+                started_by: None,
             },
             events: vec![Event {
                 at,

@@ -92,6 +92,21 @@ pub fn render(t: &Timeline) -> String {
         .map(|(k, v)| format!("{}={}", text(k), text(v)))
         .collect();
     let _ = writeln!(out, "- **Alert:** {}", text(&s.alertname));
+    if s.origin.is_synthetic() {
+        let _ = writeln!(
+            out,
+            "- **Origin:** {}{}",
+            if s.origin == crate::domain::Origin::Drill {
+                "DRILL (`remediator drill`, nobody paged)"
+            } else {
+                "started by hand (`remediator run`)"
+            },
+            s.started_by
+                .as_deref()
+                .map(|by| format!(", by {}", text(by)))
+                .unwrap_or_default()
+        );
+    }
     let _ = writeln!(out, "- **Labels:** {}", labels.join(", "));
     match &s.rule {
         Some(rule) => {

@@ -119,6 +119,15 @@ pub struct Summary {
     pub resolved_at: Option<DateTime<Utc>>,
     /// How its runbook ended, if one ran and ended.
     pub run_outcome: Option<RunOutcome>,
+    /// An alert's, or a person's `remediator run` / `drill` (and who started it).
+    #[serde(default = "alertmanager")]
+    pub origin: crate::domain::Origin,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+}
+
+fn alertmanager() -> crate::domain::Origin {
+    crate::domain::Origin::Alertmanager
 }
 
 /// The time to recover against the RTO.
@@ -313,6 +322,8 @@ impl Timeline {
                 received_at: inc.first_seen,
                 resolved_at,
                 run_outcome,
+                origin: inc.origin,
+                started_by: inc.started.as_ref().map(|s| s.by.clone()),
             },
             events,
             steps: bars,
