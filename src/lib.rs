@@ -15,6 +15,7 @@
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`alertmanager`]: Alertmanager's API v2: the alert's state now, asked before a runbook's
 //!   first destructive step, and silences made from Slack.
+//! - [`coordination`]: fleet mode: who acts on a firing, agreed through Redis.
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
 //! - [`metrics`], [`telemetry`]: Prometheus metrics; logs, OTLP traces and typed events.
@@ -24,6 +25,7 @@ pub mod actions;
 pub mod alert;
 pub mod alertmanager;
 pub mod cli;
+pub mod coordination;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub docker_events_lost: Counter,
     pub docker_events_following: Gauge<i64, AtomicI64Wrapper>,
     pub deploys_seen: Family<Labels, Counter>,
+    /// Fleet mode: 1 while Redis answers (also with no Redis configured), 0 while it does not.
+    pub coordination_up: Gauge<i64, AtomicI64Wrapper>,
+    pub claims: Family<Labels, Counter>,
+    pub redis_errors: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -81,6 +85,9 @@ impl Metrics {
             docker_events_lost: Counter::default(),
             docker_events_following: Gauge::default(),
             deploys_seen: Family::default(),
+            coordination_up: Gauge::default(),
+            claims: Family::default(),
+            redis_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +194,22 @@ impl Metrics {
             "Deploys of the compose project's services seen in Docker's events, by action",
             m.deploys_seen.clone(),
         );
+        registry.register(
+            "coordination_up",
+            "1 while Redis answers the fleet's coordination (or none is configured), 0 while not",
+            m.coordination_up.clone(),
+        );
+        registry.register(
+            "claims",
+            "Claims of new firings in Redis, by outcome (won, lost, unavailable)",
+            m.claims.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis commands that failed, by what they were for",
+            m.redis_errors.clone(),
+        );
+        m.coordination_up.set(1);
         Metrics { registry, ..m }
     }
 
@@ -273,6 +296,18 @@ impl Metrics {
     pub fn deploy_seen(&self, action: &str) {
         self.deploys_seen
             .get_or_create(&vec![("action", action.to_string())])
+            .inc();
+    }
+
+    pub fn claim(&self, outcome: &str) {
+        self.claims
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn redis_error(&self, what: &str) {
+        self.redis_errors
+            .get_or_create(&vec![("command", what.to_string())])
             .inc();
     }
 

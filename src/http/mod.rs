@@ -380,6 +380,10 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     if let Some(deploys) = state.engine.deploy_status() {
         body["checks"]["docker_events"] = json!(deploys);
     }
+    // Degraded, never unready: without Redis new firings follow coordination.on_redis_down.
+    if let Some(coordination) = state.engine.coordination_status() {
+        body["checks"]["coordination"] = json!(coordination);
+    }
     if ready {
         HttpResponse::Ok().json(body)
     } else {
