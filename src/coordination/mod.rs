@@ -7,8 +7,6 @@
 //!   and runs (`PX coordination.claim_ttl`, renewed), then `done|<replica>|<phase>`
 //!   (`PX coordination.done_ttl`). Every change but the first `SET` is a script that compares
 //!   the token first: a replica never overwrites or deletes another's claim.
-//! - `busy:<target>`: the target's runbook lock, the claim's token as value, renewed with the
-//!   claim and deleted by token.
 //!
 //! A claim is not a fence (a paused winner can outlive its lease): the start of a run is the
 //! winner's fsynced run row, and a claim that expired without a done marker means "a human
@@ -59,24 +57,6 @@ end
 return 0
 "#;
 
-/// Takes a lock, or returns who holds it.
-const LOCK: &str = r#"
-local v = redis.call('GET', KEYS[1])
-if (not v) or v == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
-end
-return v
-"#;
-
-/// Deletes a key if it still holds our token.
-const UNLOCK: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 /// The URL with its password (if any) replaced by `***`, for logs and errors.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -120,8 +100,6 @@ struct Scripts {
     claim: redis::Script,
     renew: redis::Script,
     done: redis::Script,
-    lock: redis::Script,
-    unlock: redis::Script,
 }
 
 impl RedisCoordinator {
@@ -184,8 +162,6 @@ impl RedisCoordinator {
                 claim: redis::Script::new(CLAIM),
                 renew: redis::Script::new(RENEW),
                 done: redis::Script::new(DONE),
-                lock: redis::Script::new(LOCK),
-                unlock: redis::Script::new(UNLOCK),
             },
         }))
     }
@@ -202,10 +178,6 @@ impl RedisCoordinator {
             f.fingerprint,
             f.starts_at.timestamp_millis()
         )
-    }
-
-    fn lock_key(&self, target: &str) -> String {
-        format!("{}busy:{target}", self.prefix)
     }
 
     fn own_prefix(&self) -> String {
@@ -330,27 +302,6 @@ impl Coordinator for RedisCoordinator {
             },
             Some((_, by, _)) => Holder::Running { by: by.to_owned() },
         })
-    }
-
-    async fn lock_target(&self, target: &str, claim: &Won) -> Result<Option<String>, Unavailable> {
-        let mut inv = self.scripts.lock.key(self.lock_key(target));
-        inv.arg(&claim.token).arg(Self::ms(self.claim_ttl));
-        let held: String = self.run(inv, "target lock").await?;
-        Ok((held != claim.token).then(|| named(&held).1.to_owned()))
-    }
-
-    async fn renew_target(&self, target: &str, claim: &Won) -> Result<bool, Unavailable> {
-        let mut inv = self.scripts.renew.key(self.lock_key(target));
-        inv.arg(&claim.token).arg(Self::ms(self.claim_ttl));
-        let n: i64 = self.run(inv, "target lock renewal").await?;
-        Ok(n == 1)
-    }
-
-    async fn unlock_target(&self, target: &str, claim: &Won) -> Result<(), Unavailable> {
-        let mut inv = self.scripts.unlock.key(self.lock_key(target));
-        inv.arg(&claim.token);
-        let _: i64 = self.run(inv, "target unlock").await?;
-        Ok(())
     }
 
     fn renew_every(&self) -> Duration {

@@ -76,17 +76,7 @@ pub trait Coordinator: Send + Sync {
     /// What became of the claim of a firing another replica won.
     async fn holder(&self, firing: &Firing) -> Result<Holder, Unavailable>;
 
-    /// Takes the fleet-wide busy lock of a runbook's target for `claim`'s runbook: `Ok(None)`
-    /// when taken, `Ok(Some(replica))` when another replica's runbook holds it.
-    async fn lock_target(&self, target: &str, claim: &Won) -> Result<Option<String>, Unavailable>;
-
-    /// Extends the target's lock while the runbook runs.
-    async fn renew_target(&self, target: &str, claim: &Won) -> Result<bool, Unavailable>;
-
-    /// Releases the target's lock if it is still ours.
-    async fn unlock_target(&self, target: &str, claim: &Won) -> Result<(), Unavailable>;
-
-    /// How often a running claim (and its target lock) is renewed.
+    /// How often a running claim is renewed.
     fn renew_every(&self) -> std::time::Duration;
 
     /// For `/-/ready`: "connected to …" or "unreachable since …: error".

@@ -146,13 +146,12 @@ fn finish_claim(coord: Arc<dyn Coordinator>, won: Won, phase: Phase) {
 }
 
 impl Engine {
-    /// Runs `runbook` holding `won` (and the target's lock): both renewed while it runs, the
-    /// claim replaced by its done marker and the lock released when it ends.
+    /// Runs `runbook` holding `won`: renewed while it runs, replaced by its done marker when
+    /// it ends.
     pub(super) async fn hold_claim(
         &self,
         won: Option<Won>,
         id: i64,
-        target: Option<String>,
         runbook: impl Future<Output = ()>,
     ) {
         let (Some(won), Some(coord)) = (won, self.outside.coordinator.clone()) else {
@@ -170,15 +169,7 @@ impl Engine {
                         Ok(false) => tracing::error!(incident = id, "this replica's claim expired while its runbook ran (the replica stalled); the other replicas page a human"),
                         Err(e) => tracing::warn!(error = %e, incident = id, "could not renew the claim; retrying"),
                     }
-                    if let Some(t) = &target {
-                        let _ = coord.renew_target(t, &won).await;
-                    }
                 }
-            }
-        }
-        if let Some(t) = &target {
-            if let Err(e) = coord.unlock_target(t, &won).await {
-                tracing::warn!(error = %e, "could not release the target's lock; it expires by itself");
             }
         }
         let phase = match self.store.incident_without_annotations(id) {

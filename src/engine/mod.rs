@@ -563,12 +563,10 @@ impl Engine {
                 let engine = self.clone();
                 let rule = rule.clone();
                 let priority = m.priority;
-                let locked =
-                    (!matches!(target, crate::rules::TargetRef::None)).then(|| target.key());
                 let handle = tokio::spawn(tracing::Instrument::instrument(
                     async move {
                         let runbook = engine.run_runbook(&matched, &rule, priority, ctx);
-                        engine.hold_claim(won, id, locked, runbook).await;
+                        engine.hold_claim(won, id, runbook).await;
                     },
                     span.clone(),
                 ));
