@@ -12,6 +12,7 @@ mod deploys;
 mod docker;
 mod docker_faults;
 mod emulators;
+mod fleet;
 mod helpers;
 mod incidents;
 mod notify_clients;
