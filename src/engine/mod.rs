@@ -201,11 +201,16 @@ impl Engine {
             // Fleet mode: claims are asked until the queue's head is answered.
             let mut again = false;
             if recovered {
-                if let Err(e) = self.claim_queued().await {
-                    tracing::error!(error = %e, "claiming new incidents failed; retrying");
-                }
+                let claimed = match self.claim_queued().await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming new incidents failed; retrying");
+                        false
+                    }
+                };
                 match self.process_pending() {
-                    Ok(_) => again = !self.claims_caught_up(),
+                    // A failing store is retried after the pause, not in a tight loop.
+                    Ok(_) => again = !self.claims_caught_up() && claimed,
                     Err(e) => tracing::error!(error = %e, "processing intake failed; retrying"),
                 }
                 if let Err(e) = self.escalation_tick() {

@@ -2259,7 +2259,10 @@ async fn a_replica_that_lost_the_claim_tells_nobody_and_pages_only_when_the_winn
         .iter()
         .map(|m| format!("{}:{}", m.sink, m.kind))
         .collect();
-    assert!(sinks.contains(&"pagerduty:trigger".to_string()), "{sinks:?}");
+    assert!(
+        sinks.contains(&"pagerduty:trigger".to_string()),
+        "{sinks:?}"
+    );
     assert!(sinks.contains(&"slack:opened".to_string()), "{sinks:?}");
     assert!(eb.store().decisions(id).unwrap().iter().any(|d| d
         .reason
