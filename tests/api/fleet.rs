@@ -1,5 +1,6 @@
 //! Fleet mode: replicas sharing a Redis act once per firing; without Redis the policy holds.
 
+use crate::emulators::{PagerDutyEmulator, PD_ROUTING_KEY};
 use crate::helpers::*;
 use serde_json::{json, Value};
 
@@ -141,4 +142,115 @@ async fn with_redis_unreachable_a_firing_gets_its_200_and_is_paged_not_acted_on(
         metrics.contains("remediator_coordination_up 0"),
         "{metrics}"
     );
+}
+
+/// A `remediator serve` replica of the fleet, its own data dir, paging to `pd`.
+async fn served_replica(
+    data: &std::path::Path,
+    rules: &std::path::Path,
+    id: &str,
+    prefix: &str,
+    pd: &str,
+) -> Served {
+    let url = redis_url();
+    let env = [
+        ("REMEDIATOR_REDIS__URL", url.as_str()),
+        ("REMEDIATOR_REDIS__KEY_PREFIX", prefix),
+        ("REMEDIATOR_REPLICA__ID", id),
+        ("REMEDIATOR_COORDINATION__CLAIM_TTL", "2s"),
+        ("REMEDIATOR_PAGERDUTY__URL", pd),
+        ("REMEDIATOR_PAGERDUTY__ROUTING_KEY", PD_ROUTING_KEY),
+    ];
+    Served::start(data, free_port(), Some(rules), &env).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_acting_replica_mid_runbook_is_paged_as_interrupted_by_the_survivor() {
+    let rules = rules_with(
+        r#"
+rules:
+  - name: fleet-long
+    matchers: ['alertname="FleetLong"']
+    priority: P2
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - wait: { duration: 10m }
+"#,
+    );
+    let pd = PagerDutyEmulator::start().await;
+    let prefix = format!("test-fleet-kill-{}:", std::process::id());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = served_replica(da.path(), rules.path(), "replica-a", &prefix, &pd.url()).await;
+    let mut b = served_replica(db.path(), rules.path(), "replica-b", &prefix, &pd.url()).await;
+    let client = reqwest::Client::new();
+    let body = fire(json!({"alertname": "FleetLong", "instance": "db-9"}));
+    for base in [&a.base, &b.base] {
+        let r = client
+            .post(format!("{base}/hooks/alertmanager"))
+            .bearer_auth(TOKEN)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let phase_of = |base: String| {
+        let client = client.clone();
+        async move {
+            let list = try_all_incidents(&client, &base, None, "").await?;
+            list.first()?["phase"].as_str().map(str::to_owned)
+        }
+    };
+    let a_acts = eventually(20, "one replica acts, the other watches", || async {
+        let (pa, pb) = (
+            phase_of(a.base.clone()).await?,
+            phase_of(b.base.clone()).await?,
+        );
+        match (pa.as_str(), pb.as_str()) {
+            ("remediating", "claimed") => Some(true),
+            ("claimed", "remediating") => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (winner, survivor) = if a_acts {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    winner.process.kill();
+    let base = survivor.base.clone();
+    let inc = eventually(
+        20,
+        "the survivor marks the incident interrupted",
+        || async {
+            let list = try_all_incidents(&client, &base, None, "").await?;
+            list.into_iter().find(|i| i["phase"] == "interrupted")
+        },
+    )
+    .await;
+    let d: Value = client
+        .get(format!("{base}/api/v1/incidents/{}", inc["id"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = d.to_string();
+    assert!(text.contains("stopped answering mid-runbook"), "{d:#}");
+    assert!(
+        step_outcomes(&d).is_empty(),
+        "the survivor ran no step: {d:#}"
+    );
+    eventually(20, "the survivor pages PagerDuty", || async {
+        pd.events()
+            .iter()
+            .any(|e| e.event_action == "trigger")
+            .then_some(())
+    })
+    .await;
+    survivor.process.assert_running();
 }
