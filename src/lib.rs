@@ -15,6 +15,7 @@
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`alertmanager`]: Alertmanager's API v2: the alert's state now, asked before a runbook's
 //!   first destructive step, and silences made from Slack.
+//! - [`coordination`]: fleet mode: who acts on a firing, agreed through Redis.
 //! - [`history`]: the fleet history: the journal shipped to Postgres, the fleet's incidents
 //!   read from it (tokio-postgres and deadpool-postgres only here, besides the probes).
 //! - [`http`]: the HTTP interface (actix-web only here).
@@ -27,6 +28,7 @@ pub mod actions;
 pub mod alert;
 pub mod alertmanager;
 pub mod cli;
+pub mod coordination;
 pub mod domain;
 pub mod engine;
 pub mod history;

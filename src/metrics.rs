@@ -49,6 +49,10 @@ pub struct Metrics {
     pub history_last_shipped: Gauge<i64, AtomicI64Wrapper>,
     pub history_shipped_rows: Counter,
     pub history_ship_failures: Counter,
+    /// Fleet mode: 1 while Redis answers (also with no Redis configured), 0 while it does not.
+    pub coordination_up: Gauge<i64, AtomicI64Wrapper>,
+    pub claims: Family<Labels, Counter>,
+    pub redis_errors: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -95,6 +99,9 @@ impl Metrics {
             history_last_shipped: Gauge::default(),
             history_shipped_rows: Counter::default(),
             history_ship_failures: Counter::default(),
+            coordination_up: Gauge::default(),
+            claims: Family::default(),
+            redis_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -226,6 +233,22 @@ impl Metrics {
             "Attempts to ship to the fleet history that failed (Postgres down, slow or refusing)",
             m.history_ship_failures.clone(),
         );
+        registry.register(
+            "coordination_up",
+            "1 while Redis answers the fleet's coordination (or none is configured), 0 while not",
+            m.coordination_up.clone(),
+        );
+        registry.register(
+            "claims",
+            "Claims of new firings in Redis, by outcome (won, lost, unavailable)",
+            m.claims.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis commands that failed, by what they were for",
+            m.redis_errors.clone(),
+        );
+        m.coordination_up.set(1);
         Metrics { registry, ..m }
     }
 
@@ -318,6 +341,18 @@ impl Metrics {
     pub fn deploy_seen(&self, action: &str) {
         self.deploys_seen
             .get_or_create(&vec![("action", action.to_string())])
+            .inc();
+    }
+
+    pub fn claim(&self, outcome: &str) {
+        self.claims
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn redis_error(&self, what: &str) {
+        self.redis_errors
+            .get_or_create(&vec![("command", what.to_string())])
             .inc();
     }
 

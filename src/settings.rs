@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::actions::DockerSettings;
 use crate::alertmanager::AlertmanagerSettings;
+use crate::coordination::{CoordinationSettings, RedisSettings, ReplicaSettings};
 use crate::engine::GuardSettings;
 use crate::history::PostgresSettings;
 use crate::notify::{PagerDutySettings, SlackSettings};
@@ -47,6 +48,9 @@ pub struct Settings {
     /// The fleet history (`postgres.url`); unset: none.
     pub postgres: PostgresSettings,
     pub replica: ReplicaSettings,
+    /// Fleet mode (`redis.url`): several replicas agree through Redis on who acts.
+    pub redis: RedisSettings,
+    pub coordination: CoordinationSettings,
 }
 
 impl Default for Settings {
@@ -65,6 +69,8 @@ impl Default for Settings {
             log: LogSettings::default(),
             postgres: PostgresSettings::default(),
             replica: ReplicaSettings::default(),
+            redis: RedisSettings::default(),
+            coordination: CoordinationSettings::default(),
         }
     }
 }
@@ -106,27 +112,6 @@ pub struct ApiSettings {
     /// `REMEDIATOR_API__PUBLIC_URL`): the Slack root links to the incident there. Unset: no
     /// link.
     pub public_url: Option<String>,
-}
-
-/// `replica.*`: this replica among several (`REMEDIATOR_REPLICA__ID`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplicaSettings {
-    /// This replica's name in the fleet (the rows it ships carry it); default: the host name.
-    pub id: String,
-}
-
-impl Default for ReplicaSettings {
-    fn default() -> Self {
-        let host = ["/proc/sys/kernel/hostname", "/etc/hostname"]
-            .iter()
-            .find_map(|f| std::fs::read_to_string(f).ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty());
-        ReplicaSettings {
-            id: host.unwrap_or_else(|| "remediator".into()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -248,6 +233,9 @@ impl Settings {
                 "postgres.batch must be at least 1 (journal changes per shipped batch)".into(),
             ));
         }
+        s.coordination
+            .validate(&s.redis, &s.replica)
+            .map_err(SettingsError::Invalid)?;
         Ok(s)
     }
 }
@@ -257,8 +245,19 @@ impl Settings {
 fn env_value(key: &str, v: String) -> figment::value::Value {
     use figment::value::Value;
     let text_keys = [
-        "token", "password", "secret", "user", "dir", "listen", "format", "level", ".id", "url",
+        "token",
+        "password",
+        "secret",
+        "user",
+        "dir",
+        "listen",
+        "format",
+        "level",
+        ".id",
+        "url",
         "file",
+        "replica.id",
+        "key_prefix",
     ];
     if text_keys.iter().any(|t| key.ends_with(t)) {
         return Value::from(v);
@@ -292,6 +291,57 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn fleet_settings_from_the_environment_with_a_password_that_is_never_shown() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert!(s.redis.url.is_none(), "no Redis: one replica alone");
+        assert_eq!(s.redis.key_prefix, "remediator:");
+        assert_eq!(
+            s.coordination.on_redis_down,
+            crate::domain::OnRedisDown::Page
+        );
+        assert!(!s.replica.id.is_empty(), "the host name by default");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("REMEDIATOR_REDIS__URL", "redis://:hunter2@127.0.0.1:6380/1"),
+                ("REMEDIATOR_REDIS__KEY_PREFIX", "prod:"),
+                ("REMEDIATOR_REPLICA__ID", "7"),
+                ("REMEDIATOR_COORDINATION__ON_REDIS_DOWN", "act"),
+                ("REMEDIATOR_COORDINATION__CLAIM_TTL", "9s"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.redis
+                .url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned())
+                .as_deref(),
+            Some("redis://:hunter2@127.0.0.1:6380/1")
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.redis.key_prefix, "prod:");
+        assert_eq!(s.replica.id, "7");
+        assert_eq!(
+            s.coordination.on_redis_down,
+            crate::domain::OnRedisDown::Act
+        );
+        assert_eq!(s.coordination.claim_ttl, std::time::Duration::from_secs(9));
+        let bad = |pairs: &[(&str, &str)]| {
+            Settings::load(None, env(pairs), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad(&[("REMEDIATOR_REDIS__URL", "http://:hunter2@db:6379")]);
+        assert!(e.contains("redis.url") && !e.contains("hunter2"), "{e}");
+        let e = bad(&[("REMEDIATOR_COORDINATION__ON_REDIS_DOWN", "maybe")]);
+        assert!(e.contains("on_redis_down") && e.contains("page"), "{e}");
+        let e = bad(&[("REMEDIATOR_REPLICA__ID", "a b")]);
+        assert!(e.contains("replica.id"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
+use crate::coordination::RedisCoordinator;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
 use crate::history::History;
@@ -130,6 +131,24 @@ impl Application {
             None => tracing::warn!("alertmanager.urls is not set (REMEDIATOR_ALERTMANAGER__URLS): a silence set after a notification is not seen, and runbooks go on"),
         }
         outside.alertmanager = alertmanager.clone().map(|am| am as Arc<dyn AlertCheck>);
+        // Fleet mode: the claims in Redis; connected lazily, so a Redis that is down delays
+        // neither startup nor readiness (the engine applies coordination.on_redis_down).
+        if outside.coordinator.is_none() {
+            match RedisCoordinator::new(
+                &settings.redis,
+                &settings.replica,
+                &settings.coordination,
+                metrics.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?
+            {
+                Some(c) => {
+                    tracing::info!(redis = %c.shown(), replica = %settings.replica.id, on_redis_down = %settings.coordination.on_redis_down, "fleet mode: new firings are claimed in Redis before they are acted on");
+                    outside.coordinator = Some(Arc::new(c));
+                }
+                None => tracing::info!("redis.url is not set (REMEDIATOR_REDIS__URL): one replica alone, nothing is coordinated"),
+            }
+        }
         let engine = Engine::new(
             store.clone(),
             rules.clone(),

@@ -20,8 +20,8 @@ pub mod priority;
 pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{
-    AlertNow, DeployAction, DeployFact, InhibitorFact, OnUnreachable, PauseFact, SilenceFact,
-    WindowFact,
+    AlertNow, DeployAction, DeployFact, InhibitorFact, OnRedisDown, OnUnreachable, PauseFact,
+    SilenceFact, WindowFact,
 };
 pub use limit::LimitState;
 pub use notice::{

@@ -126,6 +126,8 @@ pub struct Outside {
     pub deploys: std::sync::Arc<dyn DeployWatch>,
     /// `None` when no Alertmanager is configured (`alertmanager.urls`): nothing is re-checked.
     pub alertmanager: Option<std::sync::Arc<dyn AlertCheck>>,
+    /// `None` when no Redis is configured (`redis.url`): one replica alone, nothing claimed.
+    pub coordinator: Option<std::sync::Arc<dyn super::Coordinator>>,
 }
 
 impl Outside {
@@ -135,6 +137,7 @@ impl Outside {
             steps,
             deploys: std::sync::Arc::new(NoDeploys),
             alertmanager: None,
+            coordinator: None,
         }
     }
 }

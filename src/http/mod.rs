@@ -400,6 +400,10 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Some(h) => json!(h.status()),
         None => json!("not configured (postgres.url): no fleet history is kept"),
     };
+    // Degraded, never unready: without Redis new firings follow coordination.on_redis_down.
+    if let Some(coordination) = state.engine.coordination_status() {
+        body["checks"]["coordination"] = json!(coordination);
+    }
     if ready {
         HttpResponse::Ok().json(body)
     } else {

@@ -301,6 +301,27 @@ impl Store {
             .ctx("incidents in phase")
     }
 
+    /// Up to `limit` incidents in a phase with an id above `after`, oldest first (a bounded
+    /// pass that resumes where the last one ended: the fleet's claim watch).
+    pub fn incidents_in_phase_after(
+        &self,
+        phase: Phase,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id FROM incidents WHERE phase = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .ctx("incidents in phase")?;
+        let rows = stmt
+            .query_map(rusqlite::params![phase, after, limit as i64], |r| r.get(0))
+            .ctx("incidents in phase")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("incidents in phase")
+    }
+
     /// Open, unacknowledged incidents that matched a rule (the escalation timers' work). Each
     /// is read on its own: a damaged one is its own [`StoreError::Corrupt`] and the others
     /// are still returned.

@@ -13,6 +13,7 @@ mod deploys;
 mod docker;
 mod docker_faults;
 mod emulators;
+mod fleet;
 mod fleet_history;
 mod helpers;
 mod incidents;
