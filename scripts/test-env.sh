@@ -20,6 +20,7 @@
 #   REMEDIATOR_TEST_REDIS_URL      redis://127.0.0.1:6379/
 #   REMEDIATOR_TEST_ALERTMANAGER_BIN, REMEDIATOR_TEST_AMTOOL_BIN,
 #   REMEDIATOR_TEST_PROMTOOL_BIN   absolute paths
+#   REMEDIATOR_TEST_CHROMIUM_BIN   Debian's chromium, for the pages' browser test
 #   REMEDIATOR_TEST_IMAGE          remediator-test/busybox:latest
 #   REMEDIATOR_TEST_DOCKER_BIN     a docker CLI that works with the daemon
 #                                  (also first on PATH as `docker`)
@@ -35,8 +36,10 @@ fi
 _rmte_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # systemd: systemd-analyze and systemd-sysusers check deploy/ (no systemd as PID 1 needed).
+# chromium (and a font for its text): the incident pages are tested in a real headless browser.
 _RMTE_PACKAGES=(docker.io docker-compose busybox-static postgresql redis-server
-  prometheus-alertmanager prometheus wrk libssl-dev pkg-config systemd)
+  prometheus-alertmanager prometheus wrk libssl-dev pkg-config systemd chromium
+  fonts-dejavu-core)
 _RMTE_IMAGE="remediator-test/busybox:latest"
 _RMTE_IMAGE_LABEL="org.remediator.test.context-sha256"
 _RMTE_STATE_DIR="/tmp/remediator-test-env"
@@ -315,11 +318,13 @@ _rmte_export() {
   am="$(command -v prometheus-alertmanager 2>/dev/null || command -v alertmanager 2>/dev/null || true)"
   amtool="$(command -v amtool 2>/dev/null || true)"
   promtool="$(command -v promtool 2>/dev/null || true)"
+  chromium="$(command -v chromium 2>/dev/null || true)"
   export REMEDIATOR_TEST_POSTGRES_URL="postgres://postgres:postgres@127.0.0.1:${pg_port}/postgres"
   export REMEDIATOR_TEST_REDIS_URL="redis://127.0.0.1:6379/"
   export REMEDIATOR_TEST_ALERTMANAGER_BIN="$am"
   export REMEDIATOR_TEST_AMTOOL_BIN="$amtool"
   export REMEDIATOR_TEST_PROMTOOL_BIN="$promtool"
+  export REMEDIATOR_TEST_CHROMIUM_BIN="$chromium"
   export REMEDIATOR_TEST_IMAGE="$_RMTE_IMAGE"
   export REMEDIATOR_TEST_DOCKER_BIN="$docker"
   export REMEDIATOR_TEST_COMPOSE_FILE="$_rmte_root/tests/stack/docker-compose.yml"

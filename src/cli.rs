@@ -1,8 +1,12 @@
-//! The command line: `serve`, `check`, `simulate`, `incidents`, `pause`, `resume`, `pauses`.
+//! The command line: `serve`, `check`, `simulate`, `incidents`, `pause`, `resume`, `pauses`,
+//! `postmortem`.
 
 mod client;
+mod fleet;
 mod incidents;
 mod pauses;
+mod postmortem;
+mod runs;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use crate::startup::Application;
 use crate::store::Store;
 
 pub use incidents::{Output, StateFilter};
+pub use postmortem::PostmortemOutput;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -97,6 +102,10 @@ pub enum Command {
         /// `table` for people, `json` (the API's shape) for scripts.
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// The whole fleet's incidents, from the fleet history (the service's postgres.url):
+        /// one row per incident, with the replica that acted.
+        #[arg(long, conflicts_with = "before")]
+        fleet: bool,
     },
     /// Pause runbooks on the running service (POST /api/v1/pauses). Alerts still open
     /// incidents, are told and escalate; only the runbooks the pause covers are skipped, each
@@ -153,6 +162,57 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Start a rule's runbook by hand on the running service (POST /api/v1/runs): an incident
+    /// of origin `manual` opens through the real pipeline (guards, thread, escalation).
+    Run {
+        /// The rule, by name.
+        rule: String,
+        /// The service it acts on (for a rule whose target is picked by a label).
+        #[arg(long)]
+        service: Option<String>,
+        /// A label of the synthetic alert, name=value (repeatable).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// Who starts it (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// The service (default: http:// and the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The DR plan's test: announce a drill in Slack, optionally break the target, run the
+    /// rule's runbook through the real pipeline (dry-run unless --live; never paged), wait for
+    /// it to end and write a Markdown report. Exit 0 when it passed, 1 when it failed.
+    Drill {
+        /// The rule, by name.
+        rule: String,
+        /// The service it acts on (for a rule whose target is picked by a label).
+        #[arg(long)]
+        service: Option<String>,
+        /// A label of the synthetic alert, name=value (repeatable).
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// Run the steps against the compose project (default: dry-run, nothing executed).
+        #[arg(long)]
+        live: bool,
+        /// Break the target first: stop or kill it (live only).
+        #[arg(long = "break", value_name = "stop|kill", requires = "live")]
+        break_with: Option<String>,
+        /// Write the report here (default: stdout).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// How long to wait for the drill to end (default 30m).
+        #[arg(long, default_value = "30m")]
+        wait: String,
+        /// Who runs the drill (default $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// The service (default: http:// and the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// List the pauses in force on the running service (GET /api/v1/pauses).
     Pauses {
         /// The service (default: http:// and the configured listen address).
@@ -163,6 +223,20 @@ pub enum Command {
         all: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
+    },
+    /// An incident's post-mortem as Markdown for the wiki, from the running service
+    /// (GET /api/v1/incidents/ID/timeline): summary, timeline, time to recover vs the RTO,
+    /// what automation and people did, and empty root cause and lessons learned sections.
+    Postmortem {
+        /// The incident's id, as `incidents` lists it.
+        id: i64,
+        /// The service (default: http:// and the configured listen address); api.token
+        /// (REMEDIATOR_API__TOKEN) is sent as the bearer token.
+        #[arg(long)]
+        url: Option<String>,
+        /// `markdown` for the wiki, `json` (the API's timeline) for scripts.
+        #[arg(short, long, value_enum, default_value_t = PostmortemOutput::Markdown)]
+        output: PostmortemOutput,
     },
 }
 
@@ -264,6 +338,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             all,
             before,
             output,
+            fleet,
         } => {
             let s = settings(cli.config.as_deref(), Overrides::default())?;
             let listing = incidents::Listing {
@@ -277,6 +352,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     incidents::Pages::One { limit }
                 },
             };
+            if fleet {
+                return fleet::run(listing, output).await;
+            }
             incidents::run(listing, output).await
         }
         Command::Pause {
@@ -315,6 +393,60 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => pauses::Resume::All,
             };
             pauses::resume(&api, which, by, output).await
+        }
+        Command::Postmortem { id, url, output } => {
+            let s = settings(cli.config.as_deref(), Overrides::default())?;
+            let url = url.unwrap_or_else(|| service_url(s.listen));
+            postmortem::run(&url, s.api.token.clone(), id, output).await
+        }
+        Command::Run {
+            rule,
+            service,
+            labels,
+            by,
+            url,
+            output,
+        } => {
+            let api = api(cli.config.as_deref(), url)?;
+            let req = runs::RunRequest {
+                rule,
+                service,
+                labels,
+                by,
+            };
+            runs::run(&api, &req, output).await
+        }
+        Command::Drill {
+            rule,
+            service,
+            labels,
+            live,
+            break_with,
+            report,
+            wait,
+            by,
+            url,
+        } => {
+            let api = api(cli.config.as_deref(), url)?;
+            let break_with = break_with
+                .map(|b| b.parse::<crate::domain::Break>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--break: {e}"))?;
+            let wait = crate::domain::duration::parse(&wait)
+                .map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
+            let req = runs::RunRequest {
+                rule,
+                service,
+                labels,
+                by,
+            };
+            let drill = runs::Drill {
+                live,
+                break_with,
+                report,
+                wait,
+            };
+            runs::drill(&api, &req, &drill).await
         }
         Command::Pauses { url, all, output } => {
             let api = api(cli.config.as_deref(), url)?;

@@ -15,8 +15,12 @@
 //! - [`actions`]: Docker steps (bollard only here) and service probes.
 //! - [`alertmanager`]: Alertmanager's API v2: the alert's state now, asked before a runbook's
 //!   first destructive step, and silences made from Slack.
+//! - [`coordination`]: fleet mode: who acts on a firing, agreed through Redis.
+//! - [`history`]: the fleet history: the journal shipped to Postgres, the fleet's incidents
+//!   read from it (tokio-postgres and deadpool-postgres only here, besides the probes).
 //! - [`http`]: the HTTP interface (actix-web only here).
 //! - [`notify`]: Slack and PagerDuty clients and the durable outbox that feeds them.
+//! - [`report`]: an incident's timeline for the post-mortem, and its Markdown (pure).
 //! - [`metrics`], [`telemetry`]: Prometheus metrics; logs, OTLP traces and typed events.
 //! - [`startup`]: wiring; [`cli`]: the command line.
 
@@ -24,12 +28,15 @@ pub mod actions;
 pub mod alert;
 pub mod alertmanager;
 pub mod cli;
+pub mod coordination;
 pub mod domain;
 pub mod engine;
+pub mod history;
 pub mod http;
 pub mod loader;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 pub mod rules;
 pub mod settings;
 pub mod startup;

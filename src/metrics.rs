@@ -28,7 +28,10 @@ pub struct Metrics {
     pub step_seconds: Family<Labels, Histogram, Buckets>,
     pub runbooks: Family<Labels, Counter>,
     pub pages: Counter,
-    pub recovery_seconds: Histogram,
+    /// By rule and origin (alertmanager, manual, drill).
+    pub recovery_seconds: Family<Labels, Histogram, Buckets>,
+    /// Recoveries past the rule's RTO, by rule and origin.
+    pub rto_breaches: Family<Labels, Counter>,
     pub recovery_rto_ratio: Histogram,
     pub intake_backlog: Gauge<i64, AtomicI64Wrapper>,
     pub engine_queue: Gauge<i64, AtomicI64Wrapper>,
@@ -42,6 +45,14 @@ pub struct Metrics {
     pub docker_events_lost: Counter,
     pub docker_events_following: Gauge<i64, AtomicI64Wrapper>,
     pub deploys_seen: Family<Labels, Counter>,
+    pub history_backlog: Gauge<i64, AtomicI64Wrapper>,
+    pub history_last_shipped: Gauge<i64, AtomicI64Wrapper>,
+    pub history_shipped_rows: Counter,
+    pub history_ship_failures: Counter,
+    /// Fleet mode: 1 while Redis answers (also with no Redis configured), 0 while it does not.
+    pub coordination_up: Gauge<i64, AtomicI64Wrapper>,
+    pub claims: Family<Labels, Counter>,
+    pub redis_errors: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -67,7 +78,10 @@ impl Metrics {
             })),
             runbooks: Family::default(),
             pages: Counter::default(),
-            recovery_seconds: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
+            recovery_seconds: Family::new_with_constructor(Buckets(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 14))
+            })),
+            rto_breaches: Family::default(),
             recovery_rto_ratio: Histogram::new([0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0]),
             intake_backlog: Gauge::default(),
             engine_queue: Gauge::default(),
@@ -81,6 +95,13 @@ impl Metrics {
             docker_events_lost: Counter::default(),
             docker_events_following: Gauge::default(),
             deploys_seen: Family::default(),
+            history_backlog: Gauge::default(),
+            history_last_shipped: Gauge::default(),
+            history_shipped_rows: Counter::default(),
+            history_ship_failures: Counter::default(),
+            coordination_up: Gauge::default(),
+            claims: Family::default(),
+            redis_errors: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -117,8 +138,13 @@ impl Metrics {
         registry.register("pages", "Pages sent to people", m.pages.clone());
         registry.register(
             "time_to_recover_seconds",
-            "From an alert's start to its resolution",
+            "From an alert's start to its resolution, by rule and origin",
             m.recovery_seconds.clone(),
+        );
+        registry.register(
+            "rto_breaches",
+            "Incidents that recovered later than their rule's RTO, by rule and origin",
+            m.rto_breaches.clone(),
         );
         registry.register(
             "time_to_recover_rto_ratio",
@@ -187,6 +213,42 @@ impl Metrics {
             "Deploys of the compose project's services seen in Docker's events, by action",
             m.deploys_seen.clone(),
         );
+        registry.register(
+            "history_backlog",
+            "Journal changes not yet shipped to the fleet history in Postgres (postgres.url)",
+            m.history_backlog.clone(),
+        );
+        registry.register(
+            "history_last_shipped_timestamp_seconds",
+            "When a batch last reached the fleet history (Unix time; 0: not yet)",
+            m.history_last_shipped.clone(),
+        );
+        registry.register(
+            "history_shipped_rows",
+            "Journal rows shipped to the fleet history (a row shipped again after a failure counts again)",
+            m.history_shipped_rows.clone(),
+        );
+        registry.register(
+            "history_ship_failures",
+            "Attempts to ship to the fleet history that failed (Postgres down, slow or refusing)",
+            m.history_ship_failures.clone(),
+        );
+        registry.register(
+            "coordination_up",
+            "1 while Redis answers the fleet's coordination (or none is configured), 0 while not",
+            m.coordination_up.clone(),
+        );
+        registry.register(
+            "claims",
+            "Claims of new firings in Redis, by outcome (won, lost, unavailable)",
+            m.claims.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Redis commands that failed, by what they were for",
+            m.redis_errors.clone(),
+        );
+        m.coordination_up.set(1);
         Metrics { registry, ..m }
     }
 
@@ -217,8 +279,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn recovered(&self, seconds: f64, rto_seconds: f64) {
-        self.recovery_seconds.observe(seconds);
+    pub fn recovered(&self, rule: &str, origin: &str, seconds: f64, rto_seconds: f64) {
+        let labels = vec![("rule", rule.to_owned()), ("origin", origin.to_owned())];
+        self.recovery_seconds
+            .get_or_create(&labels)
+            .observe(seconds);
+        if seconds > rto_seconds {
+            self.rto_breaches.get_or_create(&labels).inc();
+        }
         if rto_seconds > 0.0 {
             self.recovery_rto_ratio.observe(seconds / rto_seconds);
         }
@@ -273,6 +341,18 @@ impl Metrics {
     pub fn deploy_seen(&self, action: &str) {
         self.deploys_seen
             .get_or_create(&vec![("action", action.to_string())])
+            .inc();
+    }
+
+    pub fn claim(&self, outcome: &str) {
+        self.claims
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn redis_error(&self, what: &str) {
+        self.redis_errors
+            .get_or_create(&vec![("command", what.to_string())])
             .inc();
     }
 

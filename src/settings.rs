@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use crate::actions::DockerSettings;
 use crate::alertmanager::AlertmanagerSettings;
+use crate::coordination::{CoordinationSettings, RedisSettings, ReplicaSettings};
 use crate::engine::GuardSettings;
+use crate::history::PostgresSettings;
 use crate::notify::{PagerDutySettings, SlackSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,12 @@ pub struct Settings {
     pub pagerduty: PagerDutySettings,
     pub alertmanager: AlertmanagerSettings,
     pub log: LogSettings,
+    /// The fleet history (`postgres.url`); unset: none.
+    pub postgres: PostgresSettings,
+    pub replica: ReplicaSettings,
+    /// Fleet mode (`redis.url`): several replicas agree through Redis on who acts.
+    pub redis: RedisSettings,
+    pub coordination: CoordinationSettings,
 }
 
 impl Default for Settings {
@@ -59,6 +67,10 @@ impl Default for Settings {
             pagerduty: PagerDutySettings::default(),
             alertmanager: AlertmanagerSettings::default(),
             log: LogSettings::default(),
+            postgres: PostgresSettings::default(),
+            replica: ReplicaSettings::default(),
+            redis: RedisSettings::default(),
+            coordination: CoordinationSettings::default(),
         }
     }
 }
@@ -209,6 +221,21 @@ impl Settings {
             ));
         }
         s.alertmanager.validate().map_err(SettingsError::Invalid)?;
+        s.replica.id = s.replica.id.trim().to_owned();
+        if s.replica.id.is_empty() || s.replica.id.contains(char::is_whitespace) {
+            return Err(SettingsError::Invalid(format!(
+                "replica.id {:?} must be a name without spaces, unique in the fleet (REMEDIATOR_REPLICA__ID)",
+                s.replica.id
+            )));
+        }
+        if s.postgres.batch == 0 {
+            return Err(SettingsError::Invalid(
+                "postgres.batch must be at least 1 (journal changes per shipped batch)".into(),
+            ));
+        }
+        s.coordination
+            .validate(&s.redis, &s.replica)
+            .map_err(SettingsError::Invalid)?;
         Ok(s)
     }
 }
@@ -218,7 +245,19 @@ impl Settings {
 fn env_value(key: &str, v: String) -> figment::value::Value {
     use figment::value::Value;
     let text_keys = [
-        "token", "password", "secret", "user", "dir", "listen", "format", "level",
+        "token",
+        "password",
+        "secret",
+        "user",
+        "dir",
+        "listen",
+        "format",
+        "level",
+        ".id",
+        "url",
+        "file",
+        "replica.id",
+        "key_prefix",
     ];
     if text_keys.iter().any(|t| key.ends_with(t)) {
         return Value::from(v);
@@ -252,6 +291,57 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn fleet_settings_from_the_environment_with_a_password_that_is_never_shown() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert!(s.redis.url.is_none(), "no Redis: one replica alone");
+        assert_eq!(s.redis.key_prefix, "remediator:");
+        assert_eq!(
+            s.coordination.on_redis_down,
+            crate::domain::OnRedisDown::Page
+        );
+        assert!(!s.replica.id.is_empty(), "the host name by default");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("REMEDIATOR_REDIS__URL", "redis://:hunter2@127.0.0.1:6380/1"),
+                ("REMEDIATOR_REDIS__KEY_PREFIX", "prod:"),
+                ("REMEDIATOR_REPLICA__ID", "7"),
+                ("REMEDIATOR_COORDINATION__ON_REDIS_DOWN", "act"),
+                ("REMEDIATOR_COORDINATION__CLAIM_TTL", "9s"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.redis
+                .url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned())
+                .as_deref(),
+            Some("redis://:hunter2@127.0.0.1:6380/1")
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(s.redis.key_prefix, "prod:");
+        assert_eq!(s.replica.id, "7");
+        assert_eq!(
+            s.coordination.on_redis_down,
+            crate::domain::OnRedisDown::Act
+        );
+        assert_eq!(s.coordination.claim_ttl, std::time::Duration::from_secs(9));
+        let bad = |pairs: &[(&str, &str)]| {
+            Settings::load(None, env(pairs), &Overrides::default())
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad(&[("REMEDIATOR_REDIS__URL", "http://:hunter2@db:6379")]);
+        assert!(e.contains("redis.url") && !e.contains("hunter2"), "{e}");
+        let e = bad(&[("REMEDIATOR_COORDINATION__ON_REDIS_DOWN", "maybe")]);
+        assert!(e.contains("on_redis_down") && e.contains("page"), "{e}");
+        let e = bad(&[("REMEDIATOR_REPLICA__ID", "a b")]);
+        assert!(e.contains("replica.id"), "{e}");
     }
 
     #[test]
@@ -413,6 +503,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("on_unreachable"), "{e}");
+    }
+
+    #[test]
+    fn postgres_and_replica_from_the_environment_the_password_never_printed() {
+        let s = Settings::load(None, vec![], &Overrides::default()).unwrap();
+        assert!(
+            s.postgres.url.is_none(),
+            "no fleet history unless configured"
+        );
+        assert!(!s.replica.id.is_empty(), "the host name by default");
+        let s = Settings::load(
+            None,
+            env(&[
+                (
+                    "REMEDIATOR_POSTGRES__URL",
+                    "postgres://fleet:hunter2@db:5432/history",
+                ),
+                ("REMEDIATOR_POSTGRES__PASSWORD_FILE", "/run/secrets/pg"),
+                ("REMEDIATOR_POSTGRES__TIMEOUT", "2s"),
+                ("REMEDIATOR_REPLICA__ID", "12"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            s.postgres.url.as_ref().unwrap().expose_secret(),
+            "postgres://fleet:hunter2@db:5432/history"
+        );
+        assert_eq!(
+            s.postgres.password_file.as_deref(),
+            Some(Path::new("/run/secrets/pg"))
+        );
+        assert_eq!(s.postgres.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(s.replica.id, "12");
+        assert!(!format!("{s:?}").contains("hunter2"), "secrets never print");
+        let e = Settings::load(
+            None,
+            env(&[("REMEDIATOR_REPLICA__ID", "a b")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("replica.id"), "{e}");
     }
 
     #[test]

@@ -11,8 +11,10 @@ use tokio::sync::Notify;
 
 use crate::actions::{Executor, Following, OwnChanges};
 use crate::alertmanager::AlertmanagerClient;
+use crate::coordination::RedisCoordinator;
 use crate::domain::{Clock, SystemClock};
 use crate::engine::{AlertCheck, Engine, NoDocker, Outside, SharedRules};
+use crate::history::History;
 use crate::http::buttons::{Buttons, Paused, Pauser, Silencer};
 use crate::http::AppState;
 use crate::loader::{load_rules, LoadError};
@@ -33,6 +35,8 @@ pub struct Application {
     metrics: Arc<Metrics>,
     retention: Duration,
     clock: Arc<dyn Clock>,
+    /// The fleet history when `postgres.url` is set: its shipper runs with the service.
+    history: Option<Arc<History>>,
     /// The task following Docker's events for deploys; it stops when the application does.
     _deploy_watch: Option<Following>,
 }
@@ -102,6 +106,21 @@ impl Application {
 
         let store = Arc::new(Store::open(&settings.data_dir)?);
         let wake = Arc::new(Notify::new());
+        // Before the intake writer: from its first row on, every journal change is queued.
+        let history = History::new(&settings.postgres, &settings.replica.id)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(Arc::new);
+        match &history {
+            Some(h) => {
+                store.start_shipping()?;
+                tracing::info!(
+                    target = h.target(),
+                    replica = h.replica(),
+                    "the journal is shipped to the fleet history"
+                );
+            }
+            None => store.stop_shipping()?,
+        }
         let intake = IntakeWriter::spawn(store.clone(), wake.clone(), clock.clone())?;
 
         let alertmanager = AlertmanagerClient::new(&settings.alertmanager, clock.clone())
@@ -112,6 +131,24 @@ impl Application {
             None => tracing::warn!("alertmanager.urls is not set (REMEDIATOR_ALERTMANAGER__URLS): a silence set after a notification is not seen, and runbooks go on"),
         }
         outside.alertmanager = alertmanager.clone().map(|am| am as Arc<dyn AlertCheck>);
+        // Fleet mode: the claims in Redis; connected lazily, so a Redis that is down delays
+        // neither startup nor readiness (the engine applies coordination.on_redis_down).
+        if outside.coordinator.is_none() {
+            match RedisCoordinator::new(
+                &settings.redis,
+                &settings.replica,
+                &settings.coordination,
+                metrics.clone(),
+            )
+            .map_err(|e| anyhow::anyhow!("redis: {e}"))?
+            {
+                Some(c) => {
+                    tracing::info!(redis = %c.shown(), replica = %settings.replica.id, on_redis_down = %settings.coordination.on_redis_down, "fleet mode: new firings are claimed in Redis before they are acted on");
+                    outside.coordinator = Some(Arc::new(c));
+                }
+                None => tracing::info!("redis.url is not set (REMEDIATOR_REDIS__URL): one replica alone, nothing is coordinated"),
+            }
+        }
         let engine = Engine::new(
             store.clone(),
             rules.clone(),
@@ -191,6 +228,7 @@ impl Application {
             clock: clock.clone(),
             alertmanager,
             buttons,
+            history: history.clone(),
         };
         let server = crate::http::serve(listener, state)
             .with_context(|| format!("cannot serve HTTP on {}", settings.listen))?;
@@ -206,6 +244,7 @@ impl Application {
             metrics,
             retention,
             clock,
+            history,
             _deploy_watch: deploy_watch,
         })
     }
@@ -237,6 +276,14 @@ impl Application {
             self.clock.clone(),
             stopped(stop_rx.clone()),
         ));
+        let history_task = self.history.clone().map(|h| {
+            tokio::spawn(h.run(
+                self.store.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        });
         let outbox_task = tokio::spawn(self.deliverer.clone().run(stopped(stop_rx)));
         #[cfg(unix)]
         {
@@ -257,6 +304,9 @@ impl Application {
         let _ = engine_task.await;
         let _ = outbox_task.await;
         let _ = prune_task.await;
+        if let Some(task) = history_task {
+            let _ = task.await;
+        }
         served.context("the HTTP server failed")
     }
 }

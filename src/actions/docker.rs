@@ -54,7 +54,7 @@ impl DockerActions {
     /// The client pinned to the daemon's API version (Docker 20.10 speaks 1.41), negotiated
     /// once the daemon answers; until then the unnegotiated client, whose requests fail with
     /// a clear message.
-    async fn docker(&self) -> Docker {
+    pub(super) async fn docker(&self) -> Docker {
         let mut slot = self.negotiated.lock().await;
         if let Some(d) = slot.as_ref() {
             return d.clone();
@@ -72,7 +72,12 @@ impl DockerActions {
         DaemonErrors { host: &self.host }.err(what, e)
     }
 
-    fn project(&self) -> Result<&str, StepError> {
+    /// What remediator is changing itself, for the deploy watch.
+    pub(super) fn own(&self) -> &OwnChanges {
+        &self.own
+    }
+
+    pub(super) fn project(&self) -> Result<&str, StepError> {
         self.project.as_deref().ok_or_else(|| {
             StepError::Failed(
                 "no compose project is configured (docker.project, REMEDIATOR_DOCKER__PROJECT); remediator touches no container without one"
@@ -81,7 +86,7 @@ impl DockerActions {
         })
     }
 
-    fn check_service(&self, service: &str) -> Result<(), StepError> {
+    pub(super) fn check_service(&self, service: &str) -> Result<(), StepError> {
         validate_name(service).map_err(|e| StepError::Failed(format!("refused: service {e}")))?;
         if !self.allowed.is_empty() && !self.allowed.iter().any(|a| a == service) {
             return Err(StepError::Failed(format!(
@@ -92,8 +97,26 @@ impl DockerActions {
         Ok(())
     }
 
-    /// The project's containers of one service (running or not, never one-off runs).
+    /// The project's containers of one service (running or not, never one-off runs); an
+    /// error when there is none.
     pub(super) async fn service_containers(
+        &self,
+        docker: &Docker,
+        service: &str,
+    ) -> Result<Vec<Found>, StepError> {
+        let found = self.list_service(docker, service).await?;
+        if found.is_empty() {
+            return Err(StepError::Failed(format!(
+                "no container of service {service:?} in compose project {:?}",
+                self.project()?
+            )));
+        }
+        Ok(found)
+    }
+
+    /// The project's containers of one service (running or not, never one-off runs), by
+    /// name; empty when it has none.
+    pub(super) async fn list_service(
         &self,
         docker: &Docker,
         service: &str,
@@ -138,11 +161,6 @@ impl DockerActions {
             })
             .collect();
         found.sort_by(|a, b| a.name.cmp(&b.name));
-        if found.is_empty() {
-            return Err(StepError::Failed(format!(
-                "no container of service {service:?} in compose project {project:?}"
-            )));
-        }
         Ok(found)
     }
 
@@ -184,6 +202,44 @@ impl DockerActions {
                 "{step} needs a container, and the rule's target is none"
             ))),
         }
+    }
+
+    /// A live drill's break of the target: `docker stop` (with the default grace) or
+    /// `docker kill` (SIGKILL), of the target's containers in the project.
+    pub async fn break_target(
+        &self,
+        ctx: &StepContext,
+        how: crate::domain::Break,
+    ) -> Result<StepOutput, StepError> {
+        use crate::domain::Break;
+        let docker = self.docker().await;
+        let mut names = Vec::new();
+        for c in self.containers(&docker, &ctx.target, "drill break").await? {
+            match how {
+                Break::Stop => {
+                    let opts = StopContainerOptionsBuilder::new()
+                        .t(grace_or_default(None).as_secs() as i32)
+                        .build();
+                    docker
+                        .stop_container(&c.id, Some(opts))
+                        .await
+                        .map_err(|e| self.err(&format!("stop {}", c.name), e))?;
+                }
+                Break::Kill => docker
+                    .kill_container(
+                        &c.id,
+                        None::<bollard::query_parameters::KillContainerOptions>,
+                    )
+                    .await
+                    .map_err(|e| self.err(&format!("kill {}", c.name), e))?,
+            }
+            names.push(c.name);
+        }
+        let done = match how {
+            Break::Stop => "stopped",
+            Break::Kill => "killed",
+        };
+        Ok(StepOutput::new(format!("{done} {}", names.join(", "))))
     }
 
     pub async fn run(&self, ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError> {
@@ -457,7 +513,7 @@ impl DockerActions {
 }
 
 /// The stop grace period: the step's `grace`, else Docker's own default of 10 s.
-fn grace_or_default(grace: Option<crate::rules::Dur>) -> Duration {
+pub(super) fn grace_or_default(grace: Option<crate::rules::Dur>) -> Duration {
     grace.map(|g| g.0).unwrap_or(Duration::from_secs(10))
 }
 

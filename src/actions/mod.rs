@@ -9,7 +9,10 @@
 //!
 //! The deploy watch (`events.rs`) follows the project's Docker events for the engine's deploy
 //! guard; `own.rs` tells it which containers remediator's own recreate is changing.
+//! `compose.rs` holds `remove` (`stop` + `rm -v`, through the API) and `up` (in groups;
+//! missing services created by the compose CLI, an argv list run without a shell).
 
+mod compose;
 mod daemon;
 mod docker;
 mod events;
@@ -17,6 +20,7 @@ mod own;
 mod probes;
 mod recreate;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +57,13 @@ pub struct DockerSettings {
     /// containers created in it), so that a restart of remediator during a deploy still
     /// knows of the deploy.
     pub deploy_replay: bool,
+    /// The project's compose file (`REMEDIATOR_DOCKER__COMPOSE_FILE`): the `up` step creates
+    /// the services that have no container from it. Without it, `up` only starts existing
+    /// containers.
+    pub compose_file: Option<PathBuf>,
+    /// The compose CLI `up` runs (`REMEDIATOR_DOCKER__COMPOSE_BIN`), called with an argv list,
+    /// never through a shell.
+    pub compose_bin: String,
 }
 
 impl Default for DockerSettings {
@@ -64,6 +75,8 @@ impl Default for DockerSettings {
             request_timeout: Duration::from_secs(120),
             deploy_grace: Duration::from_secs(300),
             deploy_replay: true,
+            compose_file: None,
+            compose_bin: "docker-compose".into(),
         }
     }
 }
@@ -71,6 +84,7 @@ impl Default for DockerSettings {
 /// The production executor: Docker actions and probes.
 pub struct Executor {
     docker: DockerActions,
+    compose: compose::ComposeCli,
 }
 
 impl Executor {
@@ -79,6 +93,7 @@ impl Executor {
     pub fn new(settings: &DockerSettings, own: Arc<OwnChanges>) -> Result<Executor, StepError> {
         Ok(Executor {
             docker: DockerActions::new(settings, own)?,
+            compose: compose::ComposeCli::new(settings),
         })
     }
 }
@@ -94,8 +109,25 @@ impl StepExecutor for Executor {
                 dsn, password_env, ..
             } => probes::check_postgres(dsn, password_env.as_deref()).await,
             StepKind::CheckRedis { url, .. } => probes::check_redis(url).await,
+            StepKind::Remove {
+                services,
+                volumes,
+                grace,
+                ..
+            } => compose::remove(&self.docker, services, volumes, *grace).await,
+            StepKind::Up { groups, within, .. } => {
+                compose::up(&self.docker, &self.compose, groups, *within).await
+            }
             other => self.docker.run(ctx, other).await,
         }
+    }
+
+    async fn break_target(
+        &self,
+        ctx: &StepContext,
+        how: crate::domain::Break,
+    ) -> Result<StepOutput, StepError> {
+        self.docker.break_target(ctx, how).await
     }
 }
 

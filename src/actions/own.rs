@@ -8,7 +8,11 @@
 //!   create has even answered with the new id;
 //! - the new container's id, once the create answered.
 //!
-//! Never the final name: the next `docker-compose up` reuses it, and that one is a deploy.
+//! Never the final name of a recreate: the next `docker-compose up` reuses it, and that one is
+//! a deploy. The `up` step's compose create is the exception, by necessity (its ids are not
+//! known before it ends): the names compose gives (`<project>_<service>_1`,
+//! `<project>-<service>-1`) count only while the compose command runs, then its new ids. The
+//! `remove` step registers the containers it destroys, by id.
 //! And only events stamped before the change ended (give or take [`SLACK`]): the new
 //! container's later rename or destroy is someone else's deploy. Entries outlive the change
 //! by [`KEEP`], for events that arrive late or are replayed after a reconnect (`since`). They live in memory: after a restart of remediator its own recent

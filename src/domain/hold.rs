@@ -97,6 +97,18 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// What a replica does with a new firing when Redis cannot be asked who acts on it
+    /// (`coordination.on_redis_down`).
+    pub enum OnRedisDown as "value of coordination.on_redis_down" {
+        /// Open the incident, tell the thread and page people, but act on nothing: two
+        /// replicas may both page, none runs a runbook unclaimed.
+        Page = "page",
+        /// Act as a single replica would: another replica may act on the same firing.
+        Act = "act",
+    }
+}
+
 impl AlertNow {
     /// Why a runbook stops, for a person who reads the thread (`None` for an active alert):
     /// "silenced in Alertmanager by silence 1a2b (alice: "db work", until 14:00 UTC)".

@@ -13,6 +13,7 @@ pub mod duration;
 pub mod hold;
 pub mod limit;
 pub mod notice;
+pub mod origin;
 pub mod pause;
 pub mod phase;
 pub mod priority;
@@ -21,14 +22,15 @@ pub use approval::{Approval, ApprovalVerdict, Decided};
 pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{
-    AlertNow, DeployAction, DeployFact, InhibitorFact, OnUnreachable, PauseFact, SilenceFact,
-    WindowFact,
+    AlertNow, DeployAction, DeployFact, InhibitorFact, OnRedisDown, OnUnreachable, PauseFact,
+    SilenceFact, WindowFact,
 };
 pub use limit::LimitState;
 pub use notice::{
     Cleared, Contact, DecisionKind, Notice, NoticeKind, PagerDutyEvent, RootState, RunPhase, Sink,
     StepOutcome, Verdict,
 };
+pub use origin::{Break, Origin, Started};
 pub use pause::{NewPause, PauseInvalid, PauseScope, PauseState};
 pub use phase::{IncidentState, Phase, UnknownValue};
 pub use priority::Priority;

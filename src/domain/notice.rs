@@ -55,6 +55,9 @@ text_enum! {
         /// A button on the root was used (Silence, Pause), or could not do its work.
         Button = "button",
         Resolved = "resolved",
+        /// Fleet mode: who acts on the firing (a claim won or lost in Redis), Redis being
+        /// unreachable and the policy applied, or the claiming replica gone mid-runbook.
+        Claim = "claim",
         /// An `approve` step's answer (approved, rejected, timed out), or a refused one.
         Approval = "approval",
     }

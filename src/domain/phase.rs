@@ -89,6 +89,11 @@ text_enum! {
         Interrupted = "interrupted",
         /// Resolved before remediator ever saw it firing: recorded, nothing done.
         Missed = "missed",
+        /// Fleet mode: another replica claimed it and acts on it; this one watches its claim
+        /// and tells nobody.
+        Claimed = "claimed",
+        /// Fleet mode: the replica that claimed it finished with it (its done marker).
+        ActedElsewhere = "acted_elsewhere",
     }
 }
 
@@ -108,7 +113,12 @@ impl Phase {
             Phase::Remediating => RootState::Remediating,
             Phase::Recovered => RootState::Recovered,
             Phase::Failed | Phase::Escalated | Phase::Interrupted => RootState::Escalated,
-            Phase::New | Phase::NoRule | Phase::Skipped | Phase::Missed => RootState::Firing,
+            Phase::New
+            | Phase::NoRule
+            | Phase::Skipped
+            | Phase::Missed
+            | Phase::Claimed
+            | Phase::ActedElsewhere => RootState::Firing,
         }
     }
 }

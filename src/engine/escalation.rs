@@ -77,6 +77,10 @@ impl Engine {
                         continue;
                     }
                 };
+                // Another replica acts on it and tells: its thread escalates, not ours.
+                if matches!(inc.phase, Phase::Claimed | Phase::ActedElsewhere) {
+                    continue;
+                }
                 let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
                     continue;
                 };

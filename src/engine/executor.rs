@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::alert::Labels;
-use crate::domain::{AlertNow, DeployFact, OnUnreachable};
+use crate::domain::{AlertNow, Break, DeployFact, OnUnreachable};
 use crate::rules::{StepKind, TargetRef};
 
 /// What a step acts on and for whom.
@@ -49,6 +49,25 @@ pub enum StepError {
 #[async_trait]
 pub trait StepExecutor: Send + Sync {
     async fn run(&self, ctx: &StepContext, step: &StepKind) -> Result<StepOutput, StepError>;
+
+    /// A live drill's break of its target before its runbook (`remediator drill --break`):
+    /// `stop` as the `stop` step does; `kill` where the executor can (`docker kill`).
+    async fn break_target(&self, ctx: &StepContext, how: Break) -> Result<StepOutput, StepError> {
+        match (how, &ctx.target) {
+            (Break::Stop, TargetRef::Service(s)) => {
+                let stop = StepKind::Stop {
+                    services: vec![s.clone()],
+                    grace: None,
+                    timeout: None,
+                };
+                self.run(ctx, &stop).await
+            }
+            _ => Err(StepError::Failed(format!(
+                "cannot break {} by {how} here",
+                ctx.target.key()
+            ))),
+        }
+    }
 }
 
 /// For a service that has no Docker access configured: every container step fails with a
@@ -107,6 +126,8 @@ pub struct Outside {
     pub deploys: std::sync::Arc<dyn DeployWatch>,
     /// `None` when no Alertmanager is configured (`alertmanager.urls`): nothing is re-checked.
     pub alertmanager: Option<std::sync::Arc<dyn AlertCheck>>,
+    /// `None` when no Redis is configured (`redis.url`): one replica alone, nothing claimed.
+    pub coordinator: Option<std::sync::Arc<dyn super::Coordinator>>,
 }
 
 impl Outside {
@@ -116,6 +137,7 @@ impl Outside {
             steps,
             deploys: std::sync::Arc::new(NoDeploys),
             alertmanager: None,
+            coordinator: None,
         }
     }
 }

@@ -83,6 +83,9 @@ impl Decision {
 pub struct GuardSettings {
     /// Record what would run, run nothing.
     pub dry_run: bool,
+    /// Set by the engine for a drill without `--live` (never configured).
+    #[serde(skip)]
+    pub dry_run_drill: bool,
     /// This many firings of one alert within `flapping_window` → page, don't act.
     pub flapping_firings: u32,
     #[serde(with = "crate::domain::duration::serde_text")]
@@ -97,6 +100,7 @@ impl Default for GuardSettings {
     fn default() -> Self {
         GuardSettings {
             dry_run: false,
+            dry_run_drill: false,
             flapping_firings: 4,
             flapping_window: Duration::from_secs(3600),
             budget_runs: 10,
@@ -259,6 +263,8 @@ pub fn evaluate(
             if settings.dry_run || rule.dry_run {
                 let whose = if rule.dry_run {
                     "the rule"
+                } else if settings.dry_run_drill {
+                    "a drill without --live"
                 } else {
                     "the service"
                 };

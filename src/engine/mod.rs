@@ -22,8 +22,10 @@
 
 mod approve;
 mod buttons;
+mod coordinator;
 mod escalation;
 mod executor;
+mod fleet;
 pub mod guards;
 pub mod limits;
 mod pauses;
@@ -32,6 +34,7 @@ pub mod plan;
 mod recheck;
 mod recovery;
 mod runbook;
+mod synthetic;
 
 use pending::Pending;
 use std::collections::{HashMap, HashSet};
@@ -53,6 +56,7 @@ use crate::telemetry::events::{
 use crate::telemetry::{spans, trace_context};
 
 pub use approve::Answered;
+pub use coordinator::{Claim, Coordinator, Firing, Holder, Unavailable, Won};
 pub use executor::{
     AlertCheck, DeployWatch, NoDeploys, NoDocker, Outside, StepContext, StepError, StepExecutor,
     StepOutput,
@@ -81,6 +85,12 @@ pub struct Engine {
     /// Damaged rows passed over where they stand (table, id), told once per process: the
     /// escalation timers meet them every second.
     passed_over: Mutex<HashSet<(&'static str, i64)>>,
+    /// Fleet mode: the claims answered for opened incidents not yet decided.
+    claims: Mutex<HashMap<i64, fleet::Claimed>>,
+    /// Set when a pass of the queue stopped at an opened incident whose claim is unanswered.
+    unclaimed: Mutex<bool>,
+    /// Where the watch over lost claims resumes.
+    watch_after: Mutex<i64>,
 }
 
 /// The store and the running runbooks, as the guards see them.
@@ -156,6 +166,9 @@ impl Engine {
             busy: Mutex::new(HashMap::new()),
             runbooks: Mutex::new(Vec::new()),
             passed_over: Mutex::new(HashSet::new()),
+            claims: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(false),
+            watch_after: Mutex::new(0),
         })
     }
 
@@ -188,13 +201,30 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "crash recovery failed; retrying"),
                 }
             }
+            // Fleet mode: claims are asked until the queue's head is answered.
+            let mut again = false;
             if recovered {
-                if let Err(e) = self.process_pending() {
-                    tracing::error!(error = %e, "processing intake failed; retrying");
+                let claimed = match self.claim_queued().await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming new incidents failed; retrying");
+                        false
+                    }
+                };
+                match self.process_pending() {
+                    // A failing store is retried after the pause, not in a tight loop.
+                    Ok(_) => again = !self.claims_caught_up() && claimed,
+                    Err(e) => tracing::error!(error = %e, "processing intake failed; retrying"),
                 }
                 if let Err(e) = self.escalation_tick() {
                     tracing::error!(error = %e, "escalation timers failed; retrying");
                 }
+                if let Err(e) = self.watch_claims().await {
+                    tracing::error!(error = %e, "watching other replicas' claims failed; retrying");
+                }
+            }
+            if again {
+                continue;
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -245,6 +275,12 @@ impl Engine {
                 };
                 if pending.has(id) {
                     pending.commit(&self.store)?;
+                }
+                // Fleet mode: decided only once its claim is answered (the next pass asks).
+                if opened && !self.claim_answered(id) {
+                    pending.commit(&self.store)?;
+                    *self.unclaimed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                    return Ok(handled);
                 }
                 let span = spans::incident(q.trace.as_deref(), id);
                 let result = span.in_scope(|| {
@@ -304,16 +340,27 @@ impl Engine {
                 return Ok(());
             }
         };
+        let claim = self.take_claim(id);
         let rules = self.rules();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // A drill without --live is planned as under engine.dry_run.
+        let drill = inc
+            .started
+            .as_ref()
+            .filter(|s| s.dry_run)
+            .map(|_| GuardSettings {
+                dry_run: true,
+                dry_run_drill: true,
+                ..self.settings.clone()
+            });
         let guards_span = spans::guards();
-        let plan = guards_span.in_scope(|| {
+        let mut plan = guards_span.in_scope(|| {
             plan(
                 &inc.labels,
                 &inc.fingerprint,
                 id,
                 &rules,
-                &self.settings,
+                drill.as_ref().unwrap_or(&self.settings),
                 &Live {
                     store: &self.store,
                     busy: &busy,
@@ -323,13 +370,63 @@ impl Engine {
                 Mode::Act,
             )
         })?;
+        let won = match &claim {
+            Some(fleet::Claimed::Won(w)) => Some(w.clone()),
+            _ => None,
+        };
+        match claim {
+            Some(fleet::Claimed::Lost { by }) => {
+                let matched = plan.matched.as_ref().zip(plan.decisions.first());
+                self.lost(&mut c, matched, &by);
+                let (metrics, rule) = (self.metrics.clone(), matched.map(|(m, _)| m.rule.name.clone()));
+                pending.add(c, move || {
+                    IncidentOpened {
+                        incident_id: id,
+                        fingerprint: &inc.fingerprint,
+                        alertname: &inc.alertname,
+                        rule: rule.as_deref(),
+                    }
+                    .emit(&metrics);
+                });
+                return Ok(());
+            }
+            Some(fleet::Claimed::Down { why, policy }) => match policy {
+                crate::domain::OnRedisDown::Page if matches!(plan.action, Action::Run { .. }) => {
+                    let reason = format!("{why}; coordination.on_redis_down is page: people are paged and nothing is acted on, since another replica may act on it too");
+                    plan.decisions
+                        .push(Decision::skip(DecisionKind::Claim, reason.clone(), true));
+                    plan.action = Action::Skip {
+                        pages: true,
+                        reason,
+                    };
+                }
+                crate::domain::OnRedisDown::Page => plan.decisions.push(Decision::go(
+                    DecisionKind::Claim,
+                    format!("{why}; coordination.on_redis_down is page, and nothing was to be acted on"),
+                )),
+                crate::domain::OnRedisDown::Act => plan.decisions.push(Decision::go(
+                    DecisionKind::Claim,
+                    format!("{why}; coordination.on_redis_down is act: acting as one replica alone (another replica may act on it too)"),
+                )),
+            },
+            _ => {}
+        }
         let Some(m) = &plan.matched else {
+            if let Some(w) = &won {
+                c.decision(
+                    DecisionKind::Claim,
+                    Verdict::Continue,
+                    &format!("claimed by replica {} (this one)", w.replica()),
+                );
+            }
             for d in &plan.decisions {
                 c.decision(d.guard, d.verdict, &d.reason);
             }
             c.phase_silently(Phase::NoRule);
             let (metrics, decisions) = (self.metrics.clone(), plan.decisions);
+            let done = self.claim_done(won, Phase::NoRule);
             pending.add(c, move || {
+                done();
                 IncidentOpened {
                     incident_id: id,
                     fingerprint: &inc.fingerprint,
@@ -357,6 +454,13 @@ impl Engine {
             .split_first()
             .expect("a matched plan has its match decision");
         c.decision(first.guard, first.verdict, &first.reason);
+        if let Some(w) = &won {
+            c.decision(
+                DecisionKind::Claim,
+                Verdict::Continue,
+                &format!("claimed by replica {} (this one)", w.replica()),
+            );
+        }
         c.notice(
             Sink::Slack,
             Notice::Opened {
@@ -368,6 +472,9 @@ impl Engine {
                 told: m.told.clone(),
             },
         );
+        if let Some(started) = &inc.started {
+            c.notice(Sink::Slack, synthetic::announcement(started, &rule.name));
+        }
         // Every decision is stored; the thread hears of them once: the guards that let the
         // runbook go as one "go" reply, a skip as a reply of its own with its reason (a
         // refused target is told by the page that follows).
@@ -440,12 +547,17 @@ impl Engine {
                     Phase::Skipped
                 };
                 c.phase(phase);
+                if synthetic::ends_with(matched.started.as_ref(), phase) {
+                    c.resolve_synthetic();
+                }
                 let page = pages.then(|| {
                     let who = plan::paged(&rules, m.priority, Some(&rule.owner));
                     self.page(&mut c, &matched, who, reason)
                 });
                 let metrics = self.metrics.clone();
+                let done = self.claim_done(won, phase);
                 pending.add(c, move || {
+                    done();
                     if let Some(page) = page {
                         page.sent(&metrics);
                     }
@@ -477,7 +589,8 @@ impl Engine {
                 let priority = m.priority;
                 let handle = tokio::spawn(tracing::Instrument::instrument(
                     async move {
-                        engine.run_runbook(&matched, &rule, priority, ctx).await;
+                        let runbook = engine.run_runbook(&matched, &rule, priority, ctx);
+                        engine.hold_claim(won, id, runbook).await;
                     },
                     span.clone(),
                 ));
@@ -505,6 +618,16 @@ impl Engine {
         };
         if self.store.has_decision(id, DecisionKind::Resolved)? {
             // Handled already.
+            pending.add(c, || {});
+            return Ok(());
+        }
+        if matches!(inc.phase, Phase::Claimed | Phase::ActedElsewhere) {
+            // Another replica acts on it and has the thread: recorded, told by nobody here.
+            c.decision(
+                DecisionKind::Resolved,
+                Verdict::Continue,
+                "resolved; the replica that claimed it tells the thread",
+            );
             pending.add(c, || {});
             return Ok(());
         }
@@ -536,6 +659,7 @@ impl Engine {
                 rule: inc.rule.as_deref(),
                 time_to_recover: after,
                 rto: inc.rto,
+                origin: inc.origin.as_str(),
             }
             .emit(&metrics);
         });

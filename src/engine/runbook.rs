@@ -72,6 +72,10 @@ impl Engine {
                 RunOutcome::Interrupted
             }
         };
+        if inc.origin.is_synthetic() {
+            // Its resolution is queued: handled now, not at the next tick.
+            self.wake.notify_one();
+        }
         RunbookEnded {
             incident_id: inc.id,
             rule: &rule.name,
@@ -130,8 +134,13 @@ impl Engine {
         let id = inc.id;
         let mut failure = None;
         let last = rule.steps.len().saturating_sub(1);
-        // Alertmanager is asked once, before the first step that changes a container.
-        let mut asked = false;
+        // Alertmanager is asked once, before the first step that changes a container (never
+        // for a manual run or a drill: no Alertmanager holds their alert).
+        let mut asked = inc.origin.is_synthetic();
+        if let Err(why) = self.drill_break(inc, ctx).await? {
+            tracing::warn!(incident = id, "{why}");
+            return Ok(RunOutcome::Failed);
+        }
         for (seq, step) in rule.steps.iter().enumerate() {
             if step.kind.is_action()
                 && !std::mem::replace(&mut asked, true)
@@ -146,6 +155,9 @@ impl Engine {
                     // reply; no reply of its own.
                     if seq == last && outcome == StepOutcome::Ok {
                         c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
+                        if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
+                            c.resolve_synthetic();
+                        }
                     }
                 })
                 .await?;
@@ -160,6 +172,9 @@ impl Engine {
                 c.finish_run(RunOutcome::Recovered)
                     .phase(Phase::Recovered)
                     .notice(Sink::Slack, Notice::Recovered);
+                if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
+                    c.resolve_synthetic();
+                }
                 // (No step told the thread anything: this reply says the runbook ran.)
                 self.persist(|| self.store.commit(&c)).await?;
             }
@@ -194,6 +209,9 @@ impl Engine {
             self.page(&mut c, inc, who, &format!("automation failed: {failure}"))
         });
         c.finish_run(RunOutcome::Failed).phase(Phase::Failed);
+        if super::synthetic::ends_with(inc.started.as_ref(), Phase::Failed) {
+            c.resolve_synthetic();
+        }
         self.persist(|| self.store.commit(&c)).await?;
         if let Some(page) = page {
             page.sent(&self.metrics);

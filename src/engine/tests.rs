@@ -2092,6 +2092,183 @@ async fn a_storm_is_committed_a_batch_at_a_time_and_a_failed_batch_is_handled_ag
     }
 }
 
+/// A Redis stand-in shared by the replicas of a test: claim key → value.
+#[derive(Default)]
+struct FakeFleet(std::sync::Mutex<HashMap<String, String>>);
+
+struct FakeReplica {
+    id: String,
+    fleet: Arc<FakeFleet>,
+}
+
+fn fleet_key(f: &Firing) -> String {
+    format!("{}:{}", f.fingerprint, f.starts_at.timestamp_millis())
+}
+
+#[async_trait::async_trait]
+impl Coordinator for FakeReplica {
+    fn replica(&self) -> &str {
+        &self.id
+    }
+    fn on_down(&self) -> crate::domain::OnRedisDown {
+        crate::domain::OnRedisDown::Page
+    }
+    async fn claim(&self, firing: &Firing) -> Result<Claim, Unavailable> {
+        let mut m = self.fleet.0.lock().unwrap();
+        let token = format!("claim|{}|1", self.id);
+        let held = m.entry(fleet_key(firing)).or_insert(token.clone()).clone();
+        Ok(if held == token {
+            Claim::Won(Won {
+                firing: firing.clone(),
+                token,
+            })
+        } else {
+            Claim::Lost {
+                by: held.split('|').nth(1).unwrap().to_owned(),
+            }
+        })
+    }
+    async fn renew(&self, claim: &Won) -> Result<bool, Unavailable> {
+        let m = self.fleet.0.lock().unwrap();
+        Ok(m.get(&fleet_key(&claim.firing)) == Some(&claim.token))
+    }
+    async fn done(&self, claim: &Won, phase: Phase) -> Result<(), Unavailable> {
+        let mut m = self.fleet.0.lock().unwrap();
+        let k = fleet_key(&claim.firing);
+        if m.get(&k) == Some(&claim.token) {
+            m.insert(k, format!("done|{}|{phase}", self.id));
+        }
+        Ok(())
+    }
+    async fn holder(&self, firing: &Firing) -> Result<Holder, Unavailable> {
+        let m = self.fleet.0.lock().unwrap();
+        Ok(
+            match m
+                .get(&fleet_key(firing))
+                .map(|v| v.splitn(3, '|').map(str::to_owned).collect::<Vec<_>>())
+            {
+                None => Holder::Gone,
+                Some(p) if p[0] == "done" => Holder::Done {
+                    by: p[1].clone(),
+                    phase: p[2].clone(),
+                },
+                Some(p) => Holder::Running { by: p[1].clone() },
+            },
+        )
+    }
+    fn renew_every(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+    fn status(&self) -> String {
+        "fake".into()
+    }
+}
+
+fn fleet_engine(h: &Harness, id: &str, fleet: &Arc<FakeFleet>) -> Arc<Engine> {
+    let mut outside = Outside::new(h.exec.clone());
+    outside.coordinator = Some(Arc::new(FakeReplica {
+        id: id.into(),
+        fleet: fleet.clone(),
+    }));
+    Engine::new(
+        Arc::new(Store::open(&h.dir).unwrap()),
+        rules(),
+        outside,
+        h.clock.clone(),
+        h.settings.clone(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_lost_the_claim_tells_nobody_and_pages_only_when_the_winner_vanishes() {
+    let fleet = Arc::new(FakeFleet::default());
+    let (a, b) = (
+        Harness::new(GuardSettings::default()),
+        Harness::new(GuardSettings::default()),
+    );
+    let (ea, eb) = (fleet_engine(&a, "a", &fleet), fleet_engine(&b, "b", &fleet));
+    deliver_only(&a, &[(pg(), 0, "firing")]).await;
+    deliver_only(&b, &[(pg(), 0, "firing")]).await;
+    // Unclaimed: the decision point waits.
+    assert_eq!(eb.process_pending().unwrap(), 0);
+    ea.claim_queued().await.unwrap();
+    ea.process_pending().unwrap();
+    ea.wait_idle().await;
+    eb.claim_queued().await.unwrap();
+    eb.process_pending().unwrap();
+    let won = ea.store().list_incidents(None, None, 10).unwrap().incidents;
+    let lost = eb.store().list_incidents(None, None, 10).unwrap().incidents;
+    assert_eq!(won[0].phase, Phase::Recovered);
+    assert_eq!(lost[0].phase, Phase::Claimed);
+    let d = eb.store().decisions(lost[0].id).unwrap();
+    assert!(d
+        .iter()
+        .any(|d| d.guard == DecisionKind::Claim && d.reason.starts_with("claimed by replica a:")));
+    assert!(
+        eb.store().messages(lost[0].id).unwrap().is_empty(),
+        "the loser tells nobody"
+    );
+    // The winner's done marker is seen: nothing to page.
+    tokio::task::yield_now().await;
+    eb.watch_claims().await.unwrap();
+    let inc = eb.store().incident(lost[0].id).unwrap().unwrap();
+    assert_eq!(inc.phase, Phase::ActedElsewhere);
+
+    // A second firing whose winner vanishes (its claim expires without a done marker).
+    deliver_only(&b, &[(pg(), 5, "firing")]).await;
+    let f = Firing {
+        fingerprint: lost[0].fingerprint.clone(),
+        starts_at: base_time() + chrono::Duration::minutes(5),
+    };
+    fleet
+        .0
+        .lock()
+        .unwrap()
+        .insert(fleet_key(&f), "claim|a|2".into());
+    eb.claim_queued().await.unwrap();
+    eb.process_pending().unwrap();
+    let id = eb
+        .store()
+        .list_incidents(None, None, 10)
+        .unwrap()
+        .incidents
+        .iter()
+        .map(|i| i.id)
+        .max()
+        .unwrap();
+    assert_eq!(
+        eb.store().incident(id).unwrap().unwrap().phase,
+        Phase::Claimed
+    );
+    eb.watch_claims().await.unwrap();
+    assert_eq!(
+        eb.store().incident(id).unwrap().unwrap().phase,
+        Phase::Claimed,
+        "still running"
+    );
+    fleet.0.lock().unwrap().remove(&fleet_key(&f));
+    eb.watch_claims().await.unwrap();
+    let inc = eb.store().incident(id).unwrap().unwrap();
+    assert_eq!(inc.phase, Phase::Interrupted);
+    let sinks: Vec<String> = eb
+        .store()
+        .messages(id)
+        .unwrap()
+        .iter()
+        .map(|m| format!("{}:{}", m.sink, m.kind))
+        .collect();
+    assert!(
+        sinks.contains(&"pagerduty:trigger".to_string()),
+        "{sinks:?}"
+    );
+    assert!(sinks.contains(&"slack:opened".to_string()), "{sinks:?}");
+    assert!(eb.store().decisions(id).unwrap().iter().any(|d| d
+        .reason
+        .starts_with("replica a stopped answering mid-runbook")));
+}
+
 const ARGV_RULES: &str = r#"
 rules:
   - name: backup

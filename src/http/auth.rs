@@ -65,3 +65,71 @@ pub(super) fn check_api(req: &HttpRequest, s: &ApiSettings) -> Result<(), ApiErr
         )),
     }
 }
+
+/// The cookie the incident pages set from `?token=` (see [`check_page`]).
+pub(super) const PAGE_COOKIE: &str = "remediator_token";
+
+/// How a request to the incident pages proved it may see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PageAccess {
+    /// No `api.token`, a bearer header, or the cookie.
+    Granted,
+    /// A right `?token=`: answered with a redirect to the same page without it, setting the
+    /// cookie, so that the token stays in neither the address bar, the history nor a link.
+    FromQuery,
+}
+
+fn cookie<'a>(req: &'a HttpRequest, name: &str) -> Option<std::borrow::Cow<'a, str>> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+}
+
+/// The incident pages, for a browser too: `?token=` (checked first, so that a right one is
+/// always taken out of the address by the redirect, and a wrong one is refused), else the
+/// bearer header as the API takes it, or the cookie `?token=` set.
+pub(super) fn check_page(
+    req: &HttpRequest,
+    query: &[(String, String)],
+    s: &ApiSettings,
+) -> Result<PageAccess, ApiError> {
+    let Some(token) = &s.token else {
+        return Ok(PageAccess::Granted);
+    };
+    let expected = token.expose_secret().as_bytes();
+    if let Some((_, given)) = query.iter().find(|(k, _)| k == "token") {
+        return if ct_eq(given.as_bytes(), expected) {
+            Ok(PageAccess::FromQuery)
+        } else {
+            Err(ApiError::Unauthorized(
+                "the token= given is not api.token; open the page with ?token=<api.token>",
+            ))
+        };
+    }
+    if bearer_ok(req, token)
+        || cookie(req, PAGE_COOKIE).is_some_and(|c| ct_eq(c.as_bytes(), expected))
+    {
+        Ok(PageAccess::Granted)
+    } else {
+        Err(ApiError::Unauthorized(
+            "open the page once with ?token=<api.token> (it sets a cookie), or send Authorization: Bearer <api.token>",
+        ))
+    }
+}
+
+/// The `Set-Cookie` value that lets a browser back in: the token, percent-encoded, sent only
+/// to the pages (`Path=/incidents`), never to scripts (`HttpOnly`, and the pages have none),
+/// never on requests from other sites (`SameSite=Strict`).
+pub(super) fn page_cookie(s: &ApiSettings) -> Option<String> {
+    s.token.as_ref().map(|t| {
+        let value = percent_encoding::utf8_percent_encode(
+            t.expose_secret(),
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        format!("{PAGE_COOKIE}={value}; Path=/incidents; HttpOnly; SameSite=Strict")
+    })
+}

@@ -17,6 +17,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("service unavailable")]
     Unavailable(String),
+    /// The fleet history (Postgres) did not answer: the detail says why (no password in it).
+    #[error("fleet history unavailable")]
+    HistoryUnavailable(String),
 }
 
 impl ResponseError for ApiError {
@@ -27,7 +30,9 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::HistoryUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -48,6 +53,7 @@ impl ResponseError for ApiError {
                     "the store could not take the request; it was not recorded, retry later".to_string(),
                 )
             }
+            ApiError::HistoryUnavailable(d) => ("fleet history unavailable".to_string(), d.clone()),
         };
         let mut resp = HttpResponse::build(self.status_code());
         if let ApiError::Unauthorized(_) = self {

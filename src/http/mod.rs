@@ -4,7 +4,11 @@
 //! durable intake and answers 200 only once it is committed; remediation never happens inside
 //! the request. Errors are JSON `{"error": ..., "detail": ...}`.
 //!
-//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]).
+//! `/api/v1/pauses` sets, lists and resumes pauses ([`pauses`]); `POST /api/v1/runs` starts
+//! a runbook by hand or a drill ([`runs`]).
+//!
+//! `GET /api/v1/incidents/{id}/timeline`, `GET /incidents` and `GET /incidents/{id}`: the
+//! post-mortem's timeline as JSON and as web pages ([`pages`]).
 //!
 //! `POST /hooks/slack/interactions` takes the root's buttons (Acknowledge, Silence 1h, Pause
 //! automation 1h); [`slack`] verifies Slack's signature over the raw body and reads the
@@ -14,7 +18,10 @@ mod approvals;
 mod auth;
 pub mod buttons;
 mod error;
+mod fleet;
+mod pages;
 mod pauses;
+mod runs;
 pub mod slack;
 
 use std::sync::Arc;
@@ -54,6 +61,8 @@ pub struct AppState {
     pub alertmanager: Option<Arc<crate::alertmanager::AlertmanagerClient>>,
     /// What the root's Silence and Pause buttons act through.
     pub buttons: buttons::Buttons,
+    /// The fleet history when `postgres.url` is set (`?scope=fleet`, `/-/ready`).
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 /// The running HTTP server: await it to serve until SIGINT/SIGTERM.
@@ -82,6 +91,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(slack_interactions),
         )
         .configure(pauses::configure)
+        .configure(pages::configure)
+        .configure(runs::configure)
         .configure(approvals::configure)
         .route("/-/healthy", web::get().to(healthy))
         .route("/-/ready", web::get().to(ready))
@@ -250,6 +261,9 @@ async fn list_incidents(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     auth::check_api(&req, &state.settings.api)?;
+    if fleet::wants_fleet(req.query_string())? {
+        return fleet::list(&state, req.query_string()).await;
+    }
     let q = ListQuery::parse(req.query_string())?;
     let store = state.store.clone();
     let page = web::block(move || store.list_incidents(q.state, q.before, q.limit))
@@ -381,6 +395,16 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
     // remediation goes on.
     if let Some(deploys) = state.engine.deploy_status() {
         body["checks"]["docker_events"] = json!(deploys);
+    }
+    // The fleet history: behind or unreachable is said, never a readiness failure (Postgres
+    // never holds the intake, the engine or Slack).
+    body["checks"]["history"] = match &state.history {
+        Some(h) => json!(h.status()),
+        None => json!("not configured (postgres.url): no fleet history is kept"),
+    };
+    // Degraded, never unready: without Redis new firings follow coordination.on_redis_down.
+    if let Some(coordination) = state.engine.coordination_status() {
+        body["checks"]["coordination"] = json!(coordination);
     }
     if ready {
         HttpResponse::Ok().json(body)
@@ -529,6 +553,12 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let (store, now) = (state.store.clone(), state.clock.now());
     if let Ok(Ok(n)) = web::block(move || store.active_pauses(now)).await {
         state.metrics.pauses_active.set(n);
+    }
+    if state.history.is_some() {
+        let store = state.store.clone();
+        if let Ok(Ok(n)) = web::block(move || store.ship_backlog()).await {
+            state.metrics.history_backlog.set(n);
+        }
     }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

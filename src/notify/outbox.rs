@@ -524,7 +524,19 @@ impl Deliverer {
                 Err(e) => Err(e),
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => {
-                    let text = self.reply_text(&row.notice).await;
+                    let text = match &row.notice {
+                        // A drill calls nobody: the page names who would have been called.
+                        Notice::Page(Page { who, .. }) | Notice::Tier { who, .. }
+                            if inc.origin == crate::domain::Origin::Drill =>
+                        {
+                            format!(
+                                "DRILL, nobody paged: would page {}. {}",
+                                slack::escape(&crate::domain::notice::keys(who)),
+                                slack::escape(&row.notice.summary())
+                            )
+                        }
+                        _ => self.reply_text(&row.notice).await,
+                    };
                     client
                         .post_tagged(channel, &text, None, Some(ts), &tag)
                         .await
@@ -555,6 +567,15 @@ impl Deliverer {
     }
 
     async fn to_pagerduty(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
+        // A drill never pages: its Slack page says who would have been.
+        let drill = self
+            .store
+            .incident_without_annotations(row.incident_id)?
+            .is_some_and(|inc| inc.origin == crate::domain::Origin::Drill);
+        if drill {
+            tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), "drill: not sent to PagerDuty");
+            return Ok(Outcome::Done("drill: not paged".into()));
+        }
         let Some(client) = &self.pagerduty else {
             tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), "PagerDuty not configured; page logged");
             return Ok(Outcome::Done("logged".into()));
@@ -763,6 +784,8 @@ impl Deliverer {
             paused: inc.paused.as_ref().map(used),
             links,
             offered: self.root.offered,
+            drill: inc.origin == crate::domain::Origin::Drill,
+            started_by: inc.started.as_ref().map(|s| s.by.clone()),
         }
     }
 }

@@ -17,6 +17,7 @@ mod escalation;
 mod matcher;
 mod read;
 mod steps;
+mod synthetic;
 mod windows;
 mod yaml;
 
@@ -36,7 +37,8 @@ use yaml::Node;
 pub use argv::{expand as expand_argv, Template, DEFAULT_ARGV_PATTERN};
 pub use escalation::{Contact, Escalation, Policy, Tier, TierAfter};
 pub use matcher::{MatchOp, Matcher};
-pub use steps::{Step, StepKind};
+pub use steps::{Step, StepKind, UP_WITHIN};
+pub use synthetic::synthetic_labels;
 pub use windows::{MaintenanceWindow, Range, TimeInterval, TimeRange, WINDOWS_KEY};
 pub use yaml::Pos;
 
@@ -202,15 +204,20 @@ impl Rule {
             .unwrap_or(self.priority)
     }
 
-    /// The services the rule's steps name besides its target (`stop`, `start`,
-    /// `exec.service`), in its steps and its `on_failure` steps.
+    /// The services the rule's steps name besides its target (`stop`, `start`, `remove`,
+    /// `up`, `exec.service`), in its steps and its `on_failure` steps.
     pub fn step_services(&self) -> impl Iterator<Item = &str> + '_ {
         self.steps
             .iter()
             .chain(&self.on_failure)
             .flat_map(|s| match &s.kind {
-                StepKind::Stop { services, .. } | StepKind::Start { services, .. } => {
+                StepKind::Stop { services, .. }
+                | StepKind::Start { services, .. }
+                | StepKind::Remove { services, .. } => {
                     services.iter().map(String::as_str).collect()
+                }
+                StepKind::Up { groups, .. } => {
+                    groups.iter().flatten().map(String::as_str).collect()
                 }
                 StepKind::Exec {
                     service: Some(s), ..

@@ -89,6 +89,23 @@ pub enum StepKind {
         to: Vec<String>,
         message: Option<String>,
     },
+    /// What `docker-compose stop S && docker-compose rm -v S` does: each service's containers
+    /// stopped with a grace period and removed with their anonymous volumes; of the named
+    /// volumes only those in `volumes` (compose names, without the project prefix) go.
+    Remove {
+        services: Vec<String>,
+        volumes: Vec<String>,
+        grace: Option<Dur>,
+        timeout: Option<Dur>,
+    },
+    /// Services brought up group by group, each group healthy (or running, without a
+    /// healthcheck) within `within` before the next starts: existing containers started,
+    /// missing ones created from `docker.compose_file`.
+    Up {
+        groups: Vec<Vec<String>>,
+        within: Option<Dur>,
+        timeout: Option<Dur>,
+    },
     /// Wait for a named contact (`who`) to approve or reject, at most `timeout`; with
     /// `choices_from: previous`, the lines the step before printed are what they choose from.
     Approve {
@@ -117,6 +134,8 @@ impl StepKind {
             StepKind::Wait { .. } => "wait",
             StepKind::Notify { .. } => "notify",
             StepKind::Page { .. } => "page",
+            StepKind::Remove { .. } => "remove",
+            StepKind::Up { .. } => "up",
             StepKind::Approve { .. } => "approve",
         }
     }
@@ -130,6 +149,8 @@ impl StepKind {
                 | StepKind::Stop { .. }
                 | StepKind::Start { .. }
                 | StepKind::Exec { .. }
+                | StepKind::Remove { .. }
+                | StepKind::Up { .. }
         )
     }
 
@@ -161,6 +182,24 @@ impl StepKind {
             | StepKind::CheckRedis { within, .. } => or(within, secs(30)),
             StepKind::Wait { duration } => duration.0 + secs(1),
             StepKind::Notify { .. } | StepKind::Page { .. } => secs(10),
+            StepKind::Remove {
+                timeout,
+                grace,
+                services,
+                ..
+            } => or(
+                timeout,
+                (or(grace, secs(10)) + secs(20)) * services.len().max(1) as u32,
+            ),
+            // Each group: creating what is missing (compose), then the health wait.
+            StepKind::Up {
+                timeout,
+                within,
+                groups,
+            } => or(
+                timeout,
+                (or(within, UP_WITHIN) + secs(60)) * groups.len().max(1) as u32,
+            ),
             // The wait ends at its own stored deadline; this is a backstop.
             StepKind::Approve { timeout, .. } => timeout.0 + secs(30),
         }
@@ -183,8 +222,13 @@ const KINDS: &[&str] = &[
     "wait",
     "notify",
     "page",
+    "remove",
+    "up",
     "approve",
 ];
+
+/// How long each group of an `up` step may take to be healthy, when `within` is not given.
+pub const UP_WITHIN: Duration = Duration::from_secs(120);
 
 /// The arguments each kind takes.
 fn arguments(kind: &str) -> &'static [&'static str] {
@@ -202,6 +246,8 @@ fn arguments(kind: &str) -> &'static [&'static str] {
         "wait" => &["duration"],
         "notify" => &["message"],
         "page" => &["to", "message"],
+        "remove" => &["services", "volumes", "grace", "timeout"],
+        "up" => &["groups", "within", "timeout"],
         "approve" => &["who", "timeout", "prompt", "choices_from"],
         _ => &[],
     }
@@ -421,6 +467,17 @@ fn read_kind(
                 .unwrap_or_default(),
             message: s.string(e, "message"),
         },
+        "remove" => StepKind::Remove {
+            services: s.services(e),
+            volumes: s.volumes(e),
+            grace: s.duration(e, "grace"),
+            timeout: s.duration(e, "timeout"),
+        },
+        "up" => StepKind::Up {
+            groups: s.groups(e),
+            within: s.duration(e, "within"),
+            timeout: s.duration(e, "timeout"),
+        },
         "approve" => StepKind::Approve {
             who: s
                 .f
@@ -520,6 +577,83 @@ impl Args<'_, '_> {
             }
         }
         items.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// `remove.volumes`: plain compose volume names (the project prefix is added when the
+    /// step runs); none when not given.
+    fn volumes(&self, e: &mut Errors<'_>) -> Vec<String> {
+        let what = self.f.child("volumes");
+        let Some(n) = self.f.get("volumes") else {
+            return Vec::new();
+        };
+        let Some(items) = read::strings(e, n, &what) else {
+            return Vec::new();
+        };
+        for (v, pos) in &items {
+            if name_problem(v).is_some() {
+                e.at(
+                    *pos,
+                    format!("{what} `{v}` is not a plain volume name (letters, digits, '_', '.', '-'; starting with a letter or digit): name it as the compose file's `volumes:` does, e.g. redis-data"),
+                );
+            }
+        }
+        items.into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// `up.groups`: a non-empty list of non-empty lists of plain service names, each service
+    /// in one group only.
+    fn groups(&self, e: &mut Errors<'_>) -> Vec<Vec<String>> {
+        let what = self.f.child("groups");
+        let example = " (e.g. groups: [[postgres, redis], [backend]])";
+        let Some(n) = self.f.require(e, "groups", example) else {
+            return Vec::new();
+        };
+        let Some(items) = read::list(e, n, &what) else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            e.at(
+                n.pos,
+                format!("{what} must have at least one group, e.g. [[postgres, redis], [backend]]"),
+            );
+        }
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut groups = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let group = format!("{what}[{}]", i + 1);
+            if !matches!(item.value, Value::Seq(_)) {
+                let shown = e.shown(item);
+                e.at(
+                    item.pos,
+                    format!(
+                        "{group} must be a list of services, e.g. [postgres, redis], not {shown}"
+                    ),
+                );
+                continue;
+            }
+            let Some(names) = read::strings(e, item, &group) else {
+                continue;
+            };
+            if names.is_empty() {
+                e.at(item.pos, format!("{group} must name at least one service"));
+            }
+            for (s, pos) in &names {
+                if let Some(why) = name_problem(s) {
+                    e.at(*pos, format!("{group} `{s}` {why}"));
+                } else if let Some(first) = seen.get(s) {
+                    e.at(
+                        *pos,
+                        format!(
+                            "{group} `{s}` is already in group {first}; name each service once"
+                        ),
+                    );
+                } else {
+                    seen.insert(s.clone(), i + 1);
+                }
+            }
+            groups.push(names.into_iter().map(|(s, _)| s).collect());
+        }
+        groups
     }
 
     fn service(&self, e: &mut Errors<'_>) -> Option<String> {

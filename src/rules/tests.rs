@@ -221,7 +221,7 @@ fn unknown_keys_and_bad_yaml_are_errors_with_a_line() {
     );
     assert_eq!(
         unknown_step,
-        ["rules/50-step.yaml:9:9: rule `x`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)"]
+        ["rules/50-step.yaml:9:9: rule `x`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, remove, up, approve)"]
     );
 
     let bad_duration = errors_with(
@@ -338,6 +338,25 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "bad-remove-up",
+        &[
+            "bad-remove-up/rules.yaml:9:17: rule `remove-and-up`: missing key `remove.services` (e.g. services: [backend, celery-worker])",
+            "bad-remove-up/rules.yaml:10:48: rule `remove-and-up`: remove.volumes `../data` is not a plain volume name (letters, digits, '_', '.', '-'; starting with a letter or digit): name it as the compose file's `volumes:` does, e.g. redis-data",
+            "bad-remove-up/rules.yaml:10:57: rule `remove-and-up`: remove.volumes `redis data` is not a plain volume name (letters, digits, '_', '.', '-'; starting with a letter or digit): name it as the compose file's `volumes:` does, e.g. redis-data",
+            "bad-remove-up/rules.yaml:10:79: rule `remove-and-up`: remove.grace `soon` is not a duration such as 30s, 2m or 1h",
+            "bad-remove-up/rules.yaml:11:29: rule `remove-and-up`: remove.services must be a list, not `redis`",
+            "bad-remove-up/rules.yaml:11:45: rule `remove-and-up`: remove.volumes must be a list, not `redis-data`",
+            "bad-remove-up/rules.yaml:12:13: rule `remove-and-up`: missing key `up.groups` (e.g. groups: [[postgres, redis], [backend]])",
+            "bad-remove-up/rules.yaml:13:23: rule `remove-and-up`: up.groups must have at least one group, e.g. [[postgres, redis], [backend]]",
+            "bad-remove-up/rules.yaml:14:24: rule `remove-and-up`: up.groups[1] must be a list of services, e.g. [postgres, redis], not `redis`",
+            "bad-remove-up/rules.yaml:14:31: rule `remove-and-up`: up.groups[2] must name at least one service",
+            "bad-remove-up/rules.yaml:14:44: rule `remove-and-up`: up.within `5` is not a duration such as 30s, 2m or 1h (a number needs a unit: 5s, 5m, 5h)",
+            "bad-remove-up/rules.yaml:15:44: rule `remove-and-up`: up.groups[2] `redis` is already in group 1; name each service once",
+            "bad-remove-up/rules.yaml:15:51: rule `remove-and-up`: up.groups[2] `a;b` is not a plain container or service name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
+            "bad-remove-up/rules.yaml:15:60: rule `remove-and-up`: unknown key `up.wait` (expected one of: groups, within, timeout)",
+        ],
+    ),
+    (
         "bad-step-field",
         &[
             "bad-step-field/rules.yaml:9:27: rule `fields`: restart.grace `soon` is not a duration such as 30s, 2m or 1h",
@@ -405,7 +424,7 @@ const CASES: &[(&str, &[&str])] = &[
             "combined/10-first.yaml:6:15: rule `postgres-down`: priority `P9` is not one of P1, P2, P3, P4",
             "combined/10-first.yaml:10:28: rule `postgres-down`: limit.per `sometimes` is not a duration such as 30s, 2m or 1h",
             "combined/10-first.yaml:12:27: rule `postgres-down`: restart.grace `soon` is not a duration such as 30s, 2m or 1h",
-            "combined/10-first.yaml:13:9: rule `postgres-down`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
+            "combined/10-first.yaml:13:9: rule `postgres-down`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, remove, up, approve)",
             "combined/10-first.yaml:17:10: rule `queue-high`: rto `half an hour` is not a duration such as 30s, 2m or 1h",
             "combined/10-first.yaml:18:12: rule `queue-high`: owner `nobody` is not a contact in escalation.yaml (known: dba, oncall)",
             "combined/10-first.yaml:19:15: rule `queue-high`: target.label `service` needs an `allow` list of the services it may name",
@@ -510,12 +529,12 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown-step",
         &[
-            "unknown-step/rules.yaml:9:9: rule `steps`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
+            "unknown-step/rules.yaml:9:9: rule `steps`: unknown step `reboot_host` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, remove, up, approve)",
             "unknown-step/rules.yaml:10:9: rule `steps`: a step must be one kind and its arguments, e.g. `- restart: { grace: 30s }`, not `restart`; write `- restart: { ... }`, with `{}` for no arguments",
             "unknown-step/rules.yaml:11:9: rule `steps`: a step is one kind, but this one has `logs` and `restart`; start each step with its own `-`",
             "unknown-step/rules.yaml:13:9: rule `steps`: a step must be one kind and its arguments, e.g. `- restart: { grace: 30s }`, not an empty mapping",
             "unknown-step/rules.yaml:14:18: rule `steps`: restart must be a mapping of its arguments, e.g. `restart: {}`, not `30s`",
-            "unknown-step/rules.yaml:16:9: rule `steps`: unknown step `Page` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, approve)",
+            "unknown-step/rules.yaml:16:9: rule `steps`: unknown step `Page` (expected one of: diagnose, logs, restart, recreate, stop, start, exec, wait_healthy, check_http, check_postgres, check_redis, wait, notify, page, remove, up, approve)",
         ],
     ),
     (
@@ -762,7 +781,7 @@ fn a_window_is_checked_against_every_rule_and_refused_with_the_set() {
         errors_with("50-w.yaml", window),
         [
             "rules/50-w.yaml:3:16: maintenance window `w`: services `zzz` is not a service any rule acts on (known: backend, backup, celery-worker, frontend, minio, postgres, rabbitmq, redis)",
-            "rules/50-w.yaml:4:13: maintenance window `w`: rules `broken` is not a rule in this directory (known: backup-failed, disk-space-low, high-queue-depth, postgres-down, single-service-failure)",
+            "rules/50-w.yaml:4:13: maintenance window `w`: rules `broken` is not a rule in this directory (known: backup-failed, disk-space-low, full-bring-up, high-queue-depth, postgres-down, redis-cache-loss, single-service-failure)",
         ]
     );
     // A file of windows alone, beside the shipped rules, compiles.
@@ -773,5 +792,5 @@ fn a_window_is_checked_against_every_rule_and_refused_with_the_set() {
     });
     let set = compile(&sources).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(set.windows.len(), 1);
-    assert_eq!(set.rules.len(), 5);
+    assert_eq!(set.rules.len(), 7);
 }

@@ -125,6 +125,8 @@ pub(crate) struct Delivery<'a> {
     pub notification: &'a Notification,
     /// The `traceparent` of the request that brought it; queued with what it opened.
     pub trace: Option<&'a str>,
+    /// A synthetic alert's origin: the incident it opens records it.
+    pub started: Option<&'a crate::domain::Started>,
 }
 
 /// What storing a group did.
@@ -169,6 +171,9 @@ pub(crate) fn ingest_group(
             external_url: &n.external_url,
         };
         apply_alerts(&tx, known, id, &group, &n.alerts, &now_s, &mut events)?;
+        if let Some(started) = d.started {
+            mark_started(&tx, &events[before..], started)?;
+        }
         traces.resize(events.len().max(before), d.trace);
     }
     if let Some(last) = out.ids.last() {
@@ -243,6 +248,23 @@ pub(crate) fn apply_backlog(
         tx.commit().ctx("commit backlog")?;
         applied += rows.len();
     }
+}
+
+/// The incidents a synthetic delivery opened record their origin and who started them.
+fn mark_started(
+    tx: &Transaction<'_>,
+    opened: &[IncidentEvent],
+    started: &crate::domain::Started,
+) -> Result<(), StoreError> {
+    for event in opened {
+        if let IncidentEvent::Opened(id) = event {
+            tx.prepare_cached("UPDATE incidents SET origin = ?2, started = ?3 WHERE id = ?1")
+                .ctx("record the origin")?
+                .execute(params![id, started.origin, json(started)])
+                .ctx("record the origin")?;
+        }
+    }
+    Ok(())
 }
 
 fn advance_cursor(tx: &Transaction<'_>, intake_id: i64) -> Result<(), StoreError> {
@@ -421,6 +443,7 @@ impl Store {
                     encoded_body,
                     notification,
                     trace: None,
+                    started: None,
                 };
                 ingest_group(c, &mut known, &[d], now)
             })

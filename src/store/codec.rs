@@ -11,7 +11,8 @@ use rusqlite::Row;
 use super::{parse_ts, StoreError};
 use crate::domain::notice::{RunOutcome, StateChange};
 use crate::domain::{
-    DecisionKind, IncidentState, Notice, Phase, Priority, RunPhase, Sink, StepOutcome, Verdict,
+    DecisionKind, IncidentState, Notice, Origin, Phase, Priority, RunPhase, Sink, StepOutcome,
+    Verdict,
 };
 
 macro_rules! text_sql {
@@ -39,7 +40,8 @@ text_sql!(
     DecisionKind,
     RunPhase,
     StepOutcome,
-    RunOutcome
+    RunOutcome,
+    Origin
 );
 
 impl ToSql for Priority {

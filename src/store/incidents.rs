@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::codec::{collect, collect_each, field, Json, Ts};
 use super::{body, ts, ts_serde, Ctx, Store, StoreError};
 use crate::alert::Labels;
-use crate::domain::{Contact, IncidentState, Phase, Pressed, Priority};
+use crate::domain::{Contact, IncidentState, Origin, Phase, Pressed, Priority, Started};
 
 /// An incident as stored and as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +39,8 @@ pub struct IncidentRecord {
     /// The matched rule's RTO when it matched, in seconds.
     #[serde(rename = "rto_seconds", serialize_with = "secs_opt")]
     pub rto: Option<Duration>,
+    /// Whether the time to recover was within the RTO, once resolved (a matched incident).
+    pub rto_met: Option<bool>,
     /// Who was told when it opened (the priority's `notify` list and the rule's owner).
     pub told: Vec<Contact>,
     pub group_key: String,
@@ -65,6 +67,10 @@ pub struct IncidentRecord {
     /// The intake id of the latest delivery that carried this alert (the `delivery` of the
     /// webhook's response).
     pub last_delivery: Option<i64>,
+    /// Alertmanager's webhook, a manual run or a drill.
+    pub origin: Origin,
+    /// For a manual run or a drill: who started it and how.
+    pub started: Option<Started>,
 }
 
 fn secs_opt<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -93,7 +99,7 @@ const INCIDENT_SELECT: &str =
     "SELECT id, fingerprint, alertname, state, phase, starts_at, ends_at, resolved_at,
     first_seen, seen.last_seen, seen.deliveries, rule, priority, target, group_key, labels,
     annotations, acked_by, acked_at, slack_channel, slack_ts, seen.last_intake_id, rto_ms, told,
-    acked_slack_user, silenced, paused, owner, generator_url, external_url
+    acked_slack_user, silenced, paused, owner, generator_url, external_url, origin, started
     FROM incidents JOIN incident_seen AS seen ON seen.incident_id = incidents.id";
 
 fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
@@ -117,6 +123,10 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
         _ => None,
     };
     let told: Option<Json<Vec<Contact>>> = get!(23, "told");
+    let rto = rto_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
+    let rto_met = time_to_recover_seconds
+        .zip(rto)
+        .map(|(took, rto)| took <= rto.as_secs_f64());
     Ok(IncidentRecord {
         id,
         fingerprint: get!(1, "fingerprint"),
@@ -141,7 +151,8 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
         slack_channel: get!(19, "slack_channel"),
         slack_ts: get!(20, "slack_ts"),
         last_delivery: get!(21, "last_intake_id"),
-        rto: rto_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        rto,
+        rto_met,
         told: told.map(|j| j.0).unwrap_or_default(),
         acked_slack_user: get!(24, "acked_slack_user"),
         silenced: get!(25, "silenced", Option<Json<Pressed>>).map(|j| j.0),
@@ -149,6 +160,8 @@ fn incident_row(r: &Row<'_>) -> Result<IncidentRecord, StoreError> {
         owner: get!(27, "owner", Option<Json<Contact>>).map(|j| j.0),
         generator_url: get!(28, "generator_url", Option<String>).filter(|u| !u.is_empty()),
         external_url: get!(29, "external_url", Option<String>).filter(|u| !u.is_empty()),
+        origin: get!(30, "origin"),
+        started: get!(31, "started", Option<Json<Started>>).map(|j| j.0),
     })
 }
 
@@ -261,6 +274,20 @@ impl Store {
         Ok(IncidentPage { incidents, next })
     }
 
+    /// The incident of an alert, by its identity (a synthetic alert's, once submitted).
+    pub fn incident_of(
+        &self,
+        fingerprint: &str,
+        starts_at: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        self.conn()
+            .prepare_cached("SELECT id FROM incidents WHERE fingerprint = ?1 AND starts_at = ?2")
+            .ctx("find incident")?
+            .query_row(params![fingerprint, ts(starts_at)], |r| r.get(0))
+            .optional()
+            .ctx("find incident")
+    }
+
     /// Incidents in a phase, oldest first (crash recovery).
     pub fn incidents_in_phase(&self, phase: Phase) -> Result<Vec<i64>, StoreError> {
         let conn = self.conn();
@@ -269,6 +296,27 @@ impl Store {
             .ctx("incidents in phase")?;
         let rows = stmt
             .query_map([phase], |r| r.get(0))
+            .ctx("incidents in phase")?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .ctx("incidents in phase")
+    }
+
+    /// Up to `limit` incidents in a phase with an id above `after`, oldest first (a bounded
+    /// pass that resumes where the last one ended: the fleet's claim watch).
+    pub fn incidents_in_phase_after(
+        &self,
+        phase: Phase,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<i64>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id FROM incidents WHERE phase = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .ctx("incidents in phase")?;
+        let rows = stmt
+            .query_map(rusqlite::params![phase, after, limit as i64], |r| r.get(0))
             .ctx("incidents in phase")?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .ctx("incidents in phase")

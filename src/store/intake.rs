@@ -34,6 +34,8 @@ struct Item {
     payload: Payload,
     /// The delivery's `traceparent`, carried to the engine's queue.
     trace: Option<String>,
+    /// A synthetic alert's origin (`remediator run`, `remediator drill`); `None` for a webhook.
+    started: Option<crate::domain::Started>,
     reply: Reply,
 }
 
@@ -74,6 +76,18 @@ impl IntakeHandle {
         notification: Notification,
         trace: Option<String>,
     ) -> Result<i64, Arc<StoreError>> {
+        self.submit_started(body, notification, trace, None).await
+    }
+
+    /// [`IntakeHandle::submit`] for a synthetic alert: the incident it opens records who
+    /// started it and how (`started`).
+    pub async fn submit_started(
+        &self,
+        body: Vec<u8>,
+        notification: Notification,
+        trace: Option<String>,
+        started: Option<crate::domain::Started>,
+    ) -> Result<i64, Arc<StoreError>> {
         // Compressed here, in the HTTP worker, not in the one writer thread.
         let encoded = super::body::encode(&body);
         drop(body);
@@ -82,6 +96,7 @@ impl IntakeHandle {
             .send(Item {
                 payload: (encoded, notification),
                 trace,
+                started,
                 reply,
             })
             .await
@@ -115,6 +130,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>, clock: &d
                     encoded_body: &i.payload.0,
                     notification: &i.payload.1,
                     trace: i.trace.as_deref(),
+                    started: i.started.as_ref(),
                 })
                 .collect();
             let mut conn = store.conn();

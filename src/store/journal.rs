@@ -51,6 +51,16 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
 }
 
+/// An incident's runbook run: when it started and ended, and how (the post-mortem's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    pub rule: String,
+    pub target: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub outcome: Option<RunOutcome>,
+}
+
 /// One write of a [`Commit`].
 #[derive(Debug, Clone)]
 enum Write {
@@ -103,6 +113,8 @@ enum Write {
     Paused(Pressed),
     FireTier(usize),
     Dequeue(i64),
+    /// A synthetic incident (a manual run, a drill) ends: no Alertmanager will resolve it.
+    ResolveSynthetic,
     Limit {
         key: String,
         state: LimitState,
@@ -267,6 +279,13 @@ impl Commit {
     /// The engine queue's entry this decision point handled.
     pub fn dequeue(&mut self, queue_id: i64) -> &mut Self {
         self.writes.push(Write::Dequeue(queue_id));
+        self
+    }
+
+    /// Resolves a synthetic incident (a manual run, a drill) now and queues its resolution
+    /// for the engine, as a webhook's resolution would be: nothing else ever resolves it.
+    pub fn resolve_synthetic(&mut self) -> &mut Self {
+        self.writes.push(Write::ResolveSynthetic);
         self
     }
 
@@ -476,6 +495,24 @@ impl Commit {
                     ])
                     .ctx("store a limit")?;
                 }
+                Write::ResolveSynthetic => {
+                    let n = tx
+                        .prepare_cached(
+                            "UPDATE incidents SET state = 'resolved', ends_at = ?2, resolved_at = ?2
+                             WHERE id = ?1 AND state = 'open' AND origin != 'alertmanager'",
+                        )
+                        .ctx("resolve a synthetic incident")?
+                        .execute(params![id, at])
+                        .ctx("resolve a synthetic incident")?;
+                    if n > 0 {
+                        tx.prepare_cached(
+                            "INSERT INTO engine_queue (incident_id, kind) VALUES (?1, 'resolved')",
+                        )
+                        .ctx("queue the resolution")?
+                        .execute([id])
+                        .ctx("queue the resolution")?;
+                    }
+                }
                 Write::Dequeue(queue_id) => {
                     tx.prepare_cached("DELETE FROM engine_queue WHERE id = ?1")
                         .ctx("dequeue")?
@@ -675,5 +712,28 @@ impl Store {
             .query_row(params![rule, target, except], |r| r.get(0))
             .optional()
             .ctx("open run for")
+    }
+
+    /// The incident's run, if its runbook started.
+    pub fn run_of(&self, id: i64) -> Result<Option<RunSummary>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT incident_id, rule, target, started_at, ended_at, outcome FROM runs
+                 WHERE incident_id = ?1",
+            )
+            .ctx("run of")?;
+        let rows = stmt.query([id]).ctx("run of")?;
+        let mut found = collect(rows, "run of", |r| {
+            let id: i64 = r.get(0).ctx("run id")?;
+            Ok(RunSummary {
+                rule: field(r, 1, "runs", "rule", id)?,
+                target: field(r, 2, "runs", "target", id)?,
+                started_at: field::<Ts>(r, 3, "runs", "started_at", id)?.0,
+                ended_at: field::<Option<Ts>>(r, 4, "runs", "ended_at", id)?.map(|t| t.0),
+                outcome: field(r, 5, "runs", "outcome", id)?,
+            })
+        })?;
+        Ok(found.pop())
     }
 }

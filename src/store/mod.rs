@@ -3,7 +3,8 @@
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
 //! `intake`/`apply` (webhooks stored and applied), `pauses` (who paused which runbooks, until
-//! when), `quarantine` (damaged rows set aside),
+//! when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
+//! copy to Postgres),
 //! `codec` (how typed values are written).
 //!
 //! One connection behind a mutex serves the whole process:
@@ -45,6 +46,7 @@ mod outbox;
 mod pauses;
 mod quarantine;
 mod schema;
+mod ship;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -56,10 +58,13 @@ use serde::Serialize;
 pub use apply::Queued;
 pub use incidents::{IncidentPage, IncidentRecord, MAX_PAGE};
 pub use intake::{IntakeHandle, IntakeWriter};
-pub use journal::{Commit, DecisionRecord, RunRecord, StepRecord};
+pub use journal::{Commit, DecisionRecord, RunRecord, RunSummary, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
 pub use pauses::{PauseEnd, PauseListing, PauseRecord};
 pub use quarantine::{QuarantineRecord, Quarantined};
+pub use ship::{
+    ShipBatch, ShippedDecision, ShippedIncident, ShippedMessage, ShippedRun, ShippedStep,
+};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "remediator.db";

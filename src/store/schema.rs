@@ -211,6 +211,22 @@ ALTER TABLE incidents ADD COLUMN silenced TEXT;
 ALTER TABLE incidents ADD COLUMN paused TEXT;
 "#,
     r#"
+-- Where an incident came from (alertmanager, manual: `remediator run`, drill: `remediator
+-- drill`), and for the last two what the person asked for (JSON: by, dry_run, break_with).
+ALTER TABLE incidents ADD COLUMN origin TEXT NOT NULL DEFAULT 'alertmanager';
+ALTER TABLE incidents ADD COLUMN started TEXT;
+"#,
+    r#"
+-- The journal changes the fleet history has still to copy to Postgres (store/ship.rs), in
+-- change order: written by TEMP triggers only while shipping is on, in the transaction of
+-- the change; an entry is deleted once its row is in Postgres.
+CREATE TABLE ship_queue (
+    id     INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    row_id INTEGER NOT NULL
+);
+"#,
+    r#"
 -- An `approve` step's request and its answer (store/approvals.rs): one per step of a run,
 -- kept across restarts so the wait resumes with its stored deadline.
 CREATE TABLE approvals (

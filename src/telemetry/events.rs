@@ -128,6 +128,8 @@ pub struct IncidentResolved<'a> {
     pub time_to_recover: Duration,
     /// The matched rule's RTO; the metrics are observed only with one, as before.
     pub rto: Option<Duration>,
+    /// `alertmanager`, `manual` or `drill`.
+    pub origin: &'a str,
 }
 
 impl InternalEvent for IncidentResolved<'_> {
@@ -142,7 +144,7 @@ impl InternalEvent for IncidentResolved<'_> {
             "incident resolved"
         );
         if let Some(rto) = self.rto {
-            metrics.recovered(ttr, rto.as_secs_f64());
+            metrics.recovered(self.rule.unwrap_or(""), self.origin, ttr, rto.as_secs_f64());
         }
         let span = Span::current();
         span.record("fingerprint", self.fingerprint);

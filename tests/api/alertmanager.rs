@@ -210,7 +210,7 @@ async fn alerts_pushed_to_a_real_alertmanager_open_and_close_incidents() {
     .await;
     assert_eq!(inc["state"], "open");
     assert_eq!(inc["rule"], "postgres-down");
-    assert_eq!(inc["group_key"], "{}/{alertname=~\"PostgresDown|HighQueueDepth|BackupFailed|DiskSpaceLow\"}:{alertname=\"PostgresDown\", service=\"postgres\"}");
+    assert_eq!(inc["group_key"], "{}/{alertname=~\"PostgresDown|HighQueueDepth|BackupFailed|DiskSpaceLow|RedisCacheLoss\"}:{alertname=\"PostgresDown\", service=\"postgres\"}");
 
     assert!(push(Some(Utc::now())).await.unwrap().status().is_success());
     let closed = eventually(

@@ -22,7 +22,7 @@ fn check_accepts_the_shipped_rules() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "rules: OK, 5 rules, 6 contacts"
+        "rules: OK, 7 rules, 6 contacts"
     );
 }
 
@@ -267,7 +267,7 @@ async fn sighup_reloads_the_rules_and_keeps_the_last_good_set_when_broken() {
         (r.status(), r.json::<Value>().await.unwrap())
     };
     assert_eq!(
-        ready["checks"]["rules"], "5 rules loaded",
+        ready["checks"]["rules"], "7 rules loaded",
         "the last good set stays"
     );
 

@@ -32,6 +32,7 @@ fn amtool_accepts_the_alertmanager_config_and_routes_the_dr_alerts_to_us() {
         "HighQueueDepth",
         "BackupFailed",
         "DiskSpaceLow",
+        "RedisCacheLoss",
     ] {
         let out = run(
             amtool(),
@@ -48,13 +49,37 @@ fn amtool_accepts_the_alertmanager_config_and_routes_the_dr_alerts_to_us() {
 }
 
 #[test]
+fn amtool_accepts_the_fleet_config_and_delivers_to_both_replicas() {
+    let amtool = || tool("REMEDIATOR_TEST_AMTOOL_BIN", "amtool");
+    run(amtool(), &["check-config", "deploy/fleet/alertmanager.yml"]);
+    let out = run(
+        amtool(),
+        &[
+            "config",
+            "routes",
+            "test",
+            "--config.file=deploy/fleet/alertmanager.yml",
+            "alertname=PostgresDown",
+        ],
+    );
+    assert_eq!(out.lines().next(), Some("remediator-fleet"), "{out}");
+    let text = std::fs::read_to_string(repo().join("deploy/fleet/alertmanager.yml")).unwrap();
+    for replica in ["remediator-a", "remediator-b"] {
+        assert!(
+            text.contains(&format!("url: http://{replica}:9095/hooks/alertmanager")),
+            "{replica}"
+        );
+    }
+}
+
+#[test]
 fn promtool_accepts_the_alerting_rules_and_their_unit_tests() {
     let promtool = || tool("REMEDIATOR_TEST_PROMTOOL_BIN", "promtool");
     let out = run(
         promtool(),
         &["check", "rules", "deploy/prometheus-rules.yml"],
     );
-    assert!(out.contains("SUCCESS: 4 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
     run(
         promtool(),
         &["test", "rules", "deploy/prometheus-rules.test.yml"],

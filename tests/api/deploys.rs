@@ -204,6 +204,54 @@ async fn after_the_deploy_grace_the_runbook_runs_as_usual() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediators_own_remove_and_compose_up_are_no_deploy() {
+    let stack = Stack::up(&["redis", "rabbitmq"]);
+    let rules = rules_with(
+        "rules:\n  - name: rebuild-svc\n    matchers: ['alertname=\"ServiceDown\"']\n    priority: P2\n    rto: 15m\n    owner: infra\n    target: { label: service, allow: [redis] }\n    limit: { runs: 5, per: 1h }\n    steps:\n      - remove: { services: [redis], volumes: [redis-data], grace: 1s }\n      - up: { groups: [[redis]], within: 30s }\n",
+    );
+    let app = app_for(
+        &stack,
+        Some(rules.path()),
+        &[(
+            "REMEDIATOR_DOCKER__COMPOSE_FILE",
+            &crate::stack::compose_file(),
+        )],
+    )
+    .await;
+    app.wait_following().await;
+    let before = stack.id("redis");
+    let (first, starts) = app.fire_and_finish("redis").await;
+    assert_eq!(first["phase"], "recovered", "{first:#}");
+    let ours = stack.id("redis");
+    assert_ne!(
+        ours, before,
+        "remediator removed redis and compose created it again"
+    );
+    app.post_hook(alert_payload(
+        json!({"alertname": "ServiceDown", "service": "redis"}),
+        starts,
+        "resolved",
+    ))
+    .await;
+
+    force_recreate(&stack, "rabbitmq");
+    app.wait_deploy_events(3).await;
+    assert_eq!(
+        app.deploy_events().await,
+        3,
+        "only rabbitmq's deploy; our destroy of redis and compose's create of it are none: {}",
+        app.metrics_text().await
+    );
+    let (second, _) = app.fire_and_finish("redis").await;
+    assert_eq!(
+        decision(&second, "deploy")["verdict"],
+        "continue",
+        "{second:#}"
+    );
+    assert_eq!(second["phase"], "recovered", "{second:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remediators_own_recreate_is_no_deploy() {
     let stack = Stack::up(&["redis", "rabbitmq"]);
     let rules = rules_with(

@@ -44,6 +44,8 @@ fn view(id: i64) -> IncidentView {
         paused: None,
         links: Default::default(),
         offered: Default::default(),
+        drill: false,
+        started_by: None,
     }
 }
 

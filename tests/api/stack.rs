@@ -12,7 +12,8 @@ pub struct Stack {
     pub project: String,
 }
 
-fn compose_file() -> String {
+/// The test stack's compose file (`REMEDIATOR_TEST_COMPOSE_FILE`, else the repository's).
+pub fn compose_file() -> String {
     std::env::var("REMEDIATOR_TEST_COMPOSE_FILE").unwrap_or_else(|_| {
         repo()
             .join("tests/stack/docker-compose.yml")

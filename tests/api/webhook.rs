@@ -380,5 +380,5 @@ async fn reload_keeps_the_last_good_rules_when_the_new_ones_are_broken() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v, json!({"status": "reloaded", "rules": 5}));
+    assert_eq!(v, json!({"status": "reloaded", "rules": 7}));
 }

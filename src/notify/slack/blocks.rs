@@ -93,6 +93,10 @@ pub struct IncidentView {
     pub paused: Option<Used>,
     pub links: Links,
     pub offered: Offered,
+    /// A drill (`remediator drill`): the root says DRILL, and nobody is paged.
+    pub drill: bool,
+    /// Who started it, for a manual run or a drill.
+    pub started_by: Option<String>,
 }
 
 /// The `action_id` of the Acknowledge button; its `value` is the incident id.
@@ -212,8 +216,9 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
         .owner
         .clone()
         .unwrap_or_else(|| "_no owner_".to_owned());
+    let drill = if view.drill { "DRILL " } else { "" };
     let mut fallback = format!(
-        "[{}] {} on {}: {} (RTO {}, incident #{})",
+        "{drill}[{}] {} on {}: {} (RTO {}, incident #{})",
         escape(&view.priority),
         escape(&view.alertname),
         escape(&view.service),
@@ -230,7 +235,7 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
 
     let header = truncate(
         &format!(
-            "{} [{}] {} — {}",
+            "{}{drill}[{}] {} — {}",
             state_emoji(view.state),
             view.priority,
             view.alertname,
@@ -247,6 +252,14 @@ pub fn incident_blocks(view: &IncidentView) -> (String, Value) {
     ];
     if let Some(ttr) = &view.time_to_recover {
         fields.push(field("Time to recover", &escape(ttr)));
+    }
+    if let Some(by) = &view.started_by {
+        let what = if view.drill {
+            format!("DRILL by {}: nobody is paged", escape(by))
+        } else {
+            format!("by hand, by {}", escape(by))
+        };
+        fields.push(field("Started", &what));
     }
     if let Some(ack) = &view.acknowledged {
         fields.push(field(
@@ -390,6 +403,8 @@ mod tests {
                 silence: true,
                 pause: true,
             },
+            drill: false,
+            started_by: None,
         }
     }
 

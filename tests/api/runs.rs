@@ -1,0 +1,480 @@
+//! Runbooks started by hand (`POST /api/v1/runs`, `remediator run`) and drills
+//! (`remediator drill`): the incident's origin, its thread, its refusals, RTO tracking, and
+//! drills against the real compose stack that never reach PagerDuty.
+
+use serde_json::{json, Value};
+
+use crate::emulators::*;
+use crate::helpers::*;
+use crate::stack::Stack;
+
+const API_TOKEN: &str = "api-token-for-run-tests";
+
+const RULES: &str = r#"
+rules:
+  - name: full-check
+    matchers: ['alertname="FullCheck"', 'site=~"eu-.*"']
+    priority: P2
+    rto: 15m
+    owner: infra
+    target: { none: true }
+    steps:
+      - notify: { message: "checking everything" }
+  - name: slow-check
+    matchers: ['alertname="SlowCheck"']
+    priority: P3
+    rto: 1s
+    owner: infra
+    target: { none: true }
+    steps:
+      - wait: { duration: 1500ms }
+"#;
+
+fn env(
+    slack: &SlackEmulator,
+    pd: &PagerDutyEmulator,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("REMEDIATOR_WEBHOOK_TOKEN".to_string(), TOKEN.to_string()),
+        ("REMEDIATOR_API__TOKEN".into(), API_TOKEN.into()),
+        ("REMEDIATOR_SLACK__API_URL".into(), slack.url()),
+        ("REMEDIATOR_SLACK__BOT_TOKEN".into(), SLACK_TOKEN.into()),
+        ("REMEDIATOR_SLACK__CHANNEL".into(), SLACK_CHANNEL.into()),
+        ("REMEDIATOR_SLACK__TIMEOUT".into(), "2s".into()),
+        ("REMEDIATOR_PAGERDUTY__URL".into(), pd.url()),
+        (
+            "REMEDIATOR_PAGERDUTY__ROUTING_KEY".into(),
+            PD_ROUTING_KEY.into(),
+        ),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+async fn post_run(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/runs", app.addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn incident(app: &TestApp, id: i64) -> Value {
+    app.client
+        .get(format!("{}/api/v1/incidents/{id}", app.addr))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn resolved(app: &TestApp, id: i64, secs: u64) -> Value {
+    eventually(secs, "the incident to be resolved", || async {
+        let inc = incident(app, id).await;
+        (inc["state"] == "resolved").then_some(inc)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_through_the_api_opens_a_manual_incident_that_runs_its_runbook_in_a_thread() {
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let rules = rules_with(RULES);
+    let app = spawn_with(Spawn {
+        env: env(&slack, &pd, &[]),
+        rules_dir: Some(rules.path().to_path_buf()),
+    })
+    .await;
+    let (status, body) = post_run(
+        &app,
+        API_TOKEN,
+        json!({ "rule": "full-check", "labels": { "site": "eu-1" }, "by": "alice" }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["origin"], "manual");
+    assert_eq!(
+        body["labels"],
+        json!({ "alertname": "FullCheck", "site": "eu-1" })
+    );
+    let id = body["incident"].as_i64().unwrap();
+    let inc = resolved(&app, id, 20).await;
+    assert_eq!(inc["origin"], "manual", "{inc:#}");
+    assert_eq!(inc["started"]["by"], "alice");
+    assert_eq!(inc["rule"], "full-check");
+    assert_eq!(inc["phase"], "recovered");
+    assert_eq!(inc["rto_seconds"], 900.0);
+    assert_eq!(inc["rto_met"], true);
+    assert!(inc["time_to_recover_seconds"].as_f64().unwrap() < 900.0);
+    let steps = step_outcomes(&inc);
+    assert_eq!(steps.len(), 1, "{inc:#}");
+    assert_eq!((steps[0].1.as_str(), steps[0].2.as_str()), ("notify", "ok"));
+    // The thread: a root, then who started it and the runbook's replies.
+    let msgs = eventually(10, "the thread", || async {
+        let m = slack.messages();
+        m.iter()
+            .any(|m| m.text.contains("checking everything"))
+            .then_some(m)
+    })
+    .await;
+    let root = &msgs[0];
+    assert!(root.thread_ts.is_none());
+    assert!(
+        root.blocks
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("by hand, by alice"),
+        "{root:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.thread_ts.as_deref() == Some(root.ts.as_str())
+                && m.text
+                    .contains("runbook full-check started by hand by alice")),
+        "{msgs:#?}"
+    );
+    assert!(pd.events().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_refused_with_what_is_wrong_and_nothing_opens() {
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let rules = rules_with(RULES);
+    let app = spawn_with(Spawn {
+        env: env(&slack, &pd, &[]),
+        rules_dir: Some(rules.path().to_path_buf()),
+    })
+    .await;
+    let (status, body) = post_run(&app, API_TOKEN, json!({ "rule": "no-such-rule" })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().starts_with(
+            "rule: no rule named \"no-such-rule\" is loaded (known: full-check, slow-check)"
+        ),
+        "{body}"
+    );
+    let (status, body) = post_run(&app, API_TOKEN, json!({ "rule": "full-check" })).await;
+    assert_eq!(status, 400, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(r#"matcher site=~"eu-.*" is not satisfied by a missing site"#)
+            && detail.contains("--label site=VALUE"),
+        "{body}"
+    );
+    let (status, body) = post_run(
+        &app,
+        API_TOKEN,
+        json!({ "rule": "full-check", "labels": { "site": "us-1" } }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_run(
+        &app,
+        API_TOKEN,
+        json!({ "rule": "full-check", "labels": { "site": "eu-1" }, "break": "stop" }),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("break: only a live drill"),
+        "{body}"
+    );
+    let (status, body) =
+        post_run(&app, API_TOKEN, json!({ "rule": "full-check", "typo": 1 })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `typo`"),
+        "{body}"
+    );
+    let (status, _) = post_run(
+        &app,
+        "not-the-token",
+        json!({ "rule": "full-check", "labels": { "site": "eu-1" } }),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(app.incidents().await.is_empty(), "nothing was opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remediator_run_starts_the_runbook_through_the_running_service() {
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let rules = rules_with(RULES);
+    let app = spawn_with(Spawn {
+        env: env(&slack, &pd, &[]),
+        rules_dir: Some(rules.path().to_path_buf()),
+    })
+    .await;
+    let out = remediator(
+        &[
+            "run",
+            "full-check",
+            "--label",
+            "site=eu-2",
+            "--by",
+            "bob",
+            "--url",
+            &app.addr,
+        ],
+        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("opened for rule full-check by bob (alertname=FullCheck, site=eu-2)"),
+        "{text}"
+    );
+    let id: i64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("incident id");
+    let inc = resolved(&app, id, 20).await;
+    assert_eq!(inc["origin"], "manual");
+    assert_eq!(inc["phase"], "recovered");
+    let out = remediator(
+        &["run", "full-check", "--url", &app.addr],
+        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("400") && err.contains("--label site=VALUE"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_past_its_rto_is_a_breach_in_the_metrics_by_rule() {
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let rules = rules_with(RULES);
+    let app = spawn_with(Spawn {
+        env: env(&slack, &pd, &[]),
+        rules_dir: Some(rules.path().to_path_buf()),
+    })
+    .await;
+    for body in [
+        json!({ "rule": "slow-check" }),
+        json!({ "rule": "full-check", "labels": { "site": "eu-1" } }),
+    ] {
+        let (status, body) = post_run(&app, API_TOKEN, body).await;
+        assert_eq!(status, 201, "{body}");
+        let inc = resolved(&app, body["incident"].as_i64().unwrap(), 20).await;
+        assert_eq!(inc["phase"], "recovered");
+    }
+    let slow = &app.incidents().await;
+    let slow = slow.iter().find(|i| i["rule"] == "slow-check").unwrap();
+    assert_eq!(slow["rto_met"], false, "{slow:#}");
+    assert!(slow["time_to_recover_seconds"].as_f64().unwrap() >= 1.5);
+    let metrics = eventually(10, "both recoveries in /metrics", || async {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains(
+            r#"remediator_time_to_recover_seconds_count{rule="full-check",origin="manual"} 1"#,
+        )
+        .then_some(text)
+    })
+    .await;
+    assert!(
+        metrics.contains(
+            r#"remediator_time_to_recover_seconds_count{rule="slow-check",origin="manual"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"remediator_rto_breaches_total{rule="slow-check",origin="manual"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"remediator_rto_breaches_total{rule="full-check""#),
+        "{metrics}"
+    );
+    // The 2 s bucket holds the slow one's 1.5 s.
+    assert!(
+        metrics.contains(r#"remediator_time_to_recover_seconds_bucket{le="2.0",rule="slow-check",origin="manual"} 1"#)
+            || metrics.contains(r#"remediator_time_to_recover_seconds_bucket{rule="slow-check",origin="manual",le="2.0"} 1"#),
+        "{metrics}"
+    );
+}
+
+async fn drill_app(stack: &Stack, slack: &SlackEmulator, pd: &PagerDutyEmulator) -> TestApp {
+    spawn_with(Spawn {
+        env: env(
+            slack,
+            pd,
+            &[("REMEDIATOR_DOCKER__PROJECT", stack.project.clone())],
+        ),
+        rules_dir: None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_drill_executes_nothing_reports_each_step_and_pages_nobody() {
+    let stack = Stack::up(&["redis"]);
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let app = drill_app(&stack, &slack, &pd).await;
+    let before = stack.started_at("redis");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("drill.md");
+    let out = remediator(
+        &[
+            "drill",
+            "single-service-failure",
+            "--service",
+            "redis",
+            "--report",
+            report.to_str().unwrap(),
+            "--by",
+            "carol",
+            "--url",
+            &app.addr,
+        ],
+        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        text.starts_with("# DR drill: single-service-failure\n"),
+        "{text}"
+    );
+    assert!(text.contains("origin drill, started by carol"), "{text}");
+    assert!(text.contains("- Mode: dry-run"), "{text}");
+    assert!(
+        text.contains("No step was executed (dry-run (a drill without --live): would run logs, restart, wait_healthy on service:redis)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Not timed: a dry-run executes no step (RTO 15m 00s)"),
+        "{text}"
+    );
+    assert!(text.contains("## Result: PASS"), "{text}");
+    assert_eq!(stack.started_at("redis"), before, "nothing was executed");
+    let inc = app.incidents().await.pop().unwrap();
+    assert_eq!(inc["origin"], "drill");
+    assert_eq!(inc["state"], "resolved");
+    assert_eq!(inc["phase"], "skipped");
+    let root = eventually(10, "the drill's root", || async {
+        slack.messages().into_iter().find(|m| m.thread_ts.is_none())
+    })
+    .await;
+    assert!(root.text.starts_with("DRILL [P2]"), "{root:?}");
+    assert!(pd.events().is_empty(), "{:?}", pd.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() {
+    let stack = Stack::up(&["redis"]);
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    let app = drill_app(&stack, &slack, &pd).await;
+    let before = stack.started_at("redis");
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("drill.md");
+    let out = remediator(
+        &[
+            "drill",
+            "single-service-failure",
+            "--service",
+            "redis",
+            "--live",
+            "--break",
+            "stop",
+            "--report",
+            report.to_str().unwrap(),
+            "--url",
+            &app.addr,
+        ],
+        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
+    )
+    .await;
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("- Mode: live, target broken by stop first"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drill: broke service:redis by stop in"),
+        "{text}"
+    );
+    for step in ["logs", "restart", "wait_healthy"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("| main | {step} | ok | ")) && l.contains(" s |")),
+            "{step}: {text}"
+        );
+    }
+    assert!(text.contains("against an RTO of 15m 00s: met"), "{text}");
+    assert!(text.contains("## Result: PASS"), "{text}");
+    assert_ne!(stack.started_at("redis"), before, "redis was restarted");
+    assert_eq!(
+        stack.inspect("redis")["State"]["Health"]["Status"],
+        "healthy"
+    );
+    let inc = app.incidents().await.pop().unwrap();
+    assert_eq!(
+        (inc["origin"].as_str(), inc["phase"].as_str()),
+        (Some("drill"), Some("recovered"))
+    );
+    // The stakeholders were told before the break: the announcement is in the thread.
+    assert!(
+        slack
+            .messages()
+            .iter()
+            .any(|m| m.text.starts_with("DRILL of rule single-service-failure")),
+        "{:#?}",
+        slack.messages()
+    );
+    assert!(pd.events().is_empty(), "{:?}", pd.events());
+}
