@@ -53,6 +53,10 @@ pub struct Metrics {
     pub coordination_up: Gauge<i64, AtomicI64Wrapper>,
     pub claims: Family<Labels, Counter>,
     pub redis_errors: Family<Labels, Counter>,
+    /// Fleet mode: Redis commands (scripts) sent, by what they were for.
+    pub redis_commands: Family<Labels, Counter>,
+    /// Fleet mode: the answers of the shared limits and target lock (held, limited, busy).
+    pub fleet_takes: Family<Labels, Counter>,
 }
 
 /// The atomic behind an i64 gauge.
@@ -102,6 +106,8 @@ impl Metrics {
             coordination_up: Gauge::default(),
             claims: Family::default(),
             redis_errors: Family::default(),
+            redis_commands: Family::default(),
+            fleet_takes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -248,6 +254,16 @@ impl Metrics {
             "Redis commands that failed, by what they were for",
             m.redis_errors.clone(),
         );
+        registry.register(
+            "redis_commands",
+            "Redis commands (one script each) sent for the fleet's coordination, by op; constant per firing, none for a repeat delivery",
+            m.redis_commands.clone(),
+        );
+        registry.register(
+            "fleet_takes",
+            "Answers of the fleet-wide limits and target lock for runs about to start (held, limited, busy)",
+            m.fleet_takes.clone(),
+        );
         m.coordination_up.set(1);
         Metrics { registry, ..m }
     }
@@ -346,6 +362,18 @@ impl Metrics {
 
     pub fn claim(&self, outcome: &str) {
         self.claims
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc();
+    }
+
+    pub fn redis_command(&self, what: &str) {
+        self.redis_commands
+            .get_or_create(&vec![("op", what.replace(' ', "_"))])
+            .inc();
+    }
+
+    pub fn take(&self, outcome: &str) {
+        self.fleet_takes
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc();
     }

@@ -26,7 +26,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::ExposeSecret;
 
 use crate::domain::{OnRedisDown, Phase};
-use crate::engine::{Claim, Coordinator, Firing, Holder, Unavailable, Won};
+use crate::engine::{Claim, Coordinator, Firing, Holder, Take, Taken, Unavailable, Won};
 use crate::metrics::Metrics;
 
 /// Claims a key unless another replica holds it; a claim of our own replica's (an earlier
@@ -40,21 +40,121 @@ end
 return v
 "#;
 
-/// Extends a key's expiry if it still holds our token.
+/// Extends a key's expiry if it still holds our token, and the target's lock (`KEYS[2]`,
+/// value `ARGV[3]`, when given) with it.
 const RENEW: &str = r#"
+if ARGV[3] and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 "#;
 
-/// Replaces our claim by the done marker, if it is still ours.
+/// Replaces our claim by the done marker, if it is still ours, and deletes the target's
+/// lock (`KEYS[2]`, value `ARGV[4]`, when given) if it is ours.
 const DONE: &str = r#"
+if ARGV[4] and redis.call('GET', KEYS[2]) == ARGV[4] then
+  redis.call('DEL', KEYS[2])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
 return 0
+"#;
+
+/// Compare-and-delete of the target's lock.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// The survivor's look at a claim it lost: the value; when there is none (the winner's
+/// claim expired without its done marker), marks it taken for a crash by this replica in
+/// the same step, so that of the survivors and the restarted winner exactly one pages.
+const HOLDER: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return v
+"#;
+
+/// The restarted winner's crash recovery: our claim (`ARGV[3]` prefix) or none is replaced
+/// by our done marker `interrupted` and we page (1); a marker already there means a
+/// survivor took it for a crash and paged (0).
+const RECOVERED: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if (not v) or string.sub(v, 1, string.len(ARGV[3])) == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// GCRA for every limiter of a run and the target's lock, all or none, on the server's
+/// clock (CONTRACTS.md §6). `KEYS[1]` the target's lock, `KEYS[1+i]` limiter i; `ARGV[1]`
+/// the lock's value ('' with no target), `ARGV[2]` its expiry (ms), `ARGV[3]` the prefix of
+/// this replica's locks (an earlier process's lock is taken over), `ARGV[4]` the number of
+/// limiters, then per limiter `runs`, `per` (ms) and this replica's floor (ms ahead, -1:
+/// none). A limiter's state is `tat|runs|per` (ms); one stored under another quota is no
+/// state (the limit restarts). The limiters are checked first, then the lock, as the guards
+/// are ordered. Answers `{verdict, holder, ahead…}` with verdict held | limited | busy and
+/// each limiter's TAT before the answer, in ms ahead of now.
+const TAKE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[4])
+local ahead, nxt, quota = {}, {}, {}
+local limited = false
+for i = 1, n do
+  local runs = tonumber(ARGV[2 + 3 * i])
+  local per = tonumber(ARGV[3 + 3 * i])
+  local floor = tonumber(ARGV[4 + 3 * i])
+  local tat = now
+  local v = redis.call('GET', KEYS[1 + i])
+  if v then
+    local s_tat, s_runs, s_per = string.match(v, '^(%d+)|(%d+)|(%d+)$')
+    if s_tat and tonumber(s_runs) == runs and tonumber(s_per) == per then
+      tat = math.max(tat, tonumber(s_tat))
+    end
+  end
+  if floor >= 0 then
+    tat = math.max(tat, now + floor)
+  end
+  ahead[i] = string.format('%.0f', tat - now)
+  if now < tat - (runs - 1) * per then
+    limited = true
+  end
+  nxt[i] = tat + per
+  quota[i] = string.format('%.0f|%.0f', runs, per)
+end
+local out = {'held', ''}
+if limited then
+  out[1] = 'limited'
+elseif ARGV[1] ~= '' then
+  local held = redis.call('GET', KEYS[1])
+  if held and held ~= ARGV[1] and string.sub(held, 1, string.len(ARGV[3])) ~= ARGV[3] then
+    out[1] = 'busy'
+    out[2] = held
+  end
+end
+if out[1] == 'held' then
+  for i = 1, n do
+    redis.call('SET', KEYS[1 + i], string.format("%.0f|", nxt[i]) .. quota[i], "PX", string.format("%.0f", nxt[i] - now + 1000))
+  end
+  if ARGV[1] ~= '' then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  end
+end
+for i = 1, n do
+  out[2 + i] = ahead[i]
+end
+return out
 "#;
 
 /// The URL with its password (if any) replaced by `***`, for logs and errors.
@@ -100,6 +200,10 @@ struct Scripts {
     claim: redis::Script,
     renew: redis::Script,
     done: redis::Script,
+    release: redis::Script,
+    holder: redis::Script,
+    recovered: redis::Script,
+    take: redis::Script,
 }
 
 impl RedisCoordinator {
@@ -162,6 +266,10 @@ impl RedisCoordinator {
                 claim: redis::Script::new(CLAIM),
                 renew: redis::Script::new(RENEW),
                 done: redis::Script::new(DONE),
+                release: redis::Script::new(RELEASE),
+                holder: redis::Script::new(HOLDER),
+                recovered: redis::Script::new(RECOVERED),
+                take: redis::Script::new(TAKE),
             },
         }))
     }
@@ -184,6 +292,16 @@ impl RedisCoordinator {
         format!("claim|{}|", self.replica)
     }
 
+    fn busy_key(&self, target: &str) -> String {
+        format!("{}busy:{target}", self.prefix)
+    }
+
+    /// The value of the target lock a claim's runbook holds: who, for which incident here,
+    /// and the claim's token (unique).
+    fn busy_value(&self, claim: &Won, incident: i64) -> String {
+        format!("busy|{}|{incident}|{}", self.replica, claim.token)
+    }
+
     fn ms(d: Duration) -> u64 {
         d.as_millis().max(1) as u64
     }
@@ -196,6 +314,7 @@ impl RedisCoordinator {
         what: &str,
     ) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
+        self.metrics.redis_command(what);
         match inv.invoke_async::<T>(&mut conn).await {
             Ok(v) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
@@ -265,6 +384,7 @@ impl Coordinator for RedisCoordinator {
             return Ok(Claim::Won(Won {
                 firing: firing.clone(),
                 token,
+                target: None,
             }));
         }
         self.metrics.claim("lost");
@@ -276,6 +396,10 @@ impl Coordinator for RedisCoordinator {
     async fn renew(&self, claim: &Won) -> Result<bool, Unavailable> {
         let mut inv = self.scripts.renew.key(self.claim_key(&claim.firing));
         inv.arg(&claim.token).arg(Self::ms(self.claim_ttl));
+        if let Some((target, incident)) = &claim.target {
+            inv.key(self.busy_key(target))
+                .arg(self.busy_value(claim, *incident));
+        }
         let n: i64 = self.run(inv, "claim renewal").await?;
         Ok(n == 1)
     }
@@ -285,14 +409,22 @@ impl Coordinator for RedisCoordinator {
         inv.arg(&claim.token)
             .arg(format!("done|{}|{}", self.replica, phase.as_str()))
             .arg(Self::ms(self.done_ttl));
+        if let Some((target, incident)) = &claim.target {
+            inv.key(self.busy_key(target))
+                .arg(self.busy_value(claim, *incident));
+        }
         let _: i64 = self.run(inv, "done marker").await?;
         Ok(())
     }
 
     async fn holder(&self, firing: &Firing) -> Result<Holder, Unavailable> {
-        // A GET as a script too, so that every Redis call goes through one path.
-        let script = redis::Script::new("return redis.call('GET', KEYS[1])");
-        let inv = script.key(self.claim_key(firing));
+        let mut inv = self.scripts.holder.key(self.claim_key(firing));
+        inv.arg(format!(
+            "done|{}|{}",
+            self.replica,
+            Phase::Interrupted.as_str()
+        ))
+        .arg(Self::ms(self.done_ttl));
         let v: Option<String> = self.run(inv, "claim check").await?;
         Ok(match v.as_deref().map(named) {
             None => Holder::Gone,
@@ -302,6 +434,81 @@ impl Coordinator for RedisCoordinator {
             },
             Some((_, by, _)) => Holder::Running { by: by.to_owned() },
         })
+    }
+
+    async fn take(&self, claim: &Won, take: &Take) -> Result<Taken, Unavailable> {
+        let busy_key = self.busy_key(take.target.as_deref().unwrap_or(""));
+        let mut inv = self.scripts.take.key(busy_key);
+        inv.arg(
+            take.target
+                .as_ref()
+                .map(|_| self.busy_value(claim, take.incident))
+                .unwrap_or_default(),
+        )
+        .arg(Self::ms(self.claim_ttl))
+        .arg(format!("busy|{}|", self.replica))
+        .arg(take.limits.len());
+        for l in &take.limits {
+            inv.key(format!("{}limit:{}", self.prefix, l.key));
+            inv.arg(l.runs)
+                .arg(Self::ms(l.per))
+                .arg(l.local_ahead.map_or(-1, |d| d.as_millis() as i64));
+        }
+        let out: Vec<String> = self.run(inv, "limits and target lock").await?;
+        let ahead = out
+            .iter()
+            .skip(2)
+            .map(|a| Duration::from_millis(a.parse::<u64>().unwrap_or(0)))
+            .collect();
+        let taken = match out.first().map(String::as_str) {
+            Some("held") => Taken::Held { ahead },
+            Some("limited") => Taken::Limited { ahead },
+            Some("busy") => {
+                let mut parts = out[1].splitn(4, '|').skip(1);
+                let replica = parts.next().unwrap_or("").to_owned();
+                let incident = parts.next().and_then(|i| i.parse().ok()).unwrap_or(0);
+                Taken::Busy {
+                    replica,
+                    incident,
+                    ahead,
+                }
+            }
+            other => {
+                return Err(Unavailable(format!(
+                    "Redis at {} answered the limits script with {other:?}",
+                    self.shown
+                )))
+            }
+        };
+        self.metrics.take(match &taken {
+            Taken::Held { .. } => "held",
+            Taken::Limited { .. } => "limited",
+            Taken::Busy { .. } => "busy",
+        });
+        Ok(taken)
+    }
+
+    async fn release(&self, claim: &Won) -> Result<(), Unavailable> {
+        let Some((target, incident)) = &claim.target else {
+            return Ok(());
+        };
+        let mut inv = self.scripts.release.key(self.busy_key(target));
+        inv.arg(self.busy_value(claim, *incident));
+        let _: i64 = self.run(inv, "target release").await?;
+        Ok(())
+    }
+
+    async fn recovered(&self, firing: &Firing) -> Result<bool, Unavailable> {
+        let mut inv = self.scripts.recovered.key(self.claim_key(firing));
+        inv.arg(format!(
+            "done|{}|{}",
+            self.replica,
+            Phase::Interrupted.as_str()
+        ))
+        .arg(Self::ms(self.done_ttl))
+        .arg(self.own_prefix());
+        let n: i64 = self.run(inv, "crash recovery").await?;
+        Ok(n == 1)
     }
 
     fn renew_every(&self) -> Duration {

@@ -6,6 +6,8 @@
 //! repeat delivery never reaches the engine, so it never reaches the coordinator either.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 
 use crate::domain::{OnRedisDown, Phase};
@@ -24,6 +26,45 @@ pub struct Firing {
 pub struct Won {
     pub firing: Firing,
     pub token: String,
+    /// The target key this claim's runbook holds fleet-wide, and the incident (here) that
+    /// holds it: renewed with the claim, released with its done marker.
+    pub target: Option<(String, i64)>,
+}
+
+/// A limiter the fleet shares: its key (as in the store) and quota, and this replica's own
+/// stored state as how far its TAT is ahead of now (a floor: the fleet's state never counts
+/// less than this replica knows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLimit {
+    pub key: String,
+    pub runs: u32,
+    pub per: Duration,
+    pub local_ahead: Option<Duration>,
+}
+
+/// What a run about to start needs of the fleet: its target (none for a rule without a
+/// container target) held for the incident, and a run of each limiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Take {
+    pub target: Option<String>,
+    pub incident: i64,
+    pub limits: Vec<SharedLimit>,
+}
+
+/// The fleet's answer to a [`Take`], all or none. `ahead` is, per limiter of the take, how
+/// far its TAT was ahead of the Redis server's now before this answer (zero: no state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Every limiter had room and the target was free: the runs are spent and the target held.
+    Held { ahead: Vec<Duration> },
+    /// A limiter had no room: nothing spent, nothing held.
+    Limited { ahead: Vec<Duration> },
+    /// The target is held by the runbook of `incident` on `replica`: nothing spent.
+    Busy {
+        replica: String,
+        incident: i64,
+        ahead: Vec<Duration>,
+    },
 }
 
 /// The answer to a claim.
@@ -43,7 +84,8 @@ pub enum Holder {
     Running { by: String },
     /// The replica named finished with it: its done marker, with the phase it ended in.
     Done { by: String, phase: String },
-    /// Neither a claim nor a done marker: the replica that held it stopped renewing it.
+    /// Neither a claim nor a done marker: the replica that held it stopped renewing it. The
+    /// asking replica has marked it in the same step (so that it alone pages for it).
     Gone,
 }
 
@@ -75,6 +117,20 @@ pub trait Coordinator: Send + Sync {
 
     /// What became of the claim of a firing another replica won.
     async fn holder(&self, firing: &Firing) -> Result<Holder, Unavailable>;
+
+    /// Spends a run of every limiter of `take` and holds its target, atomically and on the
+    /// Redis server's clock; or says which refused (nothing spent, nothing held).
+    async fn take(&self, claim: &Won, take: &Take) -> Result<Taken, Unavailable>;
+
+    /// Lets go of the target `claim` holds (its run did not start after all), only if it is
+    /// still ours.
+    async fn release(&self, claim: &Won) -> Result<(), Unavailable>;
+
+    /// Crash recovery of a firing this replica won in an earlier process and left mid-run:
+    /// replaces the claim by the done marker `interrupted`. `true` when this replica is the
+    /// one to page (the claim was still ours, or gone and nobody had marked it); `false` when
+    /// another replica already took it for a crash and paged.
+    async fn recovered(&self, firing: &Firing) -> Result<bool, Unavailable>;
 
     /// How often a running claim is renewed.
     fn renew_every(&self) -> std::time::Duration;

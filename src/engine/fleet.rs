@@ -9,8 +9,11 @@
 
 use std::future::Future;
 
+use super::guards::{rule_limit_key, BUDGET_LIMIT_KEY};
+use super::limits::{Gcra, LimitState};
 use super::*;
 use crate::domain::OnRedisDown;
+use crate::rules::{Rule, TargetRef};
 
 /// Queue entries looked at ahead by one claim pass.
 const CLAIM_AHEAD: usize = 256;
@@ -22,6 +25,18 @@ const WATCH_PAGE: usize = 64;
 #[derive(Debug, Clone)]
 pub(super) enum Claimed {
     Won(Won),
+    /// Won, and its run is to start: the fleet's limits and the target's lock are asked
+    /// before the decision point.
+    Taking {
+        won: Won,
+        take: Take,
+    },
+    /// What Redis answered for `take` (`Err`: it did not answer, why).
+    Took {
+        won: Won,
+        take: Take,
+        answer: Result<Taken, String>,
+    },
     Lost {
         by: String,
     },
@@ -36,14 +51,198 @@ pub(super) enum Claimed {
 
 impl Engine {
     /// Whether the opened incident `id` may be decided now: no coordination, or its claim
-    /// answered.
+    /// (and the fleet's limits and target lock, once asked for) answered.
     pub(super) fn claim_answered(&self, id: i64) -> bool {
         self.outside.coordinator.is_none()
-            || self
-                .claims
+            || matches!(
+                self.claims.lock().unwrap_or_else(|p| p.into_inner()).get(&id),
+                Some(c) if !matches!(c, Claimed::Taking { .. })
+            )
+    }
+
+    /// Asks for the fleet's limits and target lock of `id`'s run before it is decided again.
+    pub(super) fn ask_fleet(&self, id: i64, won: Won, take: Take) {
+        self.answer(id, Claimed::Taking { won, take });
+    }
+
+    /// Asks Redis, all at once, for the limits and target locks the decision points waiting
+    /// on them need.
+    async fn take_asked(&self, coord: &Arc<dyn Coordinator>) {
+        let asked: Vec<(i64, Won, Take)> = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(id, c)| match c {
+                Claimed::Taking { won, take } => Some((*id, won.clone(), take.clone())),
+                _ => None,
+            })
+            .collect();
+        let answers = futures_util::future::join_all(asked.into_iter().map(|(id, won, take)| {
+            let coord = coord.clone();
+            async move {
+                let answer = coord
+                    .take(&won, &take)
+                    .await
+                    .map_err(|Unavailable(why)| why);
+                (id, won, take, answer)
+            }
+        }))
+        .await;
+        for (id, won, take, answer) in answers {
+            self.answer(id, Claimed::Took { won, take, answer });
+        }
+    }
+
+    /// What a run of `rule` on `target` for incident `id` needs of the fleet.
+    fn take_for(
+        &self,
+        rule: &Rule,
+        target: &TargetRef,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Take, StoreError> {
+        let budget = Gcra::new(self.settings.budget_runs, self.settings.budget_per);
+        let rule_gcra = Gcra::new(rule.limit.runs, rule.limit.per);
+        let mut limits = Vec::new();
+        for (key, g) in [
+            (rule_limit_key(&rule.name, target), rule_gcra),
+            (BUDGET_LIMIT_KEY.to_owned(), budget),
+        ] {
+            let local_ahead = self
+                .store
+                .limit(&key)?
+                .filter(|s| s.runs == g.runs && s.per == g.per)
+                .map(|s| (s.tat - now).to_std().unwrap_or_default());
+            limits.push(SharedLimit {
+                key,
+                runs: g.runs,
+                per: g.per,
+                local_ahead,
+            });
+        }
+        Ok(Take {
+            target: (!matches!(target, TargetRef::None)).then(|| target.key()),
+            incident: id,
+            limits,
+        })
+    }
+
+    /// Fleet mode, at the decision point of a claim this replica won: a run starts only
+    /// with the fleet's limits spent and its target held in Redis. `Some(take)`: ask Redis
+    /// for it first (nothing is decided now). `None`: go on with `plan` as it stands (the
+    /// answer was used, or Redis did not answer and `coordination.on_redis_down` applied).
+    pub(super) fn fleet_gate(
+        &self,
+        claim: Option<&Claimed>,
+        won: &mut Won,
+        plan: &mut Plan<'_>,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Take>, StoreError> {
+        let held = match claim {
+            Some(Claimed::Took {
+                take,
+                answer: Ok(Taken::Held { .. }),
+                ..
+            }) => take.target.clone(),
+            _ => None,
+        };
+        let (Action::Run { target, .. }, Some(m)) = (&plan.action, &plan.matched) else {
+            // Nothing runs after all: a lock taken for it is let go.
+            self.let_go(won, held, id);
+            return Ok(None);
+        };
+        let need = self.take_for(m.rule, target, id, now)?;
+        let Some(Claimed::Took { take, answer, .. }) = claim else {
+            return Ok(Some(need));
+        };
+        if !same_take(take, &need) {
+            self.let_go(won, held, id);
+            return Ok(Some(need));
+        }
+        match answer {
+            Ok(Taken::Held { .. }) => {
+                won.target = need.target.map(|t| (t, id));
+                Ok(None)
+            }
+            // The answer refused, yet the plan runs (facts changed meanwhile): ask again.
+            Ok(_) => Ok(Some(need)),
+            Err(why) => {
+                let policy = self
+                    .outside
+                    .coordinator
+                    .as_ref()
+                    .map_or(OnRedisDown::Page, |c| c.on_down());
+                redis_down(plan, why.clone(), policy);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Lets go, in the background, of the target lock `won` took for incident `id`.
+    fn let_go(&self, won: &Won, held: Option<String>, id: i64) {
+        let (Some(target), Some(coord)) = (held, self.outside.coordinator.clone()) else {
+            return;
+        };
+        let won = Won {
+            target: Some((target, id)),
+            ..won.clone()
+        };
+        tokio::spawn(async move {
+            if let Err(e) = coord.release(&won).await {
+                tracing::warn!(error = %e, "could not let go of a target lock whose run did not start; it expires by itself");
+            }
+        });
+    }
+
+    /// Crash recovery in fleet mode, before [`Engine::recover`]: for each incident this
+    /// replica left `remediating`, replaces its claim by the done marker `interrupted`, and
+    /// learns whether a survivor already took it for a crash and paged (then recovery pages
+    /// nobody: one page per incident). Redis unreachable: recovery pages.
+    pub(super) async fn recover_claims(&self) -> Result<(), StoreError> {
+        let Some(coord) = self.outside.coordinator.clone() else {
+            return Ok(());
+        };
+        for id in self.store.incidents_in_phase(Phase::Remediating)? {
+            if self
+                .fleet_recovery
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&id)
+            {
+                continue;
+            }
+            let Ok(Some(inc)) = self.store.incident_without_annotations(id) else {
+                continue;
+            };
+            let firing = Firing {
+                fingerprint: inc.fingerprint,
+                starts_at: inc.starts_at,
+            };
+            let pages = match coord.recovered(&firing).await {
+                Ok(pages) => pages,
+                Err(e) => {
+                    tracing::warn!(error = %e, incident = id, "crash recovery could not tell Redis; it pages (a survivor may page too)");
+                    true
+                }
+            };
+            self.fleet_recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id, pages);
+        }
+        Ok(())
+    }
+
+    /// Whether crash recovery is to page for `id` (another replica may have already).
+    pub(super) fn recovery_pages(&self, id: i64) -> bool {
+        self.fleet_recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+            .unwrap_or(true)
     }
 
     pub(super) fn take_claim(&self, id: i64) -> Option<Claimed> {
@@ -59,6 +258,7 @@ impl Engine {
         let Some(coord) = self.outside.coordinator.clone() else {
             return Ok(0);
         };
+        self.take_asked(&coord).await;
         let mut ask = Vec::new();
         for entry in self.store.queued_events(CLAIM_AHEAD)? {
             // A damaged entry is the decision point's to quarantine.
@@ -66,7 +266,12 @@ impl Engine {
             let IncidentEvent::Opened(id) = q.event else {
                 continue;
             };
-            if self.claim_answered(id) {
+            if self
+                .claims
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id)
+            {
                 continue;
             }
             match self.store.incident_without_annotations(id) {
@@ -305,5 +510,115 @@ impl Engine {
             &format!("claimed by replica {by}: it acts and tells; this replica records and watches its claim"),
         )
         .phase_silently(Phase::Claimed);
+    }
+}
+
+/// Whether two takes ask for the same target, incident and limiters under the same quotas
+/// (this replica's floor may have moved meanwhile).
+fn same_take(a: &Take, b: &Take) -> bool {
+    let quotas = |t: &Take| {
+        t.limits
+            .iter()
+            .map(|l| (l.key.clone(), l.runs, l.per))
+            .collect::<Vec<_>>()
+    };
+    a.target == b.target && a.incident == b.incident && quotas(a) == quotas(b)
+}
+
+/// The claim this replica won, if it did.
+pub(super) fn won(claim: Option<&Claimed>) -> Option<Won> {
+    match claim? {
+        Claimed::Won(w) | Claimed::Taking { won: w, .. } | Claimed::Took { won: w, .. } => {
+            Some(w.clone())
+        }
+        _ => None,
+    }
+}
+
+/// What Redis answered for a run's limits and target, laid over the store's facts.
+#[derive(Debug, Clone)]
+pub(super) struct Overlay {
+    target: Option<String>,
+    busy: Option<(String, i64)>,
+    limits: Vec<(SharedLimit, std::time::Duration)>,
+}
+
+/// The overlay of a claim's fleet answer, when there is one.
+pub(super) fn overlay(claim: Option<&Claimed>) -> Option<Overlay> {
+    let Some(Claimed::Took {
+        take,
+        answer: Ok(taken),
+        ..
+    }) = claim
+    else {
+        return None;
+    };
+    let (ahead, busy) = match taken {
+        Taken::Held { ahead } | Taken::Limited { ahead } => (ahead, None),
+        Taken::Busy {
+            replica,
+            incident,
+            ahead,
+        } => (ahead, Some((replica.clone(), *incident))),
+    };
+    Some(Overlay {
+        target: take.target.clone(),
+        busy,
+        limits: take
+            .limits
+            .iter()
+            .cloned()
+            .zip(ahead.iter().copied())
+            .collect(),
+    })
+}
+
+impl Overlay {
+    /// The fleet's limiter states (as this replica's clock reads them: as far ahead of `now`
+    /// as Redis's clock put them) and the target's holder, in place of this replica's.
+    pub(super) fn apply(&self, q: &FactsQuery<'_>, facts: &mut GuardFacts) {
+        let rule_key = rule_limit_key(q.rule, q.target);
+        for (limit, ahead) in &self.limits {
+            let state = Some(LimitState {
+                tat: q.now + chrono::Duration::from_std(*ahead).unwrap_or_default(),
+                runs: limit.runs,
+                per: limit.per,
+            });
+            if limit.key == rule_key {
+                facts.rule_limit = state;
+            } else if limit.key == BUDGET_LIMIT_KEY {
+                facts.budget_limit = state;
+            }
+        }
+        if let (Some((replica, incident)), Some(target)) = (&self.busy, &self.target) {
+            if facts.busy.is_none() && *target == q.target.key() {
+                facts.busy = Some(*incident);
+                facts.busy_replica = Some(replica.clone());
+            }
+        }
+    }
+}
+
+/// Redis did not answer: `coordination.on_redis_down` applied to `plan`, recorded as the
+/// claim decision's reason.
+pub(super) fn redis_down(plan: &mut Plan<'_>, why: String, policy: OnRedisDown) {
+    match policy {
+        OnRedisDown::Page if matches!(plan.action, Action::Run { .. }) => {
+            let reason = format!("{why}; coordination.on_redis_down is page: people are paged and nothing is acted on, since another replica may act on it too");
+            plan.decisions
+                .push(Decision::skip(DecisionKind::Claim, reason.clone(), true));
+            plan.action = Action::Skip {
+                pages: true,
+                reason,
+            };
+        }
+        OnRedisDown::Page => plan.decisions.push(Decision::go(
+            DecisionKind::Claim,
+            format!("{why}; coordination.on_redis_down is page, and nothing was to be acted on"),
+        )),
+        OnRedisDown::Act => plan.decisions.push(Decision::go(
+            DecisionKind::Claim,
+            format!("{why}; coordination.on_redis_down is act: acting as one replica alone (another replica may act on it too)"),
+        )),
     }
 }

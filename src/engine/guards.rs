@@ -125,6 +125,9 @@ pub struct GuardFacts {
     pub budget_limit: Option<LimitState>,
     /// The incident whose runbook holds the target now.
     pub busy: Option<i64>,
+    /// Fleet mode: the replica whose runbook holds it (`busy` is that replica's incident);
+    /// `None` for this replica's own.
+    pub busy_replica: Option<String>,
     /// A pause that covers this rule or target now.
     pub pause: Option<PauseFact>,
     /// A maintenance window in force now that covers this rule or target. `plan()` sets it
@@ -335,7 +338,10 @@ pub fn evaluate(
             }
             (_, Some(holder)) => Decision::skip(
                 DecisionKind::Busy,
-                format!("the runbook of incident #{holder} is still running on {target_key}; one runbook per container at a time"),
+                format!(
+                    "the runbook of incident #{holder}{} is still running on {target_key}; one runbook per container at a time",
+                    facts.busy_replica.as_ref().map(|r| format!(" of replica {r}")).unwrap_or_default()
+                ),
                 false,
             ),
             (_, None) => Decision::cleared(

@@ -56,7 +56,9 @@ use crate::telemetry::events::{
 use crate::telemetry::{spans, trace_context};
 
 pub use approve::Answered;
-pub use coordinator::{Claim, Coordinator, Firing, Holder, Unavailable, Won};
+pub use coordinator::{
+    Claim, Coordinator, Firing, Holder, SharedLimit, Take, Taken, Unavailable, Won,
+};
 pub use executor::{
     AlertCheck, DeployWatch, NoDeploys, NoDocker, Outside, StepContext, StepError, StepExecutor,
     StepOutput,
@@ -91,6 +93,9 @@ pub struct Engine {
     unclaimed: Mutex<bool>,
     /// Where the watch over lost claims resumes.
     watch_after: Mutex<i64>,
+    /// Fleet mode: crash recovery's answer per incident left `remediating` (`false`: another
+    /// replica already paged for it).
+    fleet_recovery: Mutex<HashMap<i64, bool>>,
 }
 
 /// The store and the running runbooks, as the guards see them.
@@ -98,6 +103,8 @@ struct Live<'a> {
     store: &'a Store,
     busy: &'a HashMap<String, i64>,
     deploys: &'a dyn DeployWatch,
+    /// Fleet mode: what Redis answered for this run's limits and target.
+    fleet: Option<&'a fleet::Overlay>,
 }
 
 impl GuardState for Live<'_> {
@@ -105,7 +112,7 @@ impl GuardState for Live<'_> {
 
     fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, StoreError> {
         let key = q.target.key();
-        Ok(GuardFacts {
+        let mut facts = GuardFacts {
             open_run: self.store.open_run_for(q.rule, &key, q.incident)?,
             firings: self.store.count_firings(q.fingerprint, q.flapping_since)?,
             rule_runs: starts(self.store.runs_since(q.rule_since, Some((q.rule, &key)))?),
@@ -115,10 +122,15 @@ impl GuardState for Live<'_> {
                 .limit(&guards::rule_limit_key(q.rule, q.target))?,
             budget_limit: self.store.limit(guards::BUDGET_LIMIT_KEY)?,
             busy: self.busy.get(&key).copied(),
+            busy_replica: None,
             pause: self.store.active_pause(q.rule, q.service, q.now)?,
             window: None,
             deploy: q.service.and_then(|s| self.deploys.recent(s, q.now)),
-        })
+        };
+        if let Some(overlay) = self.fleet {
+            overlay.apply(q, &mut facts);
+        }
+        Ok(facts)
     }
 }
 
@@ -134,6 +146,7 @@ impl GuardState for Recorded<'_> {
             store: self.0,
             busy: &HashMap::new(),
             deploys: &NoDeploys,
+            fleet: None,
         }
         .facts(q)?;
         facts.firings += 1;
@@ -169,6 +182,7 @@ impl Engine {
             claims: Mutex::new(HashMap::new()),
             unclaimed: Mutex::new(false),
             watch_after: Mutex::new(0),
+            fleet_recovery: Mutex::new(HashMap::new()),
         })
     }
 
@@ -196,6 +210,9 @@ impl Engine {
         let mut recovered = false;
         loop {
             if !recovered {
+                if let Err(e) = self.recover_claims().await {
+                    tracing::error!(error = %e, "crash recovery could not ask Redis about its claims; retrying");
+                }
                 match self.recover() {
                     Ok(()) => recovered = true,
                     Err(e) => tracing::error!(error = %e, "crash recovery failed; retrying"),
@@ -287,11 +304,17 @@ impl Engine {
                     if opened {
                         self.handle_opened(q.id, id, &span, &mut pending)
                     } else {
-                        self.handle_resolved(q.id, id, &mut pending)
+                        self.handle_resolved(q.id, id, &mut pending).map(|()| true)
                     }
                 });
                 match result {
-                    Ok(()) => handled += 1,
+                    Ok(true) => handled += 1,
+                    // Fleet mode: its run waits for Redis's answer on its limits and target.
+                    Ok(false) => {
+                        pending.commit(&self.store)?;
+                        *self.unclaimed.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                        return Ok(handled);
+                    }
                     // Nothing of the entry was committed: the rows that did not read are
                     // read before its commit.
                     Err(e) if e.damaged_row().is_some() => {
@@ -322,13 +345,15 @@ impl Engine {
 
     /// One decision point: the plan for a newly opened incident, committed whole, then its
     /// runbook started. Runs inside the incident's `span`, which the runbook continues.
+    /// `false` (nothing done) when, in fleet mode, its run must first ask Redis for its
+    /// limits and target.
     fn handle_opened(
         self: &Arc<Self>,
         queue_id: i64,
         id: i64,
         span: &tracing::Span,
         pending: &mut Pending,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let mut c = Commit::new(id, now).traced(trace_context::current());
         c.dequeue(queue_id);
@@ -337,10 +362,11 @@ impl Engine {
             // Handled already (or gone): only the queue entry is left to remove.
             _ => {
                 pending.add(c, || {});
-                return Ok(());
+                return Ok(true);
             }
         };
         let claim = self.take_claim(id);
+        let overlay = fleet::overlay(claim.as_ref());
         let rules = self.rules();
         let busy = self.busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // A drill without --live is planned as under engine.dry_run.
@@ -365,20 +391,21 @@ impl Engine {
                     store: &self.store,
                     busy: &busy,
                     deploys: self.outside.deploys.as_ref(),
+                    fleet: overlay.as_ref(),
                 },
                 now,
                 Mode::Act,
             )
         })?;
-        let won = match &claim {
-            Some(fleet::Claimed::Won(w)) => Some(w.clone()),
-            _ => None,
-        };
-        match claim {
+        let mut won = fleet::won(claim.as_ref());
+        match claim.clone() {
             Some(fleet::Claimed::Lost { by }) => {
                 let matched = plan.matched.as_ref().zip(plan.decisions.first());
                 self.lost(&mut c, matched, &by);
-                let (metrics, rule) = (self.metrics.clone(), matched.map(|(m, _)| m.rule.name.clone()));
+                let (metrics, rule) = (
+                    self.metrics.clone(),
+                    matched.map(|(m, _)| m.rule.name.clone()),
+                );
                 pending.add(c, move || {
                     IncidentOpened {
                         incident_id: id,
@@ -388,28 +415,16 @@ impl Engine {
                     }
                     .emit(&metrics);
                 });
-                return Ok(());
+                return Ok(true);
             }
-            Some(fleet::Claimed::Down { why, policy }) => match policy {
-                crate::domain::OnRedisDown::Page if matches!(plan.action, Action::Run { .. }) => {
-                    let reason = format!("{why}; coordination.on_redis_down is page: people are paged and nothing is acted on, since another replica may act on it too");
-                    plan.decisions
-                        .push(Decision::skip(DecisionKind::Claim, reason.clone(), true));
-                    plan.action = Action::Skip {
-                        pages: true,
-                        reason,
-                    };
-                }
-                crate::domain::OnRedisDown::Page => plan.decisions.push(Decision::go(
-                    DecisionKind::Claim,
-                    format!("{why}; coordination.on_redis_down is page, and nothing was to be acted on"),
-                )),
-                crate::domain::OnRedisDown::Act => plan.decisions.push(Decision::go(
-                    DecisionKind::Claim,
-                    format!("{why}; coordination.on_redis_down is act: acting as one replica alone (another replica may act on it too)"),
-                )),
-            },
+            Some(fleet::Claimed::Down { why, policy }) => fleet::redis_down(&mut plan, why, policy),
             _ => {}
+        }
+        if let Some(w) = won.as_mut() {
+            if let Some(take) = self.fleet_gate(claim.as_ref(), w, &mut plan, id, now)? {
+                self.ask_fleet(id, w.clone(), take);
+                return Ok(false);
+            }
         }
         let Some(m) = &plan.matched else {
             if let Some(w) = &won {
@@ -436,7 +451,7 @@ impl Engine {
                 .emit(&metrics);
                 guards_span.in_scope(|| counted(&metrics, id, &decisions));
             });
-            return Ok(());
+            return Ok(true);
         };
         let rule = m.rule;
         let target_key = m.target.as_ref().ok().map(|t| t.key());
@@ -600,7 +615,7 @@ impl Engine {
                     .push(handle);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn handle_resolved(

@@ -66,6 +66,16 @@ impl Engine {
                     Verdict::Skip,
                     "the service restarted while this runbook ran; it is not run again, a human takes over",
                 );
+            // Fleet mode: another replica took the expired claim for a crash and paged.
+            if !self.recovery_pages(id) {
+                c.decision(
+                    DecisionKind::Page,
+                    Verdict::Skip,
+                    "another replica of the fleet already paged for this interrupted runbook",
+                );
+                self.store.commit(&c)?;
+                continue;
+            }
             let who = paged(&rules, &inc);
             let page = self.page(
                 &mut c,

@@ -2099,6 +2099,7 @@ struct FakeFleet(std::sync::Mutex<HashMap<String, String>>);
 struct FakeReplica {
     id: String,
     fleet: Arc<FakeFleet>,
+    clock: Arc<dyn Clock>,
 }
 
 fn fleet_key(f: &Firing) -> String {
@@ -2121,6 +2122,7 @@ impl Coordinator for FakeReplica {
             Claim::Won(Won {
                 firing: firing.clone(),
                 token,
+                target: None,
             })
         } else {
             Claim::Lost {
@@ -2138,13 +2140,89 @@ impl Coordinator for FakeReplica {
         if m.get(&k) == Some(&claim.token) {
             m.insert(k, format!("done|{}|{phase}", self.id));
         }
+        if let Some((t, i)) = &claim.target {
+            let k = format!("busy:{t}");
+            if m.get(&k) == Some(&format!("busy|{}|{i}", self.id)) {
+                m.remove(&k);
+            }
+        }
         Ok(())
     }
+    async fn take(&self, _: &Won, take: &Take) -> Result<Taken, Unavailable> {
+        let mut m = self.fleet.0.lock().unwrap();
+        let now = self.clock.now();
+        let mut ahead = Vec::new();
+        let mut next = Vec::new();
+        let mut limited = false;
+        for l in &take.limits {
+            let g = crate::engine::limits::Gcra::new(l.runs, l.per);
+            let tat = m
+                .get(&format!("limit:{}", l.key))
+                .map(|v| DateTime::parse_from_rfc3339(v).unwrap().with_timezone(&Utc))
+                .unwrap_or(now)
+                .max(now);
+            ahead.push((tat - now).to_std().unwrap());
+            match g.check(Some(tat), now) {
+                Ok(s) => next.push(s.tat),
+                Err(_) => limited = true,
+            }
+        }
+        if limited {
+            return Ok(Taken::Limited { ahead });
+        }
+        if let Some(t) = &take.target {
+            if let Some(v) = m.get(&format!("busy:{t}")) {
+                let p: Vec<&str> = v.split('|').collect();
+                if p[1] != self.id {
+                    return Ok(Taken::Busy {
+                        replica: p[1].into(),
+                        incident: p[2].parse().unwrap(),
+                        ahead,
+                    });
+                }
+            }
+            m.insert(
+                format!("busy:{t}"),
+                format!("busy|{}|{}", self.id, take.incident),
+            );
+        }
+        for (l, tat) in take.limits.iter().zip(next) {
+            m.insert(format!("limit:{}", l.key), tat.to_rfc3339());
+        }
+        Ok(Taken::Held { ahead })
+    }
+    async fn release(&self, claim: &Won) -> Result<(), Unavailable> {
+        if let Some((t, i)) = &claim.target {
+            let mut m = self.fleet.0.lock().unwrap();
+            let k = format!("busy:{t}");
+            if m.get(&k) == Some(&format!("busy|{}|{i}", self.id)) {
+                m.remove(&k);
+            }
+        }
+        Ok(())
+    }
+    async fn recovered(&self, firing: &Firing) -> Result<bool, Unavailable> {
+        let mut m = self.fleet.0.lock().unwrap();
+        let k = fleet_key(firing);
+        let pages = match m.get(&k) {
+            None => true,
+            Some(v) => v.starts_with(&format!("claim|{}|", self.id)),
+        };
+        if pages {
+            m.insert(k, format!("done|{}|interrupted", self.id));
+        }
+        Ok(pages)
+    }
     async fn holder(&self, firing: &Firing) -> Result<Holder, Unavailable> {
-        let m = self.fleet.0.lock().unwrap();
+        let mut m = self.fleet.0.lock().unwrap();
+        let k = fleet_key(firing);
+        let seen = m.get(&k).cloned();
+        if seen.is_none() {
+            m.insert(k, format!("done|{}|interrupted", self.id));
+        }
         Ok(
-            match m
-                .get(&fleet_key(firing))
+            match seen
+                .as_ref()
                 .map(|v| v.splitn(3, '|').map(str::to_owned).collect::<Vec<_>>())
             {
                 None => Holder::Gone,
@@ -2169,6 +2247,7 @@ fn fleet_engine(h: &Harness, id: &str, fleet: &Arc<FakeFleet>) -> Arc<Engine> {
     outside.coordinator = Some(Arc::new(FakeReplica {
         id: id.into(),
         fleet: fleet.clone(),
+        clock: h.clock.clone(),
     }));
     Engine::new(
         Arc::new(Store::open(&h.dir).unwrap()),
@@ -2193,11 +2272,9 @@ async fn a_replica_that_lost_the_claim_tells_nobody_and_pages_only_when_the_winn
     deliver_only(&b, &[(pg(), 0, "firing")]).await;
     // Unclaimed: the decision point waits.
     assert_eq!(eb.process_pending().unwrap(), 0);
-    ea.claim_queued().await.unwrap();
-    ea.process_pending().unwrap();
+    decide(&ea).await;
     ea.wait_idle().await;
-    eb.claim_queued().await.unwrap();
-    eb.process_pending().unwrap();
+    decide(&eb).await;
     let won = ea.store().list_incidents(None, None, 10).unwrap().incidents;
     let lost = eb.store().list_incidents(None, None, 10).unwrap().incidents;
     assert_eq!(won[0].phase, Phase::Recovered);
@@ -2267,6 +2344,156 @@ async fn a_replica_that_lost_the_claim_tells_nobody_and_pages_only_when_the_winn
     assert!(eb.store().decisions(id).unwrap().iter().any(|d| d
         .reason
         .starts_with("replica a stopped answering mid-runbook")));
+}
+
+/// Claims, then the fleet's limits and target lock, then the decision points: what the
+/// engine's loop does in as many passes as they take.
+async fn decide(e: &Arc<Engine>) {
+    for _ in 0..3 {
+        e.claim_queued().await.unwrap();
+        e.process_pending().unwrap();
+    }
+}
+
+fn last_incident(e: &Engine) -> crate::store::IncidentRecord {
+    let id = e
+        .store()
+        .list_incidents(None, None, 10)
+        .unwrap()
+        .incidents
+        .iter()
+        .map(|i| i.id)
+        .max()
+        .unwrap();
+    e.store().incident(id).unwrap().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_container_held_by_another_replicas_runbook_is_busy_and_free_again_when_it_ends() {
+    let fleet = Arc::new(FakeFleet::default());
+    let (a, b) = (
+        Harness::new(GuardSettings::default()),
+        Harness::new(GuardSettings::default()),
+    );
+    let (ea, eb) = (fleet_engine(&a, "a", &fleet), fleet_engine(&b, "b", &fleet));
+    // Two different firings for the same container, one to each replica.
+    deliver_only(&a, &[(pg(), 0, "firing")]).await;
+    deliver_only(&b, &[(pg(), 1, "firing")]).await;
+    decide(&ea).await;
+    let held = fleet
+        .0
+        .lock()
+        .unwrap()
+        .get("busy:service:postgres")
+        .cloned();
+    let ia = last_incident(&ea);
+    assert_eq!(
+        held,
+        Some(format!("busy|a|{}", ia.id)),
+        "a holds the target"
+    );
+    decide(&eb).await;
+    let ib = last_incident(&eb);
+    assert_eq!(ib.phase, Phase::Skipped, "{ib:#?}");
+    let busy = eb
+        .store()
+        .decisions(ib.id)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.guard == DecisionKind::Busy)
+        .unwrap();
+    assert_eq!(
+        busy.reason,
+        format!(
+            "the runbook of incident #{} of replica a is still running on service:postgres; one runbook per container at a time",
+            ia.id
+        )
+    );
+    assert_eq!(b.exec.count("restart"), 0, "b ran nothing");
+    ea.wait_idle().await;
+    tokio::task::yield_now().await;
+    assert_eq!(a.exec.count("restart"), 1);
+    assert!(
+        !fleet
+            .0
+            .lock()
+            .unwrap()
+            .contains_key("busy:service:postgres"),
+        "the done marker let go of the target"
+    );
+    // Free again: b's next firing runs.
+    deliver_only(&b, &[(pg(), 2, "firing")]).await;
+    decide(&eb).await;
+    eb.wait_idle().await;
+    assert_eq!(b.exec.count("restart"), 1);
+    assert_eq!(last_incident(&eb).phase, Phase::Recovered);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rule_limit_and_the_global_budget_are_spent_fleet_wide_and_kept_locally_too() {
+    let fleet = Arc::new(FakeFleet::default());
+    let settings = GuardSettings {
+        budget_runs: 3,
+        ..GuardSettings::default()
+    };
+    let (a, b) = (Harness::new(settings.clone()), Harness::new(settings));
+    let (ea, eb) = (fleet_engine(&a, "a", &fleet), fleet_engine(&b, "b", &fleet));
+    // pg: 2 runs per hour. One on a, one on b: the third, on a, is rate limited although a
+    // ran only one itself.
+    deliver_only(&a, &[(pg(), 0, "firing")]).await;
+    decide(&ea).await;
+    ea.wait_idle().await;
+    deliver_only(&b, &[(pg(), 1, "firing")]).await;
+    decide(&eb).await;
+    eb.wait_idle().await;
+    assert_eq!((a.exec.count("restart"), b.exec.count("restart")), (1, 1));
+    // (Resolved first, or the dedup guard would refuse it before the limit.)
+    deliver_only(&a, &[(pg(), 0, "resolved")]).await;
+    decide(&ea).await;
+    deliver_only(&a, &[(pg(), 2, "firing")]).await;
+    decide(&ea).await;
+    let inc = last_incident(&ea);
+    assert_eq!(inc.phase, Phase::Escalated, "{inc:#?}");
+    let d = ea.store().decisions(inc.id).unwrap();
+    let limited = d
+        .iter()
+        .find(|d| d.guard == DecisionKind::RateLimit)
+        .unwrap();
+    assert!(limited.reason.starts_with("rate limited: "), "{d:#?}");
+    assert_eq!(a.exec.count("restart"), 1, "nothing more ran");
+    // The local store keeps what this replica spent, for a later start alone.
+    assert!(ea
+        .store()
+        .limit(guards::BUDGET_LIMIT_KEY)
+        .unwrap()
+        .is_some());
+    // The budget (3 per 10 min) is the fleet's too: a third run elsewhere spends it, and
+    // b's next firing of another rule finds it spent.
+    deliver_only(
+        &b,
+        &[(json!({"alertname": "RedisMemoryHigh"}), 3, "firing")],
+    )
+    .await;
+    decide(&eb).await;
+    eb.wait_idle().await;
+    deliver_only(
+        &b,
+        &[(
+            json!({"alertname": "ServiceDown", "service": "backend"}),
+            4,
+            "firing",
+        )],
+    )
+    .await;
+    decide(&eb).await;
+    let inc = last_incident(&eb);
+    let d = eb.store().decisions(inc.id).unwrap();
+    assert!(
+        d.iter().any(|d| d.guard == DecisionKind::Budget
+            && d.verdict == Verdict::Skip
+            && d.reason.starts_with("global action budget spent")),
+        "{d:#?}"
+    );
 }
 
 const ARGV_RULES: &str = r#"
