@@ -204,6 +204,7 @@ struct Scripts {
     holder: redis::Script,
     recovered: redis::Script,
     take: redis::Script,
+    probe: redis::Script,
 }
 
 impl RedisCoordinator {
@@ -270,6 +271,7 @@ impl RedisCoordinator {
                 holder: redis::Script::new(HOLDER),
                 recovered: redis::Script::new(RECOVERED),
                 take: redis::Script::new(TAKE),
+                probe: redis::Script::new("return 1"),
             },
         }))
     }
@@ -315,7 +317,17 @@ impl RedisCoordinator {
     ) -> Result<T, Unavailable> {
         let mut conn = self.conn.clone();
         self.metrics.redis_command(what);
-        match inv.invoke_async::<T>(&mut conn).await {
+        let mut answer = inv.invoke_async::<T>(&mut conn).await;
+        // The connection manager hands the error of a connection that broke (or of its last
+        // failed reconnection, while Redis was down) to the next command, and only then
+        // reconnects: once more on the new connection, so that the first firing after Redis
+        // returns is coordinated. A timeout is not tried again.
+        if matches!(&answer, Err(e) if !e.is_timeout() && (e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped()))
+        {
+            self.metrics.redis_command(what);
+            answer = inv.invoke_async::<T>(&mut conn).await;
+        }
+        match answer {
             Ok(v) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
                     *self.down_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -509,6 +521,13 @@ impl Coordinator for RedisCoordinator {
         .arg(self.own_prefix());
         let n: i64 = self.run(inv, "crash recovery").await?;
         Ok(n == 1)
+    }
+
+    async fn probe(&self) {
+        if !self.up.load(Ordering::Relaxed) {
+            let inv = self.scripts.probe.prepare_invoke();
+            let _: Result<i64, _> = self.run(inv, "probe").await;
+        }
     }
 
     fn renew_every(&self) -> Duration {

@@ -132,6 +132,10 @@ pub trait Coordinator: Send + Sync {
     /// another replica already took it for a crash and paged.
     async fn recovered(&self, firing: &Firing) -> Result<bool, Unavailable>;
 
+    /// While Redis does not answer, asks it again (one cheap command), so that coordination
+    /// shows as resumed (`/-/ready`, `/metrics`) without waiting for a firing.
+    async fn probe(&self) {}
+
     /// How often a running claim is renewed.
     fn renew_every(&self) -> std::time::Duration;
 

@@ -395,6 +395,7 @@ impl Engine {
         let Some(coord) = self.outside.coordinator.clone() else {
             return Ok(0);
         };
+        coord.probe().await;
         let after = *self.watch_after.lock().unwrap_or_else(|p| p.into_inner());
         let ids = self
             .store

@@ -254,3 +254,295 @@ rules:
     .await;
     survivor.process.assert_running();
 }
+
+/// The decisions of incident `id` on `app`, each as `guard verdict: reason`.
+async fn decisions_of(app: &TestApp, id: &Value) -> Vec<String> {
+    let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+    d["decisions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    format!(
+                        "{} {}: {}",
+                        d["guard"].as_str().unwrap_or(""),
+                        d["verdict"].as_str().unwrap_or(""),
+                        d["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every incident of both replicas with its decisions, once there are `n` and none is `new`
+/// or `remediating` any more.
+async fn settled(a: &TestApp, b: &TestApp, n: usize, secs: u64) -> Vec<(Value, Vec<String>)> {
+    let (ia, ib) = eventually(secs, "every incident decided and ended", || async {
+        let (ia, ib) = (a.incidents().await, b.incidents().await);
+        let all = [ia.clone(), ib.clone()].concat();
+        (all.len() == n
+            && phases(&all)
+                .iter()
+                .all(|p| p != "new" && p != "remediating"))
+        .then_some((ia, ib))
+    })
+    .await;
+    let mut out = Vec::new();
+    for (app, list) in [(a, ia), (b, ib)] {
+        for inc in list {
+            let d = decisions_of(app, &inc["id"]).await;
+            out.push((inc, d));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_firings_for_the_same_container_on_two_replicas_run_one_runbook_the_other_is_busy() {
+    let rules = rules_with(
+        r#"
+rules:
+  - name: fleet-busy
+    matchers: ['alertname="FleetBusy"']
+    priority: P2
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - wait: { duration: 4s }
+"#,
+    );
+    let prefix = format!("test-fleet-busy-{}:", std::process::id());
+    let a = replica(&rules, "replica-a", &redis_url(), &prefix).await;
+    let b = replica(&rules, "replica-b", &redis_url(), &prefix).await;
+    // Two different firings (two instances) for one container, one to each replica.
+    let (ra, rb) = futures_util::join!(
+        a.post_hook(fire(json!({"alertname": "FleetBusy", "instance": "db-1"}))),
+        b.post_hook(fire(json!({"alertname": "FleetBusy", "instance": "db-2"}))),
+    );
+    assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+    let all = settled(&a, &b, 2, 30).await;
+    let ran: Vec<_> = all
+        .iter()
+        .filter(|(i, _)| i["phase"] == "recovered")
+        .collect();
+    let busy: Vec<_> = all
+        .iter()
+        .filter(|(_, d)| d.iter().any(|d| d.starts_with("busy skip: ")))
+        .collect();
+    assert_eq!((ran.len(), busy.len()), (1, 1), "{all:#?}");
+    let reason = busy[0]
+        .1
+        .iter()
+        .find(|d| d.starts_with("busy skip"))
+        .unwrap();
+    assert!(
+        reason.contains(" of replica replica-")
+            && reason.ends_with(
+                "is still running on service:postgres; one runbook per container at a time"
+            ),
+        "{reason}"
+    );
+    assert_eq!(busy[0].0["phase"], "skipped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_limited_to_one_run_an_hour_runs_once_across_two_replicas() {
+    let rules = rules_with(
+        r#"
+rules:
+  - name: fleet-once
+    matchers: ['alertname="FleetOnce"']
+    priority: P2
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    limit: { runs: 1, per: 1h }
+    steps:
+      - wait: { duration: 1s }
+"#,
+    );
+    let prefix = format!("test-fleet-limit-{}:", std::process::id());
+    let a = replica(&rules, "replica-a", &redis_url(), &prefix).await;
+    let b = replica(&rules, "replica-b", &redis_url(), &prefix).await;
+    let (ra, rb) = futures_util::join!(
+        a.post_hook(fire(json!({"alertname": "FleetOnce", "instance": "db-1"}))),
+        b.post_hook(fire(json!({"alertname": "FleetOnce", "instance": "db-2"}))),
+    );
+    assert_eq!((ra.status().as_u16(), rb.status().as_u16()), (200, 200));
+    let all = settled(&a, &b, 2, 30).await;
+    let ran = all
+        .iter()
+        .filter(|(i, _)| i["phase"] == "recovered")
+        .count();
+    let limited: Vec<_> = all
+        .iter()
+        .filter(|(_, d)| {
+            d.iter()
+                .any(|d| d.starts_with("rate_limit skip: rate limited"))
+        })
+        .collect();
+    assert_eq!((ran, limited.len()), (1, 1), "{all:#?}");
+    assert_eq!(limited[0].0["phase"], "escalated", "a limit pages");
+    let metrics = a
+        .client
+        .get(format!("{}/metrics", a.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("remediator_redis_commands_total{op=\"limits_and_target_lock\"}"),
+        "{metrics}"
+    );
+}
+
+/// A redis-server of the test's own on `port` (no persistence), owned by its guard.
+fn own_redis(port: u16) -> ChildGuard {
+    let bin = tool("REMEDIATOR_TEST_REDIS_SERVER", "redis-server");
+    ChildGuard::spawn(
+        std::process::Command::new(bin).args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+        "redis-server",
+    )
+}
+
+async fn redis_answers(port: u16) {
+    eventually(10, "redis-server listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+}
+
+async fn metrics_of(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_storm_and_started_again_coordination_resumes_by_itself() {
+    let rules = rules_with(
+        r#"
+rules:
+  - name: fleet-storm
+    matchers: ['alertname="FleetStorm"']
+    priority: P2
+    rto: 30m
+    owner: dba
+    target: { label: instance, allow: [i-0, i-1, i-2, i-3, i-4, i-5, i-6, i-7, i-8, i-9, i-10, i-11, i-12] }
+    limit: { runs: 100, per: 1h }
+    steps:
+      - wait: { duration: 1s }
+"#,
+    );
+    let port = free_port();
+    let mut redis = own_redis(port);
+    redis_answers(port).await;
+    let url = format!("redis://127.0.0.1:{port}/");
+    let a = replica(&rules, "replica-a", &url, "storm:").await;
+    let b = replica(&rules, "replica-b", &url, "storm:").await;
+    let storm = |from: usize, to: usize| {
+        let (a, b) = (&a, &b);
+        async move {
+            let mut sends = Vec::new();
+            for i in from..to {
+                let body = fire(json!({"alertname": "FleetStorm", "instance": format!("i-{i}")}));
+                sends.push(a.post_hook(body.clone()));
+                sends.push(b.post_hook(body));
+            }
+            for r in futures_util::future::join_all(sends).await {
+                assert_eq!(r.status(), 200, "every webhook gets its 200");
+            }
+        }
+    };
+    // Coordinated: one run per firing.
+    storm(0, 3).await;
+    let before = settled(&a, &b, 6, 30).await;
+    let ran = before
+        .iter()
+        .filter(|(i, _)| i["phase"] == "recovered")
+        .count();
+    assert_eq!(ran, 3, "{before:#?}");
+    // Redis killed mid-storm: the firings still get their 200, the policy is applied and
+    // recorded as the decision's reason.
+    futures_util::join!(storm(3, 8), async { redis.kill() });
+    storm(8, 10).await;
+    let during = settled(&a, &b, 20, 60).await;
+    let paged = during
+        .iter()
+        .filter(|(_, d)| {
+            d.iter()
+                .any(|d| d.contains("coordination.on_redis_down is page: people are paged"))
+        })
+        .count();
+    assert!(
+        paged >= 4,
+        "the firings after the kill follow the policy: {during:#?}"
+    );
+    for app in [&a, &b] {
+        assert!(
+            metrics_of(app)
+                .await
+                .contains("remediator_coordination_up 0"),
+            "down is shown"
+        );
+    }
+    // Started again on the same port: coordination resumes without a restart of remediator.
+    let _redis = own_redis(port);
+    redis_answers(port).await;
+    storm(10, 13).await;
+    let after = settled(&a, &b, 26, 60).await;
+    let new: Vec<_> = after
+        .iter()
+        .filter(|(i, _)| {
+            ["i-10", "i-11", "i-12"].contains(&i["labels"]["instance"].as_str().unwrap_or(""))
+        })
+        .collect();
+    let ran = new
+        .iter()
+        .filter(|(i, _)| i["phase"] == "recovered")
+        .count();
+    let watched = new
+        .iter()
+        .filter(|(i, _)| i["phase"] == "claimed" || i["phase"] == "acted_elsewhere")
+        .count();
+    assert_eq!((ran, watched), (3, 3), "claims again: {new:#?}");
+    for app in [&a, &b] {
+        eventually(10, "coordination_up back to 1", || async {
+            metrics_of(app)
+                .await
+                .contains("remediator_coordination_up 1")
+                .then_some(())
+        })
+        .await;
+        let (code, ready) = app.get_json("/-/ready").await;
+        assert_eq!(code, 200);
+        assert!(
+            ready["checks"]["coordination"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("coordinating as replica"),
+            "{ready:#}"
+        );
+    }
+}
