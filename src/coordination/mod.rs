@@ -7,6 +7,10 @@
 //!   and runs (`PX coordination.claim_ttl`, renewed), then `done|<replica>|<phase>`
 //!   (`PX coordination.done_ttl`). Every change but the first `SET` is a script that compares
 //!   the token first: a replica never overwrites or deletes another's claim.
+//! - `busy:<target key>`: `busy|<replica>|<incident>|<claim token>` while that claim's runbook
+//!   holds the container (`PX coordination.claim_ttl`, renewed and released with the claim).
+//! - `limit:<store key>`: a GCRA limiter's `tat|runs|per` (ms, the server's clock), expiring
+//!   once its TAT is past (no state then means the same as a TAT in the past).
 //!
 //! A claim is not a fence (a paused winner can outlive its lease): the start of a run is the
 //! winner's fsynced run row, and a claim that expired without a done marker means "a human

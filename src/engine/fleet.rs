@@ -6,6 +6,11 @@
 //! and its answer waits in `claims` for [`Engine::process_pending`], which stops at the first
 //! opened entry with no answer yet. Nothing of a decision is committed or told before its
 //! claim is answered. A repeat delivery never reaches the queue, so it never reaches Redis.
+//!
+//! The target is known only once planned: a won claim whose plan would run is answered a
+//! second time, with the fleet's limits spent and the target held ([`Claimed::Taking`] →
+//! [`Claimed::Took`]), and its decision point plans again with that answer laid over the
+//! store's facts ([`Overlay`]); a refusal reads as the local guard's would.
 
 use std::future::Future;
 

@@ -546,3 +546,124 @@ rules:
         );
     }
 }
+
+/// The incidents of a served replica with their decisions (`guard verdict: reason`).
+async fn served_decisions(
+    client: &reqwest::Client,
+    base: &str,
+) -> Option<Vec<(Value, Vec<String>)>> {
+    let mut out = Vec::new();
+    for inc in try_all_incidents(client, base, None, "").await? {
+        let d: Value = client
+            .get(format!("{base}/api/v1/incidents/{}", inc["id"]))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let decisions = d["decisions"]
+            .as_array()?
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}: {}",
+                    d["guard"].as_str().unwrap_or(""),
+                    d["verdict"].as_str().unwrap_or(""),
+                    d["reason"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        out.push((inc, decisions));
+    }
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_winner_restarted_after_a_crash_mid_runbook_and_the_survivor_page_once_between_them() {
+    let rules = rules_with(
+        r#"
+rules:
+  - name: fleet-long
+    matchers: ['alertname="FleetLong"']
+    priority: P2
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - wait: { duration: 10m }
+"#,
+    );
+    let pd = PagerDutyEmulator::start().await;
+    let prefix = format!("test-fleet-restart-{}:", std::process::id());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = served_replica(da.path(), rules.path(), "replica-a", &prefix, &pd.url()).await;
+    let mut b = served_replica(db.path(), rules.path(), "replica-b", &prefix, &pd.url()).await;
+    let client = reqwest::Client::new();
+    let body = fire(json!({"alertname": "FleetLong", "instance": "db-7"}));
+    for base in [&a.base, &b.base] {
+        let r = client
+            .post(format!("{base}/hooks/alertmanager"))
+            .bearer_auth(TOKEN)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let phase_of = |base: String| {
+        let client = client.clone();
+        async move {
+            let list = try_all_incidents(&client, &base, None, "").await?;
+            list.first()?["phase"].as_str().map(str::to_owned)
+        }
+    };
+    let a_acts = eventually(20, "one replica acts, the other watches", || async {
+        let (pa, pb) = (
+            phase_of(a.base.clone()).await?,
+            phase_of(b.base.clone()).await?,
+        );
+        match (pa.as_str(), pb.as_str()) {
+            ("remediating", "claimed") => Some(true),
+            ("claimed", "remediating") => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    // The winner crashes mid-runbook and starts again on its own data directory.
+    let (winner, survivor, winner_data, winner_id) = if a_acts {
+        (&mut a, &b, da.path(), "replica-a")
+    } else {
+        (&mut b, &a, db.path(), "replica-b")
+    };
+    winner.process.kill();
+    let survivor = survivor.base.clone();
+    let restarted = served_replica(winner_data, rules.path(), winner_id, &prefix, &pd.url()).await;
+    // Both sides settle: the restarted winner's recovery marks it interrupted; the survivor
+    // sees its done marker (or took the expired claim for a crash itself).
+    let all = eventually(
+        30,
+        "both replicas settled the interrupted incident",
+        || async {
+            let w = served_decisions(&client, &restarted.base).await?;
+            let s = served_decisions(&client, &survivor).await?;
+            let (wp, sp) = (w.first()?.0["phase"].clone(), s.first()?.0["phase"].clone());
+            (wp == "interrupted" && (sp == "interrupted" || sp == "acted_elsewhere"))
+                .then_some([w, s].concat())
+        },
+    )
+    .await;
+    let pages: Vec<&String> = all
+        .iter()
+        .flat_map(|(_, d)| d.iter())
+        .filter(|d| d.starts_with("page continue: "))
+        .collect();
+    assert_eq!(pages.len(), 1, "one page between them: {all:#?}");
+    eventually(20, "the page reaches PagerDuty", || async {
+        pd.events()
+            .iter()
+            .any(|e| e.event_action == "trigger")
+            .then_some(())
+    })
+    .await;
+}
