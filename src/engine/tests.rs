@@ -2092,9 +2092,13 @@ async fn a_storm_is_committed_a_batch_at_a_time_and_a_failed_batch_is_handled_ag
     }
 }
 
-/// A Redis stand-in shared by the replicas of a test: claim key → value.
+/// A Redis stand-in shared by the replicas of a test: claim key → value; `.1` set: it
+/// answers claims but not the limits and target lock (it went down in between).
 #[derive(Default)]
-struct FakeFleet(std::sync::Mutex<HashMap<String, String>>);
+struct FakeFleet(
+    std::sync::Mutex<HashMap<String, String>>,
+    std::sync::atomic::AtomicBool,
+);
 
 struct FakeReplica {
     id: String,
@@ -2149,6 +2153,9 @@ impl Coordinator for FakeReplica {
         Ok(())
     }
     async fn take(&self, _: &Won, take: &Take) -> Result<Taken, Unavailable> {
+        if self.fleet.1.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Unavailable("Redis at fake did not answer".into()));
+        }
         let mut m = self.fleet.0.lock().unwrap();
         let now = self.clock.now();
         let mut ahead = Vec::new();
@@ -2494,6 +2501,98 @@ async fn the_rule_limit_and_the_global_budget_are_spent_fleet_wide_and_kept_loca
             && d.reason.starts_with("global action budget spent")),
         "{d:#?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn redis_lost_between_the_claim_and_the_limits_follows_on_redis_down_and_runs_nothing() {
+    let fleet = Arc::new(FakeFleet::default());
+    fleet.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    let a = Harness::new(GuardSettings::default());
+    let ea = fleet_engine(&a, "a", &fleet);
+    deliver_only(&a, &[(pg(), 0, "firing")]).await;
+    decide(&ea).await;
+    ea.wait_idle().await;
+    let inc = last_incident(&ea);
+    assert_eq!(inc.phase, Phase::Escalated, "{inc:#?}");
+    assert_eq!(a.exec.count("restart"), 0, "nothing is acted on");
+    let d = ea.store().decisions(inc.id).unwrap();
+    assert!(
+        d.iter().any(|d| d.guard == DecisionKind::Claim
+            && d.verdict == Verdict::Skip
+            && d.reason == "Redis at fake did not answer; coordination.on_redis_down is page: people are paged and nothing is acted on, since another replica may act on it too"),
+        "{d:#?}"
+    );
+    assert!(d.iter().any(|d| d.guard == DecisionKind::Page));
+}
+
+/// Sets incident `id` back to `remediating`, as a crash mid-runbook leaves it.
+fn crashed_mid_run(e: &Engine, id: i64) {
+    e.store()
+        .commit(&{
+            let mut c = crate::store::Commit::new(id, Utc::now());
+            c.phase_silently(Phase::Remediating);
+            c
+        })
+        .unwrap();
+}
+
+fn pages_of(e: &Engine, id: i64) -> usize {
+    e.store()
+        .decisions(id)
+        .unwrap()
+        .iter()
+        .filter(|d| d.guard == DecisionKind::Page && d.verdict == Verdict::Continue)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_winner_restarted_mid_runbook_and_the_survivor_page_once_whoever_looks_first() {
+    let fleet = Arc::new(FakeFleet::default());
+    let (a, b) = (
+        Harness::new(GuardSettings::default()),
+        Harness::new(GuardSettings::default()),
+    );
+    for (minute, winner_first) in [(0, true), (5, false)] {
+        let (ea, eb) = (fleet_engine(&a, "a", &fleet), fleet_engine(&b, "b", &fleet));
+        deliver_only(&a, &[(pg(), minute, "firing")]).await;
+        deliver_only(&b, &[(pg(), minute, "firing")]).await;
+        decide(&ea).await;
+        ea.wait_idle().await;
+        decide(&eb).await;
+        let (ia, ib) = (last_incident(&ea).id, last_incident(&eb).id);
+        assert_eq!(last_incident(&eb).phase, Phase::Claimed);
+        // a crashed mid-runbook: its claim is still there (restarted quickly) or expired.
+        crashed_mid_run(&ea, ia);
+        let f = Firing {
+            fingerprint: last_incident(&ea).fingerprint,
+            starts_at: base_time() + chrono::Duration::minutes(minute),
+        };
+        if winner_first {
+            fleet
+                .0
+                .lock()
+                .unwrap()
+                .insert(fleet_key(&f), "claim|a|old".into());
+        } else {
+            fleet.0.lock().unwrap().remove(&fleet_key(&f));
+            eb.watch_claims().await.unwrap();
+        }
+        let restarted = fleet_engine(&a, "a", &fleet);
+        restarted.recover_claims().await.unwrap();
+        restarted.recover().unwrap();
+        eb.watch_claims().await.unwrap();
+        assert_eq!(
+            restarted.store().incident(ia).unwrap().unwrap().phase,
+            Phase::Interrupted
+        );
+        let (pa, pb) = (pages_of(&restarted, ia), pages_of(&eb, ib));
+        assert_eq!(
+            pa + pb,
+            1,
+            "one page (winner first: {winner_first}): {pa} + {pb}"
+        );
+        assert_eq!(pa, usize::from(winner_first));
+    }
 }
 
 const ARGV_RULES: &str = r#"
