@@ -95,6 +95,21 @@ async fn the_same_firing_sent_ten_times_to_two_replicas_runs_once_fleet_wide() {
             .starts_with("coordinating as replica replica-a"),
         "{ready:#} {pa:?} {pb:?}"
     );
+    // Twenty deliveries, one firing: one claim per replica, and the winner's one take of
+    // the limits and lock; the repeats touched Redis not at all.
+    let count = |m: &str, op: &str| -> u64 {
+        let key = format!("remediator_redis_commands_total{{op=\"{op}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (ma, mb) = (metrics_of(&a).await, metrics_of(&b).await);
+    assert_eq!(count(&ma, "claim") + count(&mb, "claim"), 2, "{ma}\n{mb}");
+    assert_eq!(
+        count(&ma, "limits_and_target_lock") + count(&mb, "limits_and_target_lock"),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
