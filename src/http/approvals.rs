@@ -126,16 +126,19 @@ pub(super) async fn from_slack(
         // the answer, however long (an option's text and value are cut by Slack's limits).
         let choice = match picked {
             None => None,
-            Some(i) => {
-                let offered = store
-                    .approval_at(at.incident, at.phase, at.seq)?
-                    .map(|a| a.choices)
-                    .unwrap_or_default();
-                match i.trim().parse::<usize>().ok().and_then(|i| offered.get(i)) {
+            Some(i) => match store.approval_at(at.incident, at.phase, at.seq)? {
+                // No such request: the engine tells stale from not waiting.
+                None => None,
+                Some(a) => match i
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| a.choices.get(i))
+                {
                     Some(c) => Some(c.clone()),
-                    None => return Ok(Answered::NotOffered { offered }),
-                }
-            }
+                    None => return Ok(Answered::NotOffered { offered: a.choices }),
+                },
+            },
         };
         engine.answer_approval_of(
             at.incident,
