@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-use super::notice::RunPhase;
-use super::phase::text_enum;
+use super::phase::{text_enum, RunPhase};
 
 text_enum! {
     /// How an approval ended.

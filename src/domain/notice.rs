@@ -64,13 +64,8 @@ text_enum! {
     }
 }
 
-text_enum! {
-    /// Which list of a rule's steps a step belongs to.
-    pub enum RunPhase as "run phase" {
-        Main = "main",
-        OnFailure = "on_failure",
-    }
-}
+// (In `phase.rs`, so that `approval.rs`, which `Notice` carries, need not use this module.)
+pub use super::phase::RunPhase;
 
 text_enum! {
     /// How a step ended (or that it is still running).
