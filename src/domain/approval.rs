@@ -4,8 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::notice::RunPhase;
-use super::phase::text_enum;
+use std::fmt;
+use std::str::FromStr;
+
+use super::phase::{text_enum, RunPhase};
 
 text_enum! {
     /// How an approval ended.
@@ -17,9 +19,8 @@ text_enum! {
     }
 }
 
-/// The most choices one request offers (Slack shows at most 25 elements in one actions
-/// block: the choices and Reject).
-pub const MAX_CHOICES: usize = 24;
+/// The most choices one request offers: the options a Slack `static_select` takes (100).
+pub const MAX_CHOICES: usize = 100;
 
 /// A request for approval, as stored when the `approve` step starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,5 +76,89 @@ impl Approval {
                 self.who
             ),
         })
+    }
+}
+
+/// Which request an answer is for: the incident, and the step's list and place in it. The
+/// Slack buttons carry it (`42:main:3`), so a button of an earlier step is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalRef {
+    pub incident: i64,
+    pub phase: RunPhase,
+    pub seq: usize,
+}
+
+impl ApprovalRef {
+    pub fn of(incident: i64, a: &Approval) -> ApprovalRef {
+        ApprovalRef {
+            incident,
+            phase: a.phase,
+            seq: a.seq,
+        }
+    }
+
+    /// Whether `a` is the request this names (the incident aside).
+    pub fn names(&self, a: &Approval) -> bool {
+        self.phase == a.phase && self.seq == a.seq
+    }
+}
+
+impl fmt::Display for ApprovalRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.incident, self.phase, self.seq)
+    }
+}
+
+/// Why a text is not an [`ApprovalRef`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an approval reference such as 42:main:3 (incident:phase:step)")]
+pub struct BadApprovalRef(pub String);
+
+impl FromStr for ApprovalRef {
+    type Err = BadApprovalRef;
+
+    fn from_str(s: &str) -> Result<ApprovalRef, BadApprovalRef> {
+        let bad = || BadApprovalRef(s.chars().take(64).collect());
+        let mut parts = s.trim().split(':');
+        let (Some(incident), Some(phase), Some(seq), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        Ok(ApprovalRef {
+            incident: incident.parse().map_err(|_| bad())?,
+            phase: phase.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_approval_ref_reads_back_what_it_writes_and_names_what_is_wrong() {
+        let r = ApprovalRef {
+            incident: 42,
+            phase: RunPhase::OnFailure,
+            seq: 3,
+        };
+        assert_eq!(r.to_string(), "42:on_failure:3");
+        assert_eq!("42:on_failure:3".parse::<ApprovalRef>(), Ok(r));
+        for bad in [
+            "42",
+            "42:main",
+            "x:main:1",
+            "42:later:1",
+            "42:main:-1",
+            "1:main:1:2",
+        ] {
+            assert_eq!(
+                bad.parse::<ApprovalRef>(),
+                Err(BadApprovalRef(bad.into())),
+                "{bad}"
+            );
+        }
     }
 }

@@ -18,7 +18,7 @@ pub mod pause;
 pub mod phase;
 pub mod priority;
 
-pub use approval::{Approval, ApprovalVerdict, Decided};
+pub use approval::{Approval, ApprovalRef, ApprovalVerdict, Decided};
 pub use button::{Button, Pressed, BUTTON_HOLD};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use hold::{

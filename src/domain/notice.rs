@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::approval::Approval;
 use super::button::{Button, Pressed};
 use super::duration::{format as human, serde_millis, serde_millis_opt};
 use super::hold::until_text;
@@ -63,13 +64,8 @@ text_enum! {
     }
 }
 
-text_enum! {
-    /// Which list of a rule's steps a step belongs to.
-    pub enum RunPhase as "run phase" {
-        Main = "main",
-        OnFailure = "on_failure",
-    }
-}
+// (In `phase.rs`, so that `approval.rs`, which `Notice` carries, need not use this module.)
+pub use super::phase::RunPhase;
 
 text_enum! {
     /// How a step ended (or that it is still running).
@@ -349,6 +345,21 @@ pub fn button_failed_text(button: Button, who: &str, why: &str) -> String {
     format!("could not {what} (asked by {who}): {why}")
 }
 
+/// `Waiting for dba to approve until 03:40 UTC: Restore which backup? Choices: a, b.`
+pub fn approval_asked_text(a: &Approval) -> String {
+    let offered = if a.choices.is_empty() {
+        String::new()
+    } else {
+        format!(" Choices: {}.", a.choices.join(", "))
+    };
+    format!(
+        "Waiting for {} to approve until {}: {}{offered} (Approve or Reject in Slack, or POST /api/v1/incidents/ID/approve or /reject)",
+        a.who,
+        a.deadline.format("%H:%M UTC"),
+        a.prompt
+    )
+}
+
 /// One thing people are told about an incident.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -450,6 +461,21 @@ pub enum Notice {
         #[serde(default)]
         details: Option<serde_json::Value>,
     },
+    /// An `approve` step asks `asked` (its contact) for an answer: Slack shows the prompt,
+    /// the deadline, the choices and Approve / Reject buttons.
+    Approval {
+        request: Approval,
+        asked: Contact,
+        /// The Slack users whose answers count (the contact's `slack_users`); empty: anyone.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        allowed: Vec<String>,
+    },
+    /// The request was answered (or timed out): Slack updates the request's message in place
+    /// to show the verdict, who and when, without its buttons.
+    ApprovalAnswered {
+        request: Approval,
+        asked: Contact,
+    },
 }
 
 text_enum! {
@@ -470,6 +496,8 @@ text_enum! {
         Resolved = "resolved",
         State = "state",
         Recorded = "recorded",
+        Approval = "approval",
+        ApprovalAnswered = "approval_answered",
     }
 }
 
@@ -491,6 +519,8 @@ impl Notice {
             Notice::Resolved { .. } => NoticeKind::Resolved,
             Notice::State { .. } => NoticeKind::State,
             Notice::Recorded { .. } => NoticeKind::Recorded,
+            Notice::Approval { .. } => NoticeKind::Approval,
+            Notice::ApprovalAnswered { .. } => NoticeKind::ApprovalAnswered,
         }
     }
 
@@ -606,6 +636,8 @@ impl Notice {
             }
             Notice::State { change } => change.as_str().to_owned(),
             Notice::Recorded { text, .. } => text.clone(),
+            Notice::Approval { request, .. } => approval_asked_text(request),
+            Notice::ApprovalAnswered { request, .. } => request.decided_text().unwrap_or_default(),
         }
     }
 

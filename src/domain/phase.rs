@@ -122,3 +122,11 @@ impl Phase {
         }
     }
 }
+
+text_enum! {
+    /// Which list of a rule's steps a step belongs to.
+    pub enum RunPhase as "run phase" {
+        Main = "main",
+        OnFailure = "on_failure",
+    }
+}

@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::{Engine, StepContext, StepError, StepOutput};
 use crate::domain::approval::MAX_CHOICES;
 use crate::domain::{
-    Approval, ApprovalVerdict, Decided, DecisionKind, Notice, RunPhase, Sink, Verdict,
+    Approval, ApprovalRef, ApprovalVerdict, Contact, Decided, DecisionKind, Notice, RunPhase, Sink,
+    Verdict,
 };
 use crate::rules::StepKind;
 use crate::store::StoreError;
@@ -53,17 +54,7 @@ impl Engine {
             let deadline = now
                 + chrono::Duration::from_std(timeout.0)
                     .unwrap_or_else(|_| chrono::Duration::minutes(30));
-            let offered = if choices.is_empty() {
-                String::new()
-            } else {
-                format!(" Choices: {}.", choices.join(", "))
-            };
-            let text = format!(
-                "Waiting for {who} to approve until {}: {prompt}{offered} (POST /api/v1/incidents/{id}/approve or /reject)",
-                deadline.format("%H:%M UTC")
-            );
-            let mut c = self.commit_now(id);
-            c.ask_approval(Approval {
+            let request = Approval {
                 phase,
                 seq,
                 who: who.clone(),
@@ -72,8 +63,17 @@ impl Engine {
                 asked_at: now,
                 deadline,
                 decided: None,
-            })
-            .notice(Sink::Slack, Notice::Message { text });
+            };
+            let (asked, allowed) = self.asked(who);
+            let mut c = self.commit_now(id);
+            c.ask_approval(request.clone()).notice(
+                Sink::Slack,
+                Notice::Approval {
+                    request,
+                    asked,
+                    allowed,
+                },
+            );
             self.persist(|| self.store.commit(&c))
                 .await
                 .map_err(store_err)?;
@@ -108,7 +108,14 @@ impl Engine {
                     seq,
                     timed_out.decided.clone().unwrap_or_else(|| unreachable!()),
                 )
-                .decision(DecisionKind::Approval, Verdict::Skip, &text);
+                .decision(DecisionKind::Approval, Verdict::Skip, &text)
+                .notice(
+                    Sink::Slack,
+                    Notice::ApprovalAnswered {
+                        asked: self.asked(&timed_out.who).0,
+                        request: timed_out,
+                    },
+                );
                 match self.store.commit(&c) {
                     Ok(()) => return Err(StepError::Failed(text)),
                     // Answered meanwhile: the next pass reads the answer.
@@ -119,6 +126,22 @@ impl Engine {
             let left = (a.deadline - now).to_std().unwrap_or_default();
             tokio::time::sleep(left.min(POLL)).await;
         }
+    }
+
+    /// The contact `who` names and its `slack_users` (whose answers alone count, when any).
+    fn asked(&self, who: &str) -> (Contact, Vec<String>) {
+        let rules = self.rules();
+        let key = who.to_owned();
+        let contact = super::plan::contacts(&rules, [&key])
+            .pop()
+            .unwrap_or_else(|| Contact::unknown(who));
+        let allowed = rules
+            .escalation
+            .contacts
+            .get(who)
+            .map(|c| c.slack_users.clone())
+            .unwrap_or_default();
+        (contact, allowed)
     }
 
     /// The output lines of the step before `seq` in `phase` (after its summary line), each a
@@ -162,6 +185,23 @@ pub enum Answered {
         offered: Vec<String>,
     },
     Done(Box<Approval>),
+    /// The answer names another request than the one waiting (a button of an earlier step).
+    Stale {
+        waiting: ApprovalRef,
+    },
+    /// The Slack user is not one of the asked contact's `slack_users`.
+    NotAllowed {
+        who: String,
+        allowed: Vec<String>,
+    },
+}
+
+/// Who answers: their name (Slack's, or the API caller's `by`) and, from Slack, their user
+/// id, which the asked contact's `slack_users` (when it has any) must list.
+#[derive(Debug, Clone, Copy)]
+pub struct Answerer<'a> {
+    pub by: &'a str,
+    pub slack_user: Option<&'a str>,
 }
 
 impl Engine {
@@ -175,12 +215,53 @@ impl Engine {
         slack_user: Option<&str>,
         choice: Option<&str>,
     ) -> Result<Answered, StoreError> {
+        self.answer_approval_of(id, None, approve, Answerer { by, slack_user }, choice)
+    }
+
+    /// [`Engine::answer_approval`] for the request `at` names when given (a Slack button
+    /// names its step; another one waiting is [`Answered::Stale`]). A Slack user is checked
+    /// against the asked contact's `slack_users`; a refusal is recorded as a decision.
+    pub fn answer_approval_of(
+        &self,
+        id: i64,
+        at: Option<ApprovalRef>,
+        approve: bool,
+        who: Answerer<'_>,
+        choice: Option<&str>,
+    ) -> Result<Answered, StoreError> {
+        let Answerer { by, slack_user } = who;
         if self.store.incident(id)?.is_none() {
             return Ok(Answered::NoIncident);
         }
         let Some(mut a) = self.store.latest_approval(id)?.filter(Approval::pending) else {
             return Ok(Answered::NotWaiting);
         };
+        if let Some(at) = at.filter(|r| r.incident != id || !r.names(&a)) {
+            tracing::info!(incident = id, button = %at, "refused an answer for a request that is not the one waiting");
+            return Ok(Answered::Stale {
+                waiting: ApprovalRef::of(id, &a),
+            });
+        }
+        if let Some(user) = slack_user {
+            let allowed = self.asked(&a.who).1;
+            if !allowed.is_empty() && !allowed.iter().any(|u| u == user) {
+                let mut c = self.commit_now(id);
+                c.decision(
+                    DecisionKind::Approval,
+                    Verdict::Skip,
+                    &format!(
+                        "refused an answer from {by} ({user}): only {}'s slack_users ({}) may answer",
+                        a.who,
+                        allowed.join(", ")
+                    ),
+                );
+                self.store.commit(&c)?;
+                return Ok(Answered::NotAllowed {
+                    who: a.who,
+                    allowed,
+                });
+            }
+        }
         let choice = if approve { choice } else { None };
         if approve {
             let ok = match choice {
@@ -216,7 +297,14 @@ impl Engine {
                 },
                 &text,
             )
-            .notice(Sink::Slack, Notice::Message { text });
+            .notice(Sink::Slack, Notice::Message { text })
+            .notice(
+                Sink::Slack,
+                Notice::ApprovalAnswered {
+                    asked: self.asked(&a.who).0,
+                    request: a.clone(),
+                },
+            );
         match self.store.commit(&c) {
             Ok(()) => Ok(Answered::Done(Box::new(a))),
             Err(StoreError::NotWaiting(_)) => Ok(Answered::NotWaiting),

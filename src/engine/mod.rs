@@ -55,7 +55,7 @@ use crate::telemetry::events::{
 };
 use crate::telemetry::{spans, trace_context};
 
-pub use approve::Answered;
+pub use approve::{Answered, Answerer};
 pub use coordinator::{
     Claim, Coordinator, Firing, Holder, SharedLimit, Take, Taken, Unavailable, Won,
 };

@@ -1,11 +1,13 @@
 //! Picking up after a crash, and passing over damaged rows: incidents left `remediating` are
-//! interrupted and paged (never run again), incidents an older version matched get the RTO
-//! and told list their root shows, and a queue entry or row that does not read is quarantined
-//! so that everything else goes on.
+//! interrupted and paged (never run again), except a runbook that was waiting at an `approve`
+//! step, which is resumed at that step (see [`Engine::resume_point`]); incidents an older
+//! version matched get the RTO and told list their root shows, and a queue entry or row that
+//! does not read is quarantined so that everything else goes on.
 
 use std::sync::Arc;
 
 use super::*;
+use crate::domain::RunPhase;
 
 impl Engine {
     /// Picks up after a crash (see the module documentation): one commit per incident.
@@ -57,6 +59,10 @@ impl Engine {
                     continue;
                 }
             };
+            if let Some(at) = self.resume_point(&inc, &rules)? {
+                self.resume(inc, at, now)?;
+                continue;
+            }
             let mut c = Commit::new(id, now);
             c.interrupt_running_steps()
                 .finish_run(RunOutcome::Interrupted)
@@ -86,6 +92,114 @@ impl Engine {
             self.store.commit(&c)?;
             page.sent(&self.metrics);
         }
+        Ok(())
+    }
+
+    /// Where the runbook of `inc` (left `remediating`) can go on after a restart: only a main
+    /// step `approve` that was running, with nothing started after it, and the rule in force
+    /// still having that approve step there. Nothing destructive runs while a runbook waits
+    /// for an answer, so nothing was cut off; the steps before it ended. Never in fleet mode:
+    /// the claim in Redis was this process's and lapsed with it, and the other replicas page
+    /// for it, so it is interrupted as any other run.
+    fn resume_point(
+        &self,
+        inc: &IncidentRecord,
+        rules: &RuleSet,
+    ) -> Result<Option<usize>, StoreError> {
+        if self.outside.coordinator.is_some() {
+            return Ok(None);
+        }
+        let Some(rule) = inc.rule.as_deref().and_then(|r| rules.get(r)) else {
+            return Ok(None);
+        };
+        if inc
+            .target
+            .as_deref()
+            .and_then(crate::rules::TargetRef::from_key)
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let steps = self.store.steps(inc.id)?;
+        let mut running = steps
+            .iter()
+            .filter(|s| s.outcome == crate::domain::StepOutcome::Running);
+        let (Some(waiting), None) = (running.next(), running.next()) else {
+            return Ok(None);
+        };
+        let later = steps
+            .iter()
+            .any(|s| s.phase != RunPhase::Main || s.seq > waiting.seq);
+        let seq = usize::try_from(waiting.seq).unwrap_or(usize::MAX);
+        let is_approve = rule.steps.get(seq).is_some_and(|s| {
+            matches!(s.kind, crate::rules::StepKind::Approve { .. }) && s.name == waiting.kind
+        });
+        Ok((waiting.phase == RunPhase::Main && !later && is_approve).then_some(seq))
+    }
+
+    /// Resumes `inc`'s runbook at main step `from` (an `approve` step, [`Engine::resume_point`]).
+    /// Nothing of the run's start is written again: its run row, the limits it spent and its
+    /// fleet claim (none outside fleet mode) were committed once at its decision point. The
+    /// busy guard, which lives in memory, holds the target again. The step's row and its
+    /// request are found in the store, so the wait goes on with the stored deadline, asking
+    /// nobody again; a deadline that passed meanwhile times out at once.
+    fn resume(
+        self: &Arc<Self>,
+        inc: IncidentRecord,
+        from: usize,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        let rules = self.rules();
+        let (Some(rule), Some(target)) = (
+            inc.rule.as_deref().and_then(|r| rules.get(r)).cloned(),
+            inc.target
+                .as_deref()
+                .and_then(crate::rules::TargetRef::from_key),
+        ) else {
+            return Ok(());
+        };
+        let deadline = self
+            .store
+            .approval_at(inc.id, RunPhase::Main, from)?
+            .map(|a| format!(" until {}", a.deadline.format("%H:%M UTC")))
+            .unwrap_or_default();
+        let mut c = Commit::new(inc.id, now);
+        c.decision(
+            DecisionKind::Recovery,
+            Verdict::Continue,
+            &format!(
+                "the service restarted while this runbook waited for approval at step {}; the wait goes on{deadline}, nothing is asked again",
+                from + 1
+            ),
+        );
+        self.store.commit(&c)?;
+        if !matches!(target, crate::rules::TargetRef::None) {
+            self.busy
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(target.key(), inc.id);
+        }
+        let ctx = StepContext {
+            incident_id: inc.id,
+            rule: rule.name.clone(),
+            target,
+            labels: inc.labels.clone(),
+        };
+        let priority = inc.priority.unwrap_or(rule.priority);
+        let engine = self.clone();
+        let span = spans::incident(None, inc.id);
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                engine
+                    .run_runbook_from(&inc, &rule, priority, ctx, from)
+                    .await
+            },
+            span,
+        ));
+        self.runbooks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
         Ok(())
     }
 

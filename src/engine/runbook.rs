@@ -64,7 +64,20 @@ impl Engine {
         priority: Priority,
         ctx: StepContext,
     ) {
-        let outcome = match self.run_steps(inc, rule, priority, &ctx).await {
+        self.run_runbook_from(inc, rule, priority, ctx, 0).await
+    }
+
+    /// The runbook from its main step `from` on: 0 for a run just started; after a restart,
+    /// the `approve` step it was waiting at (`recovery.rs`), whose earlier steps ran already.
+    pub(super) async fn run_runbook_from(
+        &self,
+        inc: &IncidentRecord,
+        rule: &Rule,
+        priority: Priority,
+        ctx: StepContext,
+        from: usize,
+    ) {
+        let outcome = match self.run_steps(inc, rule, priority, &ctx, from).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "the store failed during the runbook; handing it to a human once the store answers");
@@ -130,18 +143,23 @@ impl Engine {
         rule: &Rule,
         priority: Priority,
         ctx: &StepContext,
+        from: usize,
     ) -> Result<RunOutcome, StoreError> {
         let id = inc.id;
         let mut failure = None;
         let last = rule.steps.len().saturating_sub(1);
         // Alertmanager is asked once, before the first step that changes a container (never
-        // for a manual run or a drill: no Alertmanager holds their alert).
-        let mut asked = inc.origin.is_synthetic();
-        if let Err(why) = self.drill_break(inc, ctx).await? {
-            tracing::warn!(incident = id, "{why}");
-            return Ok(RunOutcome::Failed);
+        // for a manual run or a drill: no Alertmanager holds their alert). A resumed run
+        // asked already if a step before `from` changed one.
+        let mut asked =
+            inc.origin.is_synthetic() || rule.steps.iter().take(from).any(|s| s.kind.is_action());
+        if from == 0 {
+            if let Err(why) = self.drill_break(inc, ctx).await? {
+                tracing::warn!(incident = id, "{why}");
+                return Ok(RunOutcome::Failed);
+            }
         }
-        for (seq, step) in rule.steps.iter().enumerate() {
+        for (seq, step) in rule.steps.iter().enumerate().skip(from) {
             if step.kind.is_action()
                 && !std::mem::replace(&mut asked, true)
                 && !self.checked(ctx, RunPhase::Main, step).await?

@@ -2777,3 +2777,5 @@ async fn an_approval_given_through_the_store_lets_the_runbook_go_on_and_a_second
     let steps = h.store().steps(id).unwrap();
     assert_eq!(steps[1].detail, "Approved by alice");
 }
+
+mod resume;

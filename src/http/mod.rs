@@ -534,6 +534,24 @@ async fn slack_interactions(
                     .map(|()| HttpResponse::Ok().finish()),
             }
         }
+        Ok(Interaction::Answered {
+            verdict,
+            at,
+            choice,
+            user_id,
+            user_name,
+            response_url,
+        }) => {
+            let answer = approvals::SlackAnswer {
+                approve: verdict == crate::domain::ApprovalVerdict::Approved,
+                at,
+                choice,
+                user_id,
+                user_name,
+                response_url,
+            };
+            approvals::from_slack(&state, answer).await
+        }
         Ok(_) => Ok(HttpResponse::Ok().finish()),
         Err(e) => Err(ApiError::BadRequest(
             "not a Slack interaction payload".into(),

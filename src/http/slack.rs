@@ -3,7 +3,9 @@
 //! - [`verify_signature`]: Slack's v0 request signing over the raw body.
 //! - [`parse_interaction`]: the `block_actions` payload of a press of one of the root's
 //!   buttons (Acknowledge, Silence 1h, Pause automation 1h), whose `action_id`s are defined
-//!   with the blocks that render them ([`button_of`]).
+//!   with the blocks that render them ([`button_of`]); or of Approve / Reject on an `approve`
+//!   step's message, with the request its value names and the option picked in its menu
+//!   (`state.values`), and the `response_url` to answer the user on.
 //!
 //! Both are the interactivity endpoint's (CONTRACTS.md §2.7, §2.8).
 //!
@@ -15,8 +17,10 @@ use serde::Deserialize;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::domain::Button;
-use crate::notify::slack::button_of;
+use std::collections::HashMap;
+
+use crate::domain::{ApprovalRef, ApprovalVerdict, Button};
+use crate::notify::slack::{approval_button_of, button_of, APPROVAL_CHOICE_ACTION_ID};
 use crate::notify::truncate;
 
 /// Replay window for signed requests, in seconds (both directions).
@@ -106,8 +110,21 @@ pub enum Interaction {
         user_id: String,
         user_name: String,
     },
-    /// Anything else (other payload types or actions); answer 200 and ignore.
+    /// Anything else (other payload types or actions, a pick in the choices' menu); answer
+    /// 200 and ignore.
     Other,
+    /// Someone pressed Approve or Reject on an approval message (the `approve` step `at`
+    /// names), with the option picked in its menu, if any (`choice`: the option's value, the
+    /// choice's place in the request's list).
+    Answered {
+        verdict: ApprovalVerdict,
+        at: ApprovalRef,
+        choice: Option<String>,
+        user_id: String,
+        user_name: String,
+        /// Where to answer the user (ephemerally), as Slack gave it.
+        response_url: Option<String>,
+    },
 }
 
 /// Why an interactivity body cannot be read.
@@ -123,6 +140,8 @@ pub enum InteractionError {
     MissingUser,
     #[error("button value {0:?} is not an incident id")]
     BadIncidentId(String),
+    #[error("approval button value: {0}")]
+    BadApprovalRef(String),
 }
 
 #[derive(Deserialize)]
@@ -133,6 +152,28 @@ struct RawInteraction {
     user: Option<RawUser>,
     #[serde(default)]
     actions: Vec<RawAction>,
+    #[serde(default)]
+    state: Option<RawState>,
+    #[serde(default)]
+    response_url: Option<String>,
+}
+
+/// `state.values`: block id → action id → the element's state.
+#[derive(Deserialize)]
+struct RawState {
+    #[serde(default)]
+    values: HashMap<String, HashMap<String, RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct RawValue {
+    #[serde(default)]
+    selected_option: Option<RawOption>,
+}
+
+#[derive(Deserialize)]
+struct RawOption {
+    value: String,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +189,8 @@ struct RawUser {
 struct RawAction {
     #[serde(default)]
     action_id: Option<String>,
+    #[serde(default)]
+    block_id: Option<String>,
     #[serde(default)]
     value: Option<String>,
 }
@@ -166,6 +209,13 @@ pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionErr
     if raw.kind != "block_actions" {
         return Ok(Interaction::Other);
     }
+    if let Some((verdict, action)) = raw
+        .actions
+        .iter()
+        .find_map(|a| Some((approval_button_of(a.action_id.as_deref()?)?, a)))
+    {
+        return answered(verdict, action, &raw);
+    }
     let Some((button, action)) = raw
         .actions
         .iter()
@@ -178,17 +228,63 @@ pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionErr
         .trim()
         .parse::<i64>()
         .map_err(|_| InteractionError::BadIncidentId(truncate(&value, 64)))?;
-    let user = raw.user.ok_or(InteractionError::MissingUser)?;
-    let user_name = user
-        .username
-        .or(user.name)
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| user.id.clone());
+    let (user_id, user_name) = user_of(&raw)?;
     Ok(Interaction::Pressed {
         button,
         incident_id,
-        user_id: user.id,
+        user_id,
         user_name,
+    })
+}
+
+/// Who pressed: their id, and their user name (else their name, else the id).
+fn user_of(raw: &RawInteraction) -> Result<(String, String), InteractionError> {
+    let user = raw.user.as_ref().ok_or(InteractionError::MissingUser)?;
+    let name = user
+        .username
+        .clone()
+        .or(user.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| user.id.clone());
+    Ok((user.id.clone(), name))
+}
+
+/// Approve or Reject: the request the button names, and the option picked in the menu of
+/// the button's block (or, failing that, of any block of the message).
+fn answered(
+    verdict: ApprovalVerdict,
+    action: &RawAction,
+    raw: &RawInteraction,
+) -> Result<Interaction, InteractionError> {
+    let value = action.value.clone().unwrap_or_default();
+    let at: ApprovalRef = value
+        .parse()
+        .map_err(|e: crate::domain::approval::BadApprovalRef| {
+            InteractionError::BadApprovalRef(e.to_string())
+        })?;
+    let values = raw.state.as_ref().map(|s| &s.values);
+    let picked = |block: &HashMap<String, RawValue>| {
+        block
+            .get(APPROVAL_CHOICE_ACTION_ID)
+            .and_then(|v| v.selected_option.as_ref())
+            .map(|o| o.value.clone())
+    };
+    let choice = values.and_then(|values| {
+        action
+            .block_id
+            .as_ref()
+            .and_then(|b| values.get(b))
+            .and_then(picked)
+            .or_else(|| values.values().find_map(picked))
+    });
+    let (user_id, user_name) = user_of(raw)?;
+    Ok(Interaction::Answered {
+        verdict,
+        at,
+        choice,
+        user_id,
+        user_name,
+        response_url: raw.response_url.clone().filter(|u| !u.trim().is_empty()),
     })
 }
 
@@ -371,6 +467,60 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn parse_interaction_reads_an_approve_with_the_option_picked_in_its_block() {
+        let payload = json!({ "type": "block_actions",
+            "user": { "id": "U0DBA", "username": "dana" },
+            "response_url": "https://hooks.slack.com/actions/T1/2/y",
+            "state": { "values": {
+                "approval-42-main-3": { "approval_choice": { "type": "static_select",
+                    "selected_option": { "text": { "type": "plain_text", "text": "b.sql" }, "value": "1" } } },
+                "other": { "approval_choice": { "type": "static_select", "selected_option": { "value": "0" } } }
+            } },
+            "actions": [ { "type": "button", "action_id": "approval_approve",
+                           "block_id": "approval-42-main-3", "value": "42:main:3" } ] });
+        let at = ApprovalRef {
+            incident: 42,
+            phase: crate::domain::RunPhase::Main,
+            seq: 3,
+        };
+        assert_eq!(
+            parse_interaction(&form(&payload)),
+            Ok(Interaction::Answered {
+                verdict: ApprovalVerdict::Approved,
+                at,
+                choice: Some("1".into()),
+                user_id: "U0DBA".into(),
+                user_name: "dana".into(),
+                response_url: Some("https://hooks.slack.com/actions/T1/2/y".into()),
+            })
+        );
+        let reject = json!({ "type": "block_actions", "user": { "id": "U0DBA" },
+            "actions": [ { "action_id": "approval_reject", "value": "42:main:3" } ] });
+        assert_eq!(
+            parse_interaction(&form(&reject)),
+            Ok(Interaction::Answered {
+                verdict: ApprovalVerdict::Rejected,
+                at,
+                choice: None,
+                user_id: "U0DBA".into(),
+                user_name: "U0DBA".into(),
+                response_url: None,
+            })
+        );
+        // Picking in the menu is an interaction of its own: nothing to do.
+        let pick = json!({ "type": "block_actions", "user": { "id": "U0DBA" },
+            "actions": [ { "type": "static_select", "action_id": "approval_choice",
+                           "selected_option": { "value": "1" } } ] });
+        assert_eq!(parse_interaction(&form(&pick)), Ok(Interaction::Other));
+        let bad = json!({ "type": "block_actions", "user": { "id": "U0DBA" },
+            "actions": [ { "action_id": "approval_approve", "value": "42" } ] });
+        assert!(matches!(
+            parse_interaction(&form(&bad)),
+            Err(InteractionError::BadApprovalRef(_))
+        ));
     }
 
     #[test]

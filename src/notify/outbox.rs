@@ -33,7 +33,8 @@ use crate::domain::duration::format as human;
 use crate::domain::hold::until_text;
 use crate::domain::notice::{button_failed_text, paused_text, recovery_text, silenced_text, Page};
 use crate::domain::{
-    Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent, Pressed, Sink,
+    Approval, ApprovalRef, Clock, Contact, IncidentState, Notice, NoticeKind, PagerDutyEvent,
+    Pressed, Sink,
 };
 use crate::metrics::Metrics;
 use crate::store::{IncidentRecord, OutboxRow, Store, StoreError};
@@ -192,6 +193,12 @@ impl Deliverer {
 
     /// Resolves the configured channel name again (after a reload: the channel may have been
     /// created, renamed, or the bot invited since).
+    /// The Slack client, when a bot token is configured (`http` answers an interaction
+    /// through it).
+    pub fn slack(&self) -> Option<&SlackClient> {
+        self.slack.as_ref()
+    }
+
     pub fn resolve_channel_again(&self) {
         let mut ch = self.channel.lock().unwrap_or_else(|p| p.into_inner());
         if self.slack.is_some() && !slack::is_channel_id(&ch.configured) {
@@ -520,11 +527,44 @@ impl Deliverer {
                 .update_message(channel, ts, &fallback, Some(&blocks))
                 .await
                 .map(|()| ts.clone()),
+            // The approval's own message, updated in place (its buttons go).
+            (NoticeKind::ApprovalAnswered, Some((channel, _))) => {
+                let Notice::ApprovalAnswered { request, asked } = &row.notice else {
+                    return Ok(Outcome::Done("not an answer".into()));
+                };
+                let Some(msg) = self
+                    .store
+                    .approval_message_ts(inc.id, request.phase, request.seq)?
+                    .filter(|ts| is_ts(ts))
+                else {
+                    return Ok(Outcome::Done("no approval message to update".into()));
+                };
+                let view = self.approval_view(inc.id, request, asked, &[]).await;
+                let (text, blocks) = slack::approval_blocks(&view);
+                client
+                    .update_message(channel, &msg, &text, Some(&blocks))
+                    .await
+                    .map(|()| msg)
+            }
             (_, Some((channel, ts))) => match already(Some(ts.clone()), channel.clone()).await {
                 Err(e) => Err(e),
                 Ok(Some(found)) => Ok(found),
                 Ok(None) => {
+                    let approval = match &row.notice {
+                        Notice::Approval {
+                            request,
+                            asked,
+                            allowed,
+                        } => Some(slack::approval_blocks(
+                            &self.approval_view(inc.id, request, asked, allowed).await,
+                        )),
+                        _ => None,
+                    };
                     let text = match &row.notice {
+                        _ if approval.is_some() => approval
+                            .as_ref()
+                            .map(|(t, _)| t.clone())
+                            .unwrap_or_default(),
                         // A drill calls nobody: the page names who would have been called.
                         Notice::Page(Page { who, .. }) | Notice::Tier { who, .. }
                             if inc.origin == crate::domain::Origin::Drill =>
@@ -538,7 +578,13 @@ impl Deliverer {
                         _ => self.reply_text(&row.notice).await,
                     };
                     client
-                        .post_tagged(channel, &text, None, Some(ts), &tag)
+                        .post_tagged(
+                            channel,
+                            &text,
+                            approval.as_ref().map(|(_, b)| b),
+                            Some(ts),
+                            &tag,
+                        )
                         .await
                         .map(|p| p.ts)
                 }
@@ -712,6 +758,35 @@ impl Deliverer {
         }
     }
 
+    /// An approval message's view: the asked contact and the allowed users as mentions.
+    async fn approval_view(
+        &self,
+        id: i64,
+        request: &Approval,
+        asked: &Contact,
+        allowed: &[String],
+    ) -> slack::ApprovalView {
+        let answered = request.decided.as_ref().map(|d| slack::AnsweredView {
+            verdict: d.verdict,
+            who: match &d.slack_user {
+                Some(u) => slack::mention(Some(u), &d.by),
+                None => slack::escape(&d.by),
+            },
+            at: until_text(d.at, d.at),
+            choice: d.choice.clone(),
+        });
+        slack::ApprovalView {
+            at: ApprovalRef::of(id, request),
+            who_key: request.who.clone(),
+            who: self.mention(asked).await,
+            prompt: request.prompt.clone(),
+            deadline: until_text(request.deadline, request.asked_at),
+            choices: request.choices.clone(),
+            allowed: allowed.iter().map(|u| slack::mention(Some(u), u)).collect(),
+            answered,
+        }
+    }
+
     async fn view(&self, inc: &IncidentRecord) -> IncidentView {
         let owner = match &inc.owner {
             Some(c) => Some(self.mention(c).await),
@@ -792,6 +867,13 @@ impl Deliverer {
 
 /// The longest a new thread waits between tries while the channel is unresolved.
 const UNRESOLVED_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Whether a delivered result is a Slack `ts` (`1700000000.000100`), not a logged delivery.
+fn is_ts(s: &str) -> bool {
+    s.split_once('.').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && (a.bytes().chain(b.bytes())).all(|c| c.is_ascii_digit())
+    })
+}
 
 /// A button press with what it made escaped for Slack's text.
 fn escaped(p: &Pressed) -> Pressed {

@@ -21,6 +21,10 @@ pub struct Contact {
     /// A Slack user id (U…/W…) when known; otherwise it is looked up by e-mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_user: Option<String>,
+    /// The Slack users (U…/W…) whose answers count for an `approve` step that asks this
+    /// contact; empty: anyone in the channel may answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slack_users: Vec<String>,
 }
 
 /// When a tier fires: a share of the RTO (`50%`) or a delay (`10m`) after the incident opened.
@@ -168,6 +172,7 @@ fn read_contacts(e: &mut Errors<'_>, n: &yaml::Node) -> Option<BTreeMap<String, 
             name: String::new(),
             email: String::new(),
             slack_user: None,
+            slack_users: Vec::new(),
         });
         contacts.entry(key.to_string()).or_insert(contact);
     }
@@ -176,7 +181,7 @@ fn read_contacts(e: &mut Errors<'_>, n: &yaml::Node) -> Option<BTreeMap<String, 
 
 fn read_contact(e: &mut Errors<'_>, n: &yaml::Node, path: &str) -> Option<Contact> {
     let f = Fields::of(e, n, path, " such as { email: oncall@example.org }")?;
-    f.check_keys(e, Some(&["name", "email", "slack_user"]));
+    f.check_keys(e, Some(&["name", "email", "slack_user", "slack_users"]));
     let name = f
         .get("name")
         .and_then(|n| read::string(e, n, &f.child("name")));
@@ -192,11 +197,45 @@ fn read_contact(e: &mut Errors<'_>, n: &yaml::Node, path: &str) -> Option<Contac
     let slack_user = f
         .get("slack_user")
         .and_then(|n| read::string(e, n, &f.child("slack_user")));
+    let slack_users = match f.get("slack_users") {
+        None => Some(Vec::new()),
+        Some(n) => slack_user_ids(e, n, &f.child("slack_users")),
+    };
     Some(Contact {
         name: name.unwrap_or_default(),
         email: email?,
         slack_user,
+        slack_users: slack_users?,
     })
+}
+
+/// Whether `id` is a Slack user id: `U` or `W` and then upper-case letters and digits.
+pub fn is_slack_user_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some('U' | 'W'))
+        && id.len() >= 3
+        && id.len() <= 32
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// `slack_users: [U…, W…]`: each a well-formed Slack user id.
+fn slack_user_ids(e: &mut Errors<'_>, n: &yaml::Node, what: &str) -> Option<Vec<String>> {
+    let before = e.count();
+    let mut ids = Vec::new();
+    for item in read::list(e, n, what)? {
+        let Some(id) = read::string(e, item, what) else {
+            continue;
+        };
+        if is_slack_user_id(&id) {
+            ids.push(id);
+        } else {
+            e.at(
+                item.pos,
+                format!("{what}: `{id}` is not a Slack user id (U… or W…, as in the profile's \"Copy member ID\")"),
+            );
+        }
+    }
+    (e.count() == before).then_some(ids)
 }
 
 fn read_policy(

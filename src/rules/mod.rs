@@ -140,6 +140,18 @@ impl TargetRef {
         }
     }
 
+    /// The target a stored [`TargetRef::key`] names (`service:postgres`, `none`).
+    pub fn from_key(key: &str) -> Option<TargetRef> {
+        if key == "none" {
+            return Some(TargetRef::None);
+        }
+        match key.split_once(':')? {
+            ("service", s) if !s.is_empty() => Some(TargetRef::Service(s.to_owned())),
+            ("container", c) if !c.is_empty() => Some(TargetRef::Container(c.to_owned())),
+            _ => None,
+        }
+    }
+
     /// The service a stored [`TargetRef::key`] names, when it names one.
     pub fn service_in_key(key: &str) -> Option<&str> {
         key.strip_prefix("service:")

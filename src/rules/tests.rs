@@ -466,7 +466,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "escalation",
         &[
-            "escalation/escalation.yaml:2:40: unknown key `contacts.oncall.phone` (expected one of: name, email, slack_user)",
+            "escalation/escalation.yaml:2:40: unknown key `contacts.oncall.phone` (expected one of: name, email, slack_user, slack_users)",
             "escalation/escalation.yaml:3:17: contacts.dba.email `dba.example.org` is not an e-mail address",
             "escalation/escalation.yaml:4:13: missing key `contacts.eng-lead.email`",
             "escalation/escalation.yaml:5:3: key `contacts.oncall` is given twice (first at line 2)",

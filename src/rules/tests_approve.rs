@@ -91,3 +91,57 @@ fn approve_steps_name_a_contact_and_take_choices_from_an_exec() {
     );
     assert_eq!(ok, Vec::<String>::new());
 }
+
+/// The shipped escalation.yaml with `oncall` given `slack_users: LIST`.
+fn escalation_with_slack_users(list: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/rules/escalation.yaml"
+    ))
+    .unwrap();
+    let at = "    email: oncall@voiceai-testing.local\n";
+    assert!(shipped.contains(at));
+    shipped.replacen(at, &format!("{at}    slack_users: {list}\n"), 1)
+}
+
+#[test]
+fn slack_users_are_read_and_each_must_be_a_slack_user_id() {
+    assert_eq!(
+        errors_with(
+            "escalation.yaml",
+            &escalation_with_slack_users("[U0DBA, W12AB]")
+        ),
+        Vec::<String>::new()
+    );
+    let errs = errors_with(
+        "escalation.yaml",
+        &escalation_with_slack_users("[U0DBA, \"@dana\", u0lower]"),
+    );
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("rules/escalation.yaml:12:26: contacts.oncall.slack_users: `@dana` is not a Slack user id"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("`u0lower` is not a Slack user id"),
+        "{}",
+        errs[1]
+    );
+    let errs = errors_with("escalation.yaml", &escalation_with_slack_users("U0DBA"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("contacts.oncall.slack_users"),
+        "{}",
+        errs[0]
+    );
+    for (id, ok) in [
+        ("U0DBA", true),
+        ("W12AB", true),
+        ("U", false),
+        ("X0DBA", false),
+        ("U0-DB", false),
+    ] {
+        assert_eq!(super::escalation::is_slack_user_id(id), ok, "{id}");
+    }
+}

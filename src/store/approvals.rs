@@ -137,3 +137,28 @@ impl Store {
         .map(Option::flatten)
     }
 }
+
+impl Store {
+    /// The Slack `ts` of the message that asked request `seq` of `phase` (the delivered
+    /// `approval` notice's result), to update it once answered; `None` until it is posted.
+    pub fn approval_message_ts(
+        &self,
+        id: i64,
+        phase: RunPhase,
+        seq: usize,
+    ) -> Result<Option<String>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT result FROM outbox
+                 WHERE incident_id = ?1 AND sink = 'slack' AND kind = 'approval' AND delivered_at IS NOT NULL
+                   AND json_extract(notice, '$.request.phase') = ?2
+                   AND json_extract(notice, '$.request.seq') = ?3
+                 ORDER BY id LIMIT 1",
+                params![id, phase, seq as i64],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .ctx("read the approval's Slack message")
+            .map(Option::flatten)
+    }
+}

@@ -6,7 +6,10 @@
 //!   scopes each type needs), `conversations.history` and `conversations.replies` under
 //!   `{url}/METHOD`; errors are HTTP 200 `{"ok": false, "error": …}`, rate limits HTTP 429
 //!   with `Retry-After`. As Slack does, `chat.postMessage` takes a channel's name or ID and
-//!   every other method only its ID.
+//!   every other method only its ID. Interactions' `response_url`s
+//!   ([`SlackEmulator::response_url`]) take what an app answers a user with: a JSON body with
+//!   `text` or `blocks`, `response_type` `ephemeral` (the default) or `in_channel`, and
+//!   `replace_original` / `delete_original`; each URL at most 5 times.
 //! - [`PagerDutyEmulator`]: `POST /v2/enqueue`; 202 / 400 / 429 as documented.
 //!
 //! Both record every accepted request in order, take injected faults (`fail_next`), and can
@@ -247,6 +250,9 @@ struct SlackState {
     updates: Vec<Recorded>,
     calls: Vec<Call>,
     faults: VecDeque<Fault>,
+    /// What was posted to interactions' `response_url`s: (the URL's id, the body).
+    responses: Vec<(String, Value)>,
+    next_response_url: u64,
 }
 
 /// The Slack Web API on 127.0.0.1; see the module docs.
@@ -279,6 +285,8 @@ impl SlackEmulator {
             updates: Vec::new(),
             calls: Vec::new(),
             faults: VecDeque::new(),
+            responses: Vec::new(),
+            next_response_url: 1,
         }));
         let routes = state.clone();
         let listening = Listening::start(
@@ -286,7 +294,11 @@ impl SlackEmulator {
             Arc::new(move |cfg| {
                 cfg.app_data(routes.clone())
                     .app_data(web::PayloadConfig::new(4 << 20))
-                    .route("/api/{method}", web::route().to(slack_handler));
+                    .route("/api/{method}", web::route().to(slack_handler))
+                    .route(
+                        "/actions/{team}/{id}/{secret}",
+                        web::post().to(response_url_handler),
+                    );
             }),
         );
         SlackEmulator { state, listening }
@@ -295,6 +307,29 @@ impl SlackEmulator {
     /// The API base URL, e.g. `http://127.0.0.1:PORT/api`.
     pub fn url(&self) -> String {
         format!("http://{}/api", self.listening.addr)
+    }
+
+    /// A fresh `response_url` for an interaction, as Slack puts in its payload
+    /// (`…/actions/TEAM/ID/SECRET`).
+    pub fn response_url(&self) -> String {
+        let mut s = lock(&self.state);
+        let n = s.next_response_url;
+        s.next_response_url += 1;
+        format!(
+            "http://{}/actions/{TEAM}/{n}/s3cr3t{n}",
+            self.listening.addr
+        )
+    }
+
+    /// What was posted to the `response_url` `url` (every one when `None`), in order.
+    pub fn responses(&self, url: Option<&str>) -> Vec<Value> {
+        let id = url.map(response_id);
+        lock(&self.state)
+            .responses
+            .iter()
+            .filter(|(r, _)| id.as_ref().is_none_or(|i| i == r))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Replaces the accepted bot token.
@@ -413,6 +448,42 @@ impl SlackEmulator {
     pub async fn come_back(&self) {
         self.listening.up().await;
     }
+}
+
+/// `TEAM/ID/SECRET` of a `response_url`.
+fn response_id(url: &str) -> String {
+    url.split("/actions/").nth(1).unwrap_or_default().to_owned()
+}
+
+/// A `response_url`: JSON with `text` or `blocks`; `response_type` `ephemeral` or
+/// `in_channel`; each URL used at most 5 times (`used_url` after that).
+async fn response_url_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Mutex<SlackState>>,
+) -> HttpResponse {
+    let id = response_id(&req.uri().to_string());
+    let Ok(Value::Object(args)) = serde_json::from_slice::<Value>(&body) else {
+        return HttpResponse::BadRequest().json(json!({ "ok": false, "error": "invalid_payload" }));
+    };
+    let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
+    if text.is_empty() && args.get("blocks").is_none_or(Value::is_null) {
+        return HttpResponse::Ok().json(json!({ "ok": false, "error": "no_text" }));
+    }
+    match args.get("response_type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(t)) if t == "ephemeral" || t == "in_channel" => {}
+        Some(_) => {
+            return HttpResponse::Ok()
+                .json(json!({ "ok": false, "error": "invalid_response_type" }))
+        }
+    }
+    let mut s = lock(&state);
+    if s.responses.iter().filter(|(r, _)| *r == id).count() >= 5 {
+        return HttpResponse::Ok().json(json!({ "ok": false, "error": "used_url" }));
+    }
+    s.responses.push((id, Value::Object(args)));
+    HttpResponse::Ok().json(json!({ "ok": true }))
 }
 
 fn slack_ok(mut body: Value, missing_charset: bool) -> HttpResponse {

@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod alertmanager_check;
+mod approve_slack;
 mod architecture;
 mod browser;
 mod cli;

@@ -407,6 +407,64 @@ impl SlackClient {
         self.post_json("chat.update", &body).await.map(|_| ())
     }
 
+    /// Answers an interaction through its `response_url` with an ephemeral message (only the
+    /// user who pressed sees it; the message they pressed stays): `{"text", "response_type":
+    /// "ephemeral", "replace_original": false}`, JSON, no token (CONTRACTS.md §2.7). Slack
+    /// takes up to 5 answers per `response_url` within 30 minutes.
+    #[tracing::instrument(level = "debug", skip(self, response_url, text))]
+    pub async fn respond_ephemeral(
+        &self,
+        response_url: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let url = reqwest::Url::parse(response_url.trim()).map_err(|e| {
+            SlackError::Config(format!("the interaction's response_url is not a URL: {e}"))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SlackError::Config(
+                "the interaction's response_url is not http(s)".into(),
+            ));
+        }
+        let body = json!({
+            "text": truncate(text, MAX_TEXT_CHARS),
+            "response_type": "ephemeral",
+            "replace_original": false,
+        });
+        let response = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport("response_url", &e))?;
+        let status = response.status();
+        if status.as_u16() == 429 {
+            return Err(SlackError::RateLimited {
+                retry_after: DEFAULT_RETRY_AFTER,
+            });
+        }
+        if !status.is_success() {
+            return Err(SlackError::Http {
+                status: status.as_u16(),
+            });
+        }
+        // A JSON answer may still say `ok: false` (`expired_url`, `used_url`…).
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport("response_url", &e))?;
+        match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(Envelope {
+                ok: Some(false),
+                error,
+                ..
+            }) => Err(SlackError::Api {
+                error: error.unwrap_or_else(|| "unknown_error".into()),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The Slack user ID for an e-mail address, `None` when no user has it
     /// (`users_not_found`). Needs the `users:read.email` scope.
     #[tracing::instrument(level = "debug", skip(self, email))]
