@@ -154,10 +154,7 @@ impl Engine {
                     // The thread hears of it from the root (recovered) and this step's
                     // reply; no reply of its own.
                     if seq == last && outcome == StepOutcome::Ok {
-                        c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
-                        if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
-                            c.resolve_synthetic();
-                        }
+                        recovered(c, inc);
                     }
                 })
                 .await?;
@@ -179,6 +176,13 @@ impl Engine {
                 self.persist(|| self.store.commit(&c)).await?;
             }
             return Ok(RunOutcome::Recovered);
+        };
+        let failure = match self
+            .run_fallback(inc, rule, priority, ctx, &failure, &mut asked)
+            .await?
+        {
+            Ok(outcome) => return Ok(outcome),
+            Err(failure) => failure,
         };
         let mut c = self.commit_now(id);
         c.decision(
@@ -217,6 +221,62 @@ impl Engine {
             page.sent(&self.metrics);
         }
         Ok(RunOutcome::Failed)
+    }
+
+    /// The rule's `fallback` steps after `failure` in `steps`: in order, stopping at the
+    /// first that fails. `Ok`: the run ended (recovered when the last step passed, or stopped
+    /// by Alertmanager's answer); `Err`: what failed (`failure` itself when the rule has no
+    /// fallback), so `on_failure` runs next.
+    async fn run_fallback(
+        &self,
+        inc: &IncidentRecord,
+        rule: &Rule,
+        priority: Priority,
+        ctx: &StepContext,
+        failure: &str,
+        asked: &mut bool,
+    ) -> Result<Result<RunOutcome, String>, StoreError> {
+        if rule.fallback.is_empty() {
+            return Ok(Err(failure.to_owned()));
+        }
+        let mut c = self.commit_now(inc.id);
+        c.decision(
+            DecisionKind::Runbook,
+            Verdict::Continue,
+            &format!("failed at {failure}; running fallback"),
+        );
+        self.persist(|| self.store.commit(&c)).await?;
+        let last = rule.fallback.len() - 1;
+        for (seq, step) in rule.fallback.iter().enumerate() {
+            if step.kind.is_action()
+                && !std::mem::replace(asked, true)
+                && !self.checked(ctx, RunPhase::Fallback, step).await?
+            {
+                return Ok(Ok(RunOutcome::Stopped));
+            }
+            let ok = self
+                .run_step(
+                    ctx,
+                    RunPhase::Fallback,
+                    seq,
+                    step,
+                    priority,
+                    |c, outcome| {
+                        if seq == last && outcome == StepOutcome::Ok {
+                            recovered(c, inc);
+                        }
+                    },
+                )
+                .await?;
+            if let Err(why) = ok {
+                return Ok(Err(format!(
+                    "fallback step {} ({}) {why}",
+                    seq + 1,
+                    step.name
+                )));
+            }
+        }
+        Ok(Ok(RunOutcome::Recovered))
     }
 
     /// Alertmanager's answer before the run's first destructive step, committed with what it
@@ -423,6 +483,15 @@ impl Engine {
             }
             other => self.outside.steps.run(ctx, other).await,
         }
+    }
+}
+
+/// The run's end when its last step (of `steps` or of `fallback`) passed, in that step's
+/// commit.
+fn recovered(c: &mut Commit, inc: &IncidentRecord) {
+    c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
+    if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
+        c.resolve_synthetic();
     }
 }
 
