@@ -116,6 +116,11 @@ pub async fn waiting_for_approval(app: &TestApp, alertname: &str, secs: u64) -> 
             .find(|i| i["alertname"] == alertname)?["id"]
             .as_i64()?;
         let (_, v) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+        let phase = v["phase"].as_str().unwrap_or("");
+        assert!(
+            ["new", "remediating", ""].contains(&phase),
+            "the incident ended without asking for approval: {v:#}"
+        );
         let waiting = v["steps"]
             .as_array()?
             .iter()
