@@ -21,7 +21,7 @@
 #   REMEDIATOR_TEST_ALERTMANAGER_BIN, REMEDIATOR_TEST_AMTOOL_BIN,
 #   REMEDIATOR_TEST_PROMTOOL_BIN   absolute paths
 #   REMEDIATOR_TEST_CHROMIUM_BIN   Debian's chromium, for the pages' browser test
-#   REMEDIATOR_TEST_IMAGE          remediator-test/busybox:latest
+#   REMEDIATOR_TEST_IMAGE          remediator-test/busybox:ctx-HASH (this context's build)
 #   REMEDIATOR_TEST_DOCKER_BIN     a docker CLI that works with the daemon
 #                                  (also first on PATH as `docker`)
 #   REMEDIATOR_TEST_COMPOSE_FILE   tests/stack/docker-compose.yml (absolute)
@@ -40,7 +40,8 @@ _rmte_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _RMTE_PACKAGES=(docker.io docker-compose busybox-static postgresql redis-server
   prometheus-alertmanager prometheus wrk libssl-dev pkg-config systemd chromium
   fonts-dejavu-core)
-_RMTE_IMAGE="remediator-test/busybox:latest"
+_RMTE_IMAGE_REPO="remediator-test/busybox"
+_RMTE_IMAGE="$_RMTE_IMAGE_REPO:latest"
 _RMTE_IMAGE_LABEL="org.remediator.test.context-sha256"
 _RMTE_STATE_DIR="/tmp/remediator-test-env"
 _RMTE_DOCKERD_LOG="/var/log/remediator-test-dockerd.log"
@@ -267,16 +268,22 @@ _rmte_image() {
   local docker="$1" want have ctx
   [[ -x /bin/busybox ]] || _rmte_die "/bin/busybox missing (busybox-static)" || return 1
   want="$(_rmte_image_hash)"
+  # Each build context has its own tag (worktrees with different stand-ins run their tests
+  # side by side on one daemon); `latest` is the last one built.
+  "$docker" image inspect "$_RMTE_IMAGE_REPO:ctx-${want:0:12}" >/dev/null 2>&1 && return 0
   have="$("$docker" image inspect -f "{{index .Config.Labels \"$_RMTE_IMAGE_LABEL\"}}" \
     "$_RMTE_IMAGE" 2>/dev/null || true)"
-  [[ "$have" == "$want" ]] && return 0
+  if [[ "$have" == "$want" ]]; then
+    "$docker" tag "$_RMTE_IMAGE" "$_RMTE_IMAGE_REPO:ctx-${want:0:12}"
+    return 0
+  fi
   _rmte_log "building $_RMTE_IMAGE (context ${want:0:12})"
   ctx="$(mktemp -d)"
   cp -a "$_rmte_root/tests/stack/image/." "$ctx/"
   cp /bin/busybox "$ctx/busybox"
   # Classic builder: no buildx plugin needed, and nothing is pulled FROM scratch.
   if ! DOCKER_BUILDKIT=0 DOCKER_CLI_HINTS=false "$docker" build -q --label "$_RMTE_IMAGE_LABEL=$want" \
-    -t "$_RMTE_IMAGE" "$ctx" >&2; then
+    -t "$_RMTE_IMAGE" -t "$_RMTE_IMAGE_REPO:ctx-${want:0:12}" "$ctx" >&2; then
     rm -rf "$ctx"
     _rmte_die "docker build of $_RMTE_IMAGE failed"
     return 1
@@ -325,7 +332,7 @@ _rmte_export() {
   export REMEDIATOR_TEST_AMTOOL_BIN="$amtool"
   export REMEDIATOR_TEST_PROMTOOL_BIN="$promtool"
   export REMEDIATOR_TEST_CHROMIUM_BIN="$chromium"
-  export REMEDIATOR_TEST_IMAGE="$_RMTE_IMAGE"
+  export REMEDIATOR_TEST_IMAGE="$_RMTE_IMAGE_REPO:ctx-$(_rmte_image_hash | cut -c1-12)"
   export REMEDIATOR_TEST_DOCKER_BIN="$docker"
   export REMEDIATOR_TEST_COMPOSE_FILE="$_rmte_root/tests/stack/docker-compose.yml"
 }
@@ -343,7 +350,7 @@ if [[ $_rmte_sourced -eq 1 ]]; then
   unset -f _rmte_log _rmte_die _rmte_sudo _rmte_have_systemd _rmte_packages _rmte_docker_ok \
     _rmte_pick_docker _rmte_daemon_answers _rmte_alive _rmte_clean_stale_pids _rmte_dockerd _rmte_pg_cluster _rmte_pg_login_ok \
     _rmte_postgres _rmte_redis_ok _rmte_redis _rmte_image_hash _rmte_image _rmte_setup _rmte_export
-  unset _rmte_sourced _rmte_root _RMTE_PACKAGES _RMTE_IMAGE _RMTE_IMAGE_LABEL _RMTE_STATE_DIR \
+  unset _rmte_sourced _rmte_root _RMTE_PACKAGES _RMTE_IMAGE _RMTE_IMAGE_REPO _RMTE_IMAGE_LABEL _RMTE_STATE_DIR \
     _RMTE_DOCKERD_LOG _RMTE_PG_PORT
   # shellcheck disable=SC2317
   return "$_rmte_rc" 2>/dev/null

@@ -607,6 +607,7 @@ pub fn simulate(
             "plan": verdict,
             "steps": rule.steps,
             "on_failure": rule.on_failure,
+            "fallback": rule.fallback,
             "notify": m.told.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(),
             "page_on_failure": policy.page,
         }));
@@ -680,7 +681,11 @@ fn simulation_text(v: &serde_json::Value) -> String {
             );
         }
         let _ = writeln!(out, "Plan:      {}", text(&s["plan"]));
-        for (title, key) in [("Steps:", "steps"), ("On failure:", "on_failure")] {
+        for (title, key) in [
+            ("Steps:", "steps"),
+            ("Fallback:", "fallback"),
+            ("On failure:", "on_failure"),
+        ] {
             let steps = s[key].as_array().cloned().unwrap_or_default();
             if steps.is_empty() {
                 continue;

@@ -128,5 +128,7 @@ text_enum! {
     pub enum RunPhase as "run phase" {
         Main = "main",
         OnFailure = "on_failure",
+        /// A rule's `fallback`: run when a `steps` step fails, it can still recover.
+        Fallback = "fallback",
     }
 }

@@ -70,6 +70,7 @@ impl Engine {
         let before = match phase {
             RunPhase::Main => step.name.to_owned(),
             RunPhase::OnFailure => format!("on_failure {}", step.name),
+            RunPhase::Fallback => format!("fallback {}", step.name),
         };
         let (verdict, reason, tell) = match answer {
             Ok(AlertNow::Active) => (

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use super::runbook::ResumeAt;
 use super::*;
 use crate::domain::RunPhase;
 
@@ -95,9 +96,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Where the runbook of `inc` (left `remediating`) can go on after a restart: only a main
-    /// step `approve` that was running, with nothing started after it, and the rule in force
-    /// still having that approve step there. Nothing destructive runs while a runbook waits
+    /// Where the runbook of `inc` (left `remediating`) can go on after a restart: only an
+    /// `approve` step of `steps` or `fallback` that was running, with nothing started after it
+    /// (on_failure never began), and the rule in force still having that approve step there. Nothing destructive runs while a runbook waits
     /// for an answer, so nothing was cut off; the steps before it ended. Never in fleet mode:
     /// the claim in Redis was this process's and lapsed with it, and the other replicas page
     /// for it, so it is interrupted as any other run.
@@ -105,7 +106,7 @@ impl Engine {
         &self,
         inc: &IncidentRecord,
         rules: &RuleSet,
-    ) -> Result<Option<usize>, StoreError> {
+    ) -> Result<Option<ResumeAt>, StoreError> {
         if self.outside.coordinator.is_some() {
             return Ok(None);
         }
@@ -127,17 +128,52 @@ impl Engine {
         let (Some(waiting), None) = (running.next(), running.next()) else {
             return Ok(None);
         };
+        // Lists run in this order; a step of a later list, or later in this one, started after.
+        let order = |p: RunPhase| match p {
+            RunPhase::Main => 0,
+            RunPhase::Fallback => 1,
+            RunPhase::OnFailure => 2,
+        };
         let later = steps
             .iter()
-            .any(|s| s.phase != RunPhase::Main || s.seq > waiting.seq);
+            .any(|s| (order(s.phase), s.seq) > (order(waiting.phase), waiting.seq));
         let seq = usize::try_from(waiting.seq).unwrap_or(usize::MAX);
-        let is_approve = rule.steps.get(seq).is_some_and(|s| {
+        let list = match waiting.phase {
+            RunPhase::Main => &rule.steps,
+            RunPhase::Fallback => &rule.fallback,
+            RunPhase::OnFailure => return Ok(None),
+        };
+        let is_approve = list.get(seq).is_some_and(|s| {
             matches!(s.kind, crate::rules::StepKind::Approve { .. }) && s.name == waiting.kind
         });
-        Ok((waiting.phase == RunPhase::Main && !later && is_approve).then_some(seq))
+        if later || !is_approve {
+            return Ok(None);
+        }
+        // In `fallback`: what failed in `steps`, for on_failure's page if the fallback fails.
+        let failure = (waiting.phase == RunPhase::Fallback).then(|| {
+            steps
+                .iter()
+                .find(|s| {
+                    s.phase == RunPhase::Main && s.outcome == crate::domain::StepOutcome::Failed
+                })
+                .map(|s| {
+                    format!(
+                        "step {} ({}) {}",
+                        s.seq + 1,
+                        s.kind,
+                        s.detail.lines().next().unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "a step of the runbook".to_owned())
+        });
+        Ok(Some(ResumeAt {
+            phase: waiting.phase,
+            seq,
+            failure,
+        }))
     }
 
-    /// Resumes `inc`'s runbook at main step `from` (an `approve` step, [`Engine::resume_point`]).
+    /// Resumes `inc`'s runbook at `from` (an `approve` step, [`Engine::resume_point`]).
     /// Nothing of the run's start is written again: its run row, the limits it spent and its
     /// fleet claim (none outside fleet mode) were committed once at its decision point. The
     /// busy guard, which lives in memory, holds the target again. The step's row and its
@@ -146,7 +182,7 @@ impl Engine {
     fn resume(
         self: &Arc<Self>,
         inc: IncidentRecord,
-        from: usize,
+        from: ResumeAt,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
         let rules = self.rules();
@@ -160,7 +196,7 @@ impl Engine {
         };
         let deadline = self
             .store
-            .approval_at(inc.id, RunPhase::Main, from)?
+            .approval_at(inc.id, from.phase, from.seq)?
             .map(|a| format!(" until {}", a.deadline.format("%H:%M UTC")))
             .unwrap_or_default();
         let mut c = Commit::new(inc.id, now);
@@ -168,8 +204,9 @@ impl Engine {
             DecisionKind::Recovery,
             Verdict::Continue,
             &format!(
-                "the service restarted while this runbook waited for approval at step {}; the wait goes on{deadline}, nothing is asked again",
-                from + 1
+                "the service restarted while this runbook waited for approval at {}step {}; the wait goes on{deadline}, nothing is asked again",
+                if from.phase == RunPhase::Fallback { "fallback " } else { "" },
+                from.seq + 1
             ),
         );
         self.store.commit(&c)?;

@@ -25,6 +25,23 @@ const COMMIT_ATTEMPTS: usize = 8;
 const HAND_OVER_EVERY: Duration = Duration::from_secs(5);
 const HAND_OVER_ATTEMPTS: usize = 60;
 
+/// Where a run goes on: the list and the step, and (in `fallback`) what failed in `steps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ResumeAt {
+    pub phase: RunPhase,
+    pub seq: usize,
+    pub failure: Option<String>,
+}
+
+impl ResumeAt {
+    /// A run just started: its first main step.
+    pub const START: ResumeAt = ResumeAt {
+        phase: RunPhase::Main,
+        seq: 0,
+        failure: None,
+    };
+}
+
 impl Engine {
     /// Retries `f` (a store write) with exponential backoff from 50 ms, [`COMMIT_ATTEMPTS`]
     /// times.
@@ -64,18 +81,20 @@ impl Engine {
         priority: Priority,
         ctx: StepContext,
     ) {
-        self.run_runbook_from(inc, rule, priority, ctx, 0).await
+        self.run_runbook_from(inc, rule, priority, ctx, ResumeAt::START)
+            .await
     }
 
-    /// The runbook from its main step `from` on: 0 for a run just started; after a restart,
-    /// the `approve` step it was waiting at (`recovery.rs`), whose earlier steps ran already.
+    /// The runbook from `from` on: its first main step for a run just started; after a
+    /// restart, the `approve` step it was waiting at (`recovery.rs`), in `steps` or in
+    /// `fallback`, whose earlier steps ran already.
     pub(super) async fn run_runbook_from(
         &self,
         inc: &IncidentRecord,
         rule: &Rule,
         priority: Priority,
         ctx: StepContext,
-        from: usize,
+        from: ResumeAt,
     ) {
         let outcome = match self.run_steps(inc, rule, priority, &ctx, from).await {
             Ok(o) => o,
@@ -143,23 +162,38 @@ impl Engine {
         rule: &Rule,
         priority: Priority,
         ctx: &StepContext,
-        from: usize,
+        from: ResumeAt,
     ) -> Result<RunOutcome, StoreError> {
         let id = inc.id;
-        let mut failure = None;
+        let mut failure = from.failure.clone();
         let last = rule.steps.len().saturating_sub(1);
+        // Where a resumed run starts in `steps`: all of them ran when it waits in `fallback`.
+        let main_from = match from.phase {
+            RunPhase::Main => from.seq,
+            _ => rule.steps.len(),
+        };
         // Alertmanager is asked once, before the first step that changes a container (never
         // for a manual run or a drill: no Alertmanager holds their alert). A resumed run
         // asked already if a step before `from` changed one.
-        let mut asked =
-            inc.origin.is_synthetic() || rule.steps.iter().take(from).any(|s| s.kind.is_action());
-        if from == 0 {
+        let mut asked = inc.origin.is_synthetic()
+            || rule
+                .steps
+                .iter()
+                .take(main_from)
+                .any(|s| s.kind.is_action())
+            || (from.phase == RunPhase::Fallback
+                && rule
+                    .fallback
+                    .iter()
+                    .take(from.seq)
+                    .any(|s| s.kind.is_action()));
+        if from == ResumeAt::START {
             if let Err(why) = self.drill_break(inc, ctx).await? {
                 tracing::warn!(incident = id, "{why}");
                 return Ok(RunOutcome::Failed);
             }
         }
-        for (seq, step) in rule.steps.iter().enumerate().skip(from) {
+        for (seq, step) in rule.steps.iter().enumerate().skip(main_from) {
             if step.kind.is_action()
                 && !std::mem::replace(&mut asked, true)
                 && !self.checked(ctx, RunPhase::Main, step).await?
@@ -172,10 +206,7 @@ impl Engine {
                     // The thread hears of it from the root (recovered) and this step's
                     // reply; no reply of its own.
                     if seq == last && outcome == StepOutcome::Ok {
-                        c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
-                        if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
-                            c.resolve_synthetic();
-                        }
+                        recovered(c, inc);
                     }
                 })
                 .await?;
@@ -184,6 +215,10 @@ impl Engine {
                 break;
             }
         }
+        let fallback_from = match from.phase {
+            RunPhase::Fallback => from.seq,
+            _ => 0,
+        };
         let Some(failure) = failure else {
             if rule.steps.is_empty() {
                 let mut c = self.commit_now(id);
@@ -197,6 +232,21 @@ impl Engine {
                 self.persist(|| self.store.commit(&c)).await?;
             }
             return Ok(RunOutcome::Recovered);
+        };
+        let failure = match self
+            .run_fallback(
+                inc,
+                rule,
+                priority,
+                ctx,
+                &failure,
+                &mut asked,
+                fallback_from,
+            )
+            .await?
+        {
+            Ok(outcome) => return Ok(outcome),
+            Err(failure) => failure,
         };
         let mut c = self.commit_now(id);
         c.decision(
@@ -235,6 +285,66 @@ impl Engine {
             page.sent(&self.metrics);
         }
         Ok(RunOutcome::Failed)
+    }
+
+    /// The rule's `fallback` steps after `failure` in `steps`: in order, stopping at the
+    /// first that fails. `Ok`: the run ended (recovered when the last step passed, or stopped
+    /// by Alertmanager's answer); `Err`: what failed (`failure` itself when the rule has no
+    /// fallback), so `on_failure` runs next.
+    async fn run_fallback(
+        &self,
+        inc: &IncidentRecord,
+        rule: &Rule,
+        priority: Priority,
+        ctx: &StepContext,
+        failure: &str,
+        asked: &mut bool,
+        from: usize,
+    ) -> Result<Result<RunOutcome, String>, StoreError> {
+        if rule.fallback.is_empty() {
+            return Ok(Err(failure.to_owned()));
+        }
+        // A resumed fallback (from > 0) recorded this when it first began.
+        if from == 0 {
+            let mut c = self.commit_now(inc.id);
+            c.decision(
+                DecisionKind::Runbook,
+                Verdict::Continue,
+                &format!("failed at {failure}; running fallback"),
+            );
+            self.persist(|| self.store.commit(&c)).await?;
+        }
+        let last = rule.fallback.len() - 1;
+        for (seq, step) in rule.fallback.iter().enumerate().skip(from) {
+            if step.kind.is_action()
+                && !std::mem::replace(asked, true)
+                && !self.checked(ctx, RunPhase::Fallback, step).await?
+            {
+                return Ok(Ok(RunOutcome::Stopped));
+            }
+            let ok = self
+                .run_step(
+                    ctx,
+                    RunPhase::Fallback,
+                    seq,
+                    step,
+                    priority,
+                    |c, outcome| {
+                        if seq == last && outcome == StepOutcome::Ok {
+                            recovered(c, inc);
+                        }
+                    },
+                )
+                .await?;
+            if let Err(why) = ok {
+                return Ok(Err(format!(
+                    "fallback step {} ({}) {why}",
+                    seq + 1,
+                    step.name
+                )));
+            }
+        }
+        Ok(Ok(RunOutcome::Recovered))
     }
 
     /// Alertmanager's answer before the run's first destructive step, committed with what it
@@ -441,6 +551,15 @@ impl Engine {
             }
             other => self.outside.steps.run(ctx, other).await,
         }
+    }
+}
+
+/// The run's end when its last step (of `steps` or of `fallback`) passed, in that step's
+/// commit.
+fn recovered(c: &mut Commit, inc: &IncidentRecord) {
+    c.finish_run(RunOutcome::Recovered).phase(Phase::Recovered);
+    if super::synthetic::ends_with(inc.started.as_ref(), Phase::Recovered) {
+        c.resolve_synthetic();
     }
 }
 

@@ -2779,3 +2779,155 @@ async fn an_approval_given_through_the_store_lets_the_runbook_go_on_and_a_second
 }
 
 mod resume;
+const FALLBACK_RULES: &str = r#"
+rules:
+  - name: pg
+    matchers: ['alertname="PostgresDown"']
+    priority: P1
+    rto: 30m
+    owner: dba
+    target: { service: postgres }
+    steps:
+      - restart: {}
+      - wait_healthy: {}
+    fallback:
+      - stop: { services: [backend] }
+      - approve: { who: dba, timeout: 10m, prompt: "Restore?" }
+      - start: { services: [backend] }
+    on_failure:
+      - logs: {}
+"#;
+
+fn fallback_harness() -> Harness {
+    let h = argv_harness();
+    let engine = Engine::new(
+        Arc::new(Store::open(&h.dir).unwrap()),
+        rules_of("fallback.yaml", FALLBACK_RULES),
+        Outside::new(h.exec.clone()),
+        h.clock.clone(),
+        h.settings.clone(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    );
+    Harness { engine, ..h }
+}
+
+/// Delivers a PostgresDown and waits (on the paused clock) until its fallback's approval
+/// waits; the incident's id.
+async fn until_fallback_approval(h: &Harness) -> i64 {
+    deliver_only(h, &[(pg(), 0, "firing")]).await;
+    h.engine.process_pending().unwrap();
+    for _ in 0..600 {
+        let all = h.store().list_incidents(None, None, 10).unwrap().incidents;
+        if let Some(inc) = all.first() {
+            if let Some(a) = h
+                .store()
+                .approval_at(inc.id, RunPhase::Fallback, 1)
+                .unwrap()
+            {
+                assert!(a.pending());
+                return inc.id;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("the fallback never asked for approval");
+}
+
+fn phases_of(h: &Harness, id: i64) -> Vec<String> {
+    h.store()
+        .steps(id)
+        .unwrap()
+        .iter()
+        .map(|s| format!("{}/{}:{}", s.phase, s.kind, s.outcome))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_whose_last_step_passes_recovers_the_incident_without_on_failure_or_a_page() {
+    let h = fallback_harness();
+    h.exec.fail.lock().unwrap().insert("wait_healthy");
+    let id = until_fallback_approval(&h).await;
+    assert_eq!(h.exec.count("start"), 0, "nothing after the approval yet");
+    let answered = h
+        .engine
+        .answer_approval(id, true, "alice", None, None)
+        .unwrap();
+    assert!(matches!(answered, Answered::Done(_)), "{answered:?}");
+    h.engine.wait_idle().await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(
+        phases_of(&h, id),
+        [
+            "main/restart:ok",
+            "main/wait_healthy:failed",
+            "fallback/stop:ok",
+            "fallback/approve:ok",
+            "fallback/start:ok"
+        ]
+    );
+    assert_eq!(h.exec.count("logs"), 0, "on_failure did not run");
+    let decisions = h.decisions(id);
+    assert!(
+        !decisions.iter().any(|(g, ..)| g == "page"),
+        "{decisions:?}"
+    );
+    let runbook = decisions.iter().find(|(g, ..)| g == "runbook").unwrap();
+    assert_eq!(runbook.1, "continue");
+    assert!(
+        runbook.2.contains("step 2 (wait_healthy)") && runbook.2.ends_with("running fallback"),
+        "{runbook:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_fallback_runs_on_failure_and_pages_with_the_reason_and_nothing_after_it_runs() {
+    let h = fallback_harness();
+    h.exec.fail.lock().unwrap().insert("wait_healthy");
+    let id = until_fallback_approval(&h).await;
+    h.engine
+        .answer_approval(id, false, "bob", None, None)
+        .unwrap();
+    h.engine.wait_idle().await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "failed");
+    assert_eq!(h.exec.count("start"), 0, "nothing after the rejection ran");
+    assert_eq!(h.exec.count("logs"), 1, "on_failure ran");
+    let decisions = h.decisions(id);
+    let page = decisions.iter().find(|(g, ..)| g == "page").unwrap();
+    assert!(
+        page.2.contains("fallback step 2 (approve)") && page.2.contains("bob"),
+        "{page:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fallback_step_that_fails_fails_the_incident_and_a_passing_runbook_never_runs_the_fallback(
+) {
+    let h = fallback_harness();
+    h.exec.fail.lock().unwrap().insert("wait_healthy");
+    h.exec.fail.lock().unwrap().insert("stop");
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "failed");
+    assert_eq!(
+        phases_of(&h, inc.id),
+        [
+            "main/restart:ok",
+            "main/wait_healthy:failed",
+            "fallback/stop:failed",
+            "on_failure/logs:ok"
+        ]
+    );
+    assert!(h.decisions(inc.id).iter().any(|(g, ..)| g == "page"));
+
+    let h = fallback_harness();
+    h.deliver(&[(pg(), 0, "firing")]).await;
+    let inc = h.only_incident();
+    assert_eq!(inc.phase, "recovered");
+    assert_eq!(
+        phases_of(&h, inc.id),
+        ["main/restart:ok", "main/wait_healthy:ok"]
+    );
+}

@@ -45,12 +45,14 @@ async fn load(state: &web::Data<AppState>, id: i64) -> Result<Timeline, ApiError
         let decisions = store.decisions(id)?;
         let steps = store.steps(id)?;
         let run = store.run_of(id)?;
+        let approvals = store.approvals(id)?;
         Ok(Some(Timeline::build(
             &Record {
                 incident: &incident,
                 decisions: &decisions,
                 steps: &steps,
                 run: run.as_ref(),
+                approvals: &approvals,
             },
             now,
         )))

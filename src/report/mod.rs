@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::notice::{recovery_text, RunOutcome};
 use crate::domain::phase::text_enum;
-use crate::domain::{DecisionKind, IncidentState, Phase, Priority, RunPhase, StepOutcome, Verdict};
+use crate::domain::{
+    Approval, ApprovalVerdict, DecisionKind, IncidentState, Phase, Priority, RunPhase, StepOutcome,
+    Verdict,
+};
 use crate::store::{DecisionRecord, IncidentRecord, RunSummary, StepRecord};
 
 text_enum! {
@@ -162,6 +165,8 @@ pub struct Record<'a> {
     pub decisions: &'a [DecisionRecord],
     pub steps: &'a [StepRecord],
     pub run: Option<&'a RunSummary>,
+    /// Its `approve` steps' requests and answers.
+    pub approvals: &'a [Approval],
 }
 
 fn secs_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
@@ -179,11 +184,52 @@ fn classify(d: &DecisionRecord) -> (EventKind, Actor) {
         DecisionKind::Ack => (EventKind::Ack, Actor::People),
         DecisionKind::Button => (EventKind::Button, Actor::People),
         DecisionKind::Pause if d.verdict == Verdict::Skip => (EventKind::Pause, Actor::People),
-        // A named person's approval (the `approve` step) is people's; compared by its
-        // stored word so that a kind added later is classified without a change here.
-        kind if kind == "approval" => (EventKind::Approval, Actor::People),
+        // A named person's answer to an `approve` step is people's; a timeout is nobody's.
+        DecisionKind::Approval => (EventKind::Approval, Actor::People),
         _ => (EventKind::Decision, Actor::Automation),
     }
+}
+
+/// An `approve` step's request (automation asked) and its answer: who, the choice and when
+/// (a person's), or its timeout (automation's).
+fn approval_events(
+    a: &Approval,
+    push: &mut impl FnMut(DateTime<Utc>, EventKind, Actor, String, String, Option<f64>),
+) {
+    let offered = if a.choices.is_empty() {
+        String::new()
+    } else {
+        format!("; choices: {}", a.choices.join(", "))
+    };
+    push(
+        a.asked_at,
+        EventKind::Approval,
+        Actor::Automation,
+        format!("approval asked of {}", a.who),
+        format!(
+            "{} (until {}){offered}",
+            a.prompt,
+            a.deadline.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None,
+    );
+    let Some(d) = &a.decided else {
+        return;
+    };
+    let waited = Some(secs_between(a.asked_at, d.at));
+    let detail = a.decided_text().unwrap_or_default();
+    let (actor, what) = match d.verdict {
+        ApprovalVerdict::Approved => (
+            Actor::People,
+            match &d.choice {
+                Some(c) => format!("approved by {}: {c}", d.by),
+                None => format!("approved by {}", d.by),
+            },
+        ),
+        ApprovalVerdict::Rejected => (Actor::People, format!("rejected by {}", d.by)),
+        ApprovalVerdict::TimedOut => (Actor::Automation, "approval timed out".to_owned()),
+    };
+    push(d.at, EventKind::Approval, actor, what, detail, waited);
 }
 
 impl Timeline {
@@ -228,7 +274,15 @@ impl Timeline {
             None,
         );
         let mut acked = false;
+        for a in r.approvals {
+            approval_events(a, &mut push);
+        }
         for d in r.decisions {
+            // The approvals' own events say who, what choice and when; their decisions would
+            // say it twice.
+            if d.guard == DecisionKind::Approval && !r.approvals.is_empty() {
+                continue;
+            }
             let (kind, actor) = classify(d);
             acked |= kind == EventKind::Ack;
             push(

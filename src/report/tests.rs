@@ -143,6 +143,7 @@ fn timeline(state: IncidentState, now: DateTime<Utc>) -> Timeline {
             decisions: &d,
             steps: &s,
             run: Some(&r),
+            approvals: &[],
         },
         now,
     )
@@ -191,6 +192,7 @@ fn people_are_acknowledgements_buttons_approvals_and_pauses() {
             decisions: &d,
             steps: &s,
             run: None,
+            approvals: &[],
         },
         at(60_000),
     );
@@ -236,6 +238,7 @@ fn a_running_step_lasts_until_now_and_an_ack_without_a_decision_still_shows() {
             decisions: &[],
             steps: &s,
             run: None,
+            approvals: &[],
         },
         at(20_000),
     );
@@ -279,6 +282,7 @@ fn the_postmortem_markdown_matches_its_golden_file() {
             decisions: &d,
             steps: &s,
             run: Some(&r),
+            approvals: &[],
         },
         at(900_000),
     );
@@ -290,4 +294,86 @@ fn the_postmortem_markdown_matches_its_golden_file() {
     }
     let want = std::fs::read_to_string(&path).unwrap();
     assert_eq!(got, want);
+}
+
+#[test]
+fn approvals_show_who_answered_what_and_when_and_a_timeout_is_automation() {
+    let ask = |seq: usize, decided: Option<crate::domain::Decided>| Approval {
+        phase: RunPhase::Fallback,
+        seq,
+        who: "dba".into(),
+        prompt: "Restore which backup?".into(),
+        choices: vec!["b2.sql.gz".into(), "b1.sql.gz".into()],
+        asked_at: at(20),
+        deadline: at(1_220),
+        decided,
+    };
+    let approvals = [
+        ask(
+            2,
+            Some(crate::domain::Decided {
+                verdict: ApprovalVerdict::Approved,
+                by: "alice".into(),
+                slack_user: None,
+                choice: Some("b1.sql.gz".into()),
+                at: at(80),
+            }),
+        ),
+        ask(
+            5,
+            Some(crate::domain::Decided {
+                verdict: ApprovalVerdict::TimedOut,
+                by: String::new(),
+                slack_user: None,
+                choice: None,
+                at: at(1_220),
+            }),
+        ),
+    ];
+    let mut d = decisions();
+    d.push(decision(
+        80_000,
+        DecisionKind::Approval,
+        Verdict::Continue,
+        "Approved by alice (b1.sql.gz)",
+    ));
+    let (inc, s) = (incident(IncidentState::Open), steps());
+    let t = Timeline::build(
+        &Record {
+            incident: &inc,
+            decisions: &d,
+            steps: &s,
+            run: None,
+            approvals: &approvals,
+        },
+        at(2_000),
+    );
+    let approval: Vec<(Actor, &str, DateTime<Utc>)> = t
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Approval)
+        .map(|e| (e.actor, e.what.as_str(), e.at))
+        .collect();
+    assert_eq!(
+        approval,
+        [
+            (Actor::Automation, "approval asked of dba", at(20)),
+            (Actor::Automation, "approval asked of dba", at(20)),
+            (Actor::People, "approved by alice: b1.sql.gz", at(80)),
+            (Actor::Automation, "approval timed out", at(1_220)),
+        ],
+        "one event per answer; the decision is not repeated"
+    );
+    let asked = t
+        .events
+        .iter()
+        .find(|e| e.kind == EventKind::Approval)
+        .unwrap();
+    assert!(
+        asked.detail.contains("choices: b2.sql.gz, b1.sql.gz"),
+        "{}",
+        asked.detail
+    );
+    let md = super::markdown::render(&t);
+    assert!(md.contains("approved by alice: b1.sql.gz"), "{md}");
 }

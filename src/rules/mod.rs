@@ -201,6 +201,10 @@ pub struct Rule {
     pub dry_run: bool,
     pub steps: Vec<Step>,
     pub on_failure: Vec<Step>,
+    /// Run when a step of `steps` fails, stopping at the first that fails; when the last one
+    /// passes, the incident is recovered. When one fails, `on_failure` runs. Empty: a failed
+    /// step goes straight to `on_failure`.
+    pub fallback: Vec<Step>,
 }
 
 impl Rule {
@@ -222,6 +226,7 @@ impl Rule {
         self.steps
             .iter()
             .chain(&self.on_failure)
+            .chain(&self.fallback)
             .flat_map(|s| match &s.kind {
                 StepKind::Stop { services, .. }
                 | StepKind::Start { services, .. }
@@ -573,6 +578,7 @@ const RULE_KEYS: &[&str] = &[
     "dry_run",
     "steps",
     "on_failure",
+    "fallback",
 ];
 
 fn compile_rule(
@@ -701,11 +707,24 @@ fn compile_rule(
             }
             Some(steps)
         });
-    let approves = steps
-        .as_ref()
-        .is_some_and(|s| s.iter().any(|s| matches!(s.kind, StepKind::Approve { .. })));
+    // Whether a list asks for an approval; a list with errors counts as asking, so that its
+    // mistakes are not reported again as choices used without one.
+    let approves = |s: &Option<Vec<Step>>| {
+        s.as_ref()
+            .is_none_or(|s| s.iter().any(|s| matches!(s.kind, StepKind::Approve { .. })))
+    };
+    let fallback = match f.get("fallback") {
+        Some(n) => steps::read_steps(e, n, "fallback", contacts, approves(&steps)),
+        None => Some(Vec::new()),
+    };
     let on_failure = match f.get("on_failure") {
-        Some(n) => steps::read_steps(e, n, "on_failure", contacts, approves),
+        Some(n) => steps::read_steps(
+            e,
+            n,
+            "on_failure",
+            contacts,
+            approves(&steps) || approves(&fallback),
+        ),
         None => Some(Vec::new()),
     };
 
@@ -719,8 +738,9 @@ fn compile_rule(
         Some(limit),
         Some(steps),
         Some(on_failure),
+        Some(fallback),
     ) = (
-        name, matchers, priority, rto, owner, target, limit, steps, on_failure,
+        name, matchers, priority, rto, owner, target, limit, steps, on_failure, fallback,
     )
     else {
         return None;
@@ -744,6 +764,7 @@ fn compile_rule(
         dry_run,
         steps,
         on_failure,
+        fallback,
     })
 }
 

@@ -211,7 +211,7 @@ fn unknown_keys_and_bad_yaml_are_errors_with_a_line() {
         typo,
         [
             "rules/50-typo.yaml:2:5: rule `x`: missing key `steps` (e.g. steps: [ { diagnose: {} } ])",
-            "rules/50-typo.yaml:8:5: rule `x`: unknown key `stepz` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)",
+            "rules/50-typo.yaml:8:5: rule `x`: unknown key `stepz` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure, fallback)",
         ]
     );
 
@@ -420,7 +420,7 @@ const CASES: &[(&str, &[&str])] = &[
         "combined",
         &[
             r#"combined/10-first.yaml:4:16: rule `postgres-down`: matcher `alertname=~"(Postgres"`: invalid regular expression: unclosed group"#,
-            "combined/10-first.yaml:5:5: rule `postgres-down`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)",
+            "combined/10-first.yaml:5:5: rule `postgres-down`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure, fallback)",
             "combined/10-first.yaml:6:15: rule `postgres-down`: priority `P9` is not one of P1, P2, P3, P4",
             "combined/10-first.yaml:10:28: rule `postgres-down`: limit.per `sometimes` is not a duration such as 30s, 2m or 1h",
             "combined/10-first.yaml:12:27: rule `postgres-down`: restart.grace `soon` is not a duration such as 30s, 2m or 1h",
@@ -510,7 +510,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown-key",
         &[
-            "unknown-key/rules.yaml:4:5: rule `typos`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)",
+            "unknown-key/rules.yaml:4:5: rule `typos`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure, fallback)",
             "unknown-key/rules.yaml:8:13: rule `typos`: target must have exactly one of service, container, label or none: true",
             "unknown-key/rules.yaml:8:15: rule `typos`: unknown key `target.servise` (expected one of: service, container, label, allow, none)",
             "unknown-key/rules.yaml:9:32: rule `typos`: unknown key `limit.burst` (expected one of: runs, per)",

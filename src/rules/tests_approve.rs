@@ -145,3 +145,29 @@ fn slack_users_are_read_and_each_must_be_a_slack_user_id() {
         assert_eq!(super::escalation::is_slack_user_id(id), ok, "{id}");
     }
 }
+
+#[test]
+fn fallback_steps_are_checked_and_see_the_approvals_before_them() {
+    // A choice used in `fallback` needs an approve step in `steps` or earlier in `fallback`;
+    // `on_failure` may use one that `fallback` asks for.
+    let errs = errors_with(
+        "50-fb.yaml",
+        &rule(concat!(
+            "      - restart: {}\n",
+            "    fallback:\n",
+            "      - exec: { service: db, argv: [r.sh, \"{{ approval.choice }}\"] }\n",
+            "      - exec: { service: db, argv: [ls] }\n",
+            "      - approve: { who: dba, choices_from: previous }\n",
+            "      - exec: { service: db, argv: [r.sh, \"{{ approval.choice }}\"] }\n",
+            "    on_failure:\n",
+            "      - exec: { service: db, argv: [r.sh, \"{{ approval.choice }}\"] }\n",
+        )),
+    );
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("rules/50-fb.yaml:11:9:")
+            && errs[0].contains("no approve step before it"),
+        "{}",
+        errs[0]
+    );
+}

@@ -136,6 +136,22 @@ impl Store {
         .ctx("read approved choice")
         .map(Option::flatten)
     }
+
+    /// Every request of incident `id`, in the order asked (the post-mortem's timeline).
+    pub fn approvals(&self, id: i64) -> Result<Vec<Approval>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM approvals WHERE incident_id = ?1 ORDER BY id"
+            ))
+            .ctx("read approvals")?;
+        let mut rows = stmt.query([id]).ctx("read approvals")?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().ctx("read approvals")? {
+            out.push(row(r)?);
+        }
+        Ok(out)
+    }
 }
 
 impl Store {

@@ -62,7 +62,7 @@ fn broken_rules_errors(d: &std::path::Path) -> Vec<String> {
     let known = "backend, dba, eng-lead, infra, oncall, product-owner";
     let mut want = vec![
         format!(r#"{d}/a.yaml:3:16: rule `a`: matcher `alertname=~"("`: invalid regular expression: unclosed group"#),
-        format!("{d}/a.yaml:4:5: rule `a`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)"),
+        format!("{d}/a.yaml:4:5: rule `a`: unknown key `prioritty` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure, fallback)"),
         format!("{d}/a.yaml:5:15: rule `a`: priority `P9` is not one of P1, P2, P3, P4"),
         format!("{d}/a.yaml:7:12: rule `a`: owner `nobody` is not a contact in escalation.yaml (known: {known})"),
         format!("{d}/a.yaml:9:34: rule `a`: restart.grace `soon` is not a duration such as 30s, 2m or 1h"),
@@ -82,7 +82,7 @@ fn broken_rules_errors(d: &std::path::Path) -> Vec<String> {
             "{d}/b.yaml:2:5: rule `b`: missing key `{key}`{hint}"
         ));
     }
-    want.push(format!("{d}/b.yaml:3:5: rule `b`: unknown key `unknown` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure)"));
+    want.push(format!("{d}/b.yaml:3:5: rule `b`: unknown key `unknown` (expected one of: name, description, matchers, priority, priority_label, rto, owner, customer_impacting, target, limit, dry_run, steps, on_failure, fallback)"));
     want
 }
 

@@ -24,6 +24,7 @@ mod otlp_receiver;
 mod pauses;
 mod postmortem;
 mod runs;
+mod scenario2;
 mod scenarios;
 mod slack;
 mod stack;

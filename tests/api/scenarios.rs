@@ -274,21 +274,68 @@ fn assert_started_in_groups(stack: &Stack, groups: &[&[&str]]) -> BTreeMap<Strin
 
 const GROUPS: &[&[&str]] = &[
     &["postgres", "redis", "rabbitmq", "minio"],
-    &["backend", "celery-worker", "backup"],
+    &["backup"],
+    &["backend", "celery-worker"],
     &["frontend"],
 ];
 
+/// The backup the database restore of step 6 is given (the backups volume outlives
+/// `docker-compose down`, as backups outlive the machine).
+const BACKUP: &str = "voiceai_testing_20261130_020000.sql.gz";
+
+/// Two backups in the project's backups volume, for the restore to offer.
+fn with_backups(stack: &Stack) {
+    for b in [BACKUP, "voiceai_testing_20261129_020000.sql.gz"] {
+        stack.exec("backup", &["touch", &format!("/data/backups/{b}")]);
+    }
+}
+
+const API_TOKEN: &str = "api-token-for-scenario-3";
+
 async fn bring_up(stack: &Stack) -> Value {
     let rules = full_bring_up_rules();
-    let app = app_for(stack, &rules, &[]).await;
+    let app = app_for(stack, &rules, &[("REMEDIATOR_API__TOKEN", API_TOKEN)]).await;
     app.post_hook(fire(json!({"alertname": "FullBringUp"})))
         .await;
-    let detail = app.finished("FullBringUp", 180).await;
+    // Step 6: the restore waits for the dba, with only infrastructure and backup up.
+    let (id, _) = crate::scenario2::waiting_for_approval(&app, "FullBringUp", 120).await;
+    for s in ["backend", "celery-worker", "frontend"] {
+        assert!(
+            ids(stack, s).is_empty() || stack.inspect(s)["State"]["Running"] == false,
+            "{s} is not up before the restore"
+        );
+    }
+    let (status, body) = crate::scenario2::answer(
+        &app,
+        id,
+        "approve",
+        Some(API_TOKEN),
+        json!({"by": "dana", "choice": BACKUP}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let detail = app.finished_id(id, 180).await;
     assert_eq!(detail["phase"], "recovered", "{detail:#}");
     assert_eq!(detail["rule"], "full-bring-up");
     assert_eq!(
         kinds(&detail),
-        ["main/up:ok", "main/up:ok", "main/exec:ok", "main/exec:ok"]
+        [
+            "main/up:ok",
+            "main/exec:ok",
+            "main/approve:ok",
+            "main/exec:ok",
+            "main/up:ok",
+            "main/exec:ok",
+            "main/exec:ok"
+        ]
+    );
+    stack.exec(
+        "postgres",
+        &[
+            "sh",
+            "-c",
+            &format!("test \"$(cat /var/lib/postgresql/data/RESTORED_FROM)\" = {BACKUP}"),
+        ],
     );
     for s in ALL {
         assert_eq!(
@@ -303,6 +350,7 @@ async fn bring_up(stack: &Stack) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_bring_up_starts_stopped_containers_group_by_group() {
     let stack = Stack::up(ALL);
+    with_backups(&stack);
     let before: BTreeMap<&str, String> = ALL.iter().map(|s| (*s, stack.id(s))).collect();
     let mut stop = stack.compose();
     stop.args(["stop", "-t", "1"]);
@@ -319,13 +367,14 @@ async fn full_bring_up_starts_stopped_containers_group_by_group() {
     assert!(
         first.contains(
             "group 1 (postgres, redis, rabbitmq, minio): started postgres, redis, rabbitmq, minio; healthy after "
-        ),
+        ) && first.contains("group 2 (backup): started backup; healthy after "),
         "{first}"
     );
     let second = step_detail(&detail, "up", 1);
     assert!(
-        second.contains("group 1 (backend, celery-worker, backup): started backend, celery-worker, backup; healthy after ")
-            && second.contains("group 2 (frontend): started frontend; healthy after "),
+        second.contains(
+            "group 1 (backend, celery-worker): started backend, celery-worker; healthy after "
+        ) && second.contains("group 2 (frontend): started frontend; healthy after "),
         "{second}"
     );
     assert_started_in_groups(&stack, GROUPS);
@@ -334,6 +383,7 @@ async fn full_bring_up_starts_stopped_containers_group_by_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_bring_up_creates_removed_services_from_the_compose_file_in_order() {
     let stack = Stack::up(ALL);
+    with_backups(&stack);
     // Scenario 3: nothing left but the compose file (and the named volumes).
     let mut down = stack.compose();
     down.args(["down", "-t", "1"]);

@@ -214,3 +214,73 @@ async fn a_restart_at_a_step_other_than_approve_still_interrupts_and_pages() {
     assert_eq!(h.only_incident().phase, "interrupted");
     assert_eq!(h.exec.count("restart"), 0);
 }
+
+/// A new engine on the same store and clock with the fallback rules, as after a restart.
+fn restarted_with_fallback(h: &Harness) -> Arc<Engine> {
+    Engine::new(
+        Arc::new(Store::open(&h.dir).unwrap()),
+        rules_of("fallback.yaml", FALLBACK_RULES),
+        Outside::new(h.exec.clone()),
+        h.clock.clone(),
+        h.settings.clone(),
+        Arc::new(Metrics::new()),
+        Arc::new(Notify::new()),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_while_the_fallback_waits_resumes_there_and_a_rejection_pages_with_the_first_failure(
+) {
+    let mut h = fallback_harness();
+    h.exec.fail.lock().unwrap().insert("wait_healthy");
+    let id = until_fallback_approval(&h).await;
+    crash(&h);
+    tokio::time::advance(Duration::from_secs(60)).await;
+
+    h.engine = restarted_with_fallback(&h);
+    h.engine.recover().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(h.only_incident().phase, "remediating", "still waiting");
+    assert_eq!(approval_messages(&h, id), 1, "no second message");
+    assert_eq!(runs(&h), 1);
+    let recovery = h
+        .decisions(id)
+        .into_iter()
+        .find(|(g, ..)| g == "recovery")
+        .unwrap();
+    assert!(recovery.2.contains("at fallback step 2"), "{recovery:?}");
+
+    let answered = h
+        .engine
+        .answer_approval(id, false, "dana", None, None)
+        .unwrap();
+    assert!(matches!(answered, Answered::Done(_)), "{answered:?}");
+    h.engine.wait_idle().await;
+    assert_eq!(h.only_incident().phase, "failed");
+    assert_eq!(
+        phases_of(&h, id),
+        [
+            "main/restart:ok",
+            "main/wait_healthy:failed",
+            "fallback/stop:ok",
+            "fallback/approve:failed",
+            "on_failure/logs:ok"
+        ],
+        "nothing before the wait ran again, nothing after it ran"
+    );
+    let running_fallback = h
+        .decisions(id)
+        .into_iter()
+        .filter(|(g, _, r)| g == "runbook" && r.contains("running fallback"))
+        .count();
+    assert_eq!(
+        running_fallback, 1,
+        "the fallback's start is not recorded again"
+    );
+    let page = h
+        .decisions(id)
+        .into_iter()
+        .find(|(g, ..)| g == "page")
+        .unwrap();
+    assert!(page.2.contains("Rejected by dana"), "{page:?}");
+}
