@@ -367,6 +367,17 @@ impl Served {
         rules: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Served {
+        Served::start_args(data, port, rules, env, &[]).await
+    }
+
+    /// As [`Served::start`], with more arguments (e.g. `--config FILE`).
+    pub async fn start_args(
+        data: &Path,
+        port: u16,
+        rules: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Served {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_remediator"));
         cmd.current_dir(repo())
             .args([
@@ -384,6 +395,7 @@ impl Served {
         if let Some(rules) = rules {
             cmd.arg("--rules").arg(rules);
         }
+        cmd.args(args);
         let mut served = Served {
             base: format!("http://127.0.0.1:{port}"),
             process: ChildGuard::spawn(&mut cmd, "remediator serve"),
