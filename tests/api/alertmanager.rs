@@ -137,6 +137,15 @@ impl Am {
         .await;
     }
 
+    /// Waits until this peer sees `peers` members in its gossip cluster (itself included).
+    pub async fn clustered(&self, peers: usize) {
+        eventually(20, "the Alertmanagers gossiping", || async {
+            let s = self.get("/api/v2/status").await;
+            (s["cluster"]["peers"].as_array()?.len() == peers).then_some(())
+        })
+        .await;
+    }
+
     /// Pushes one alert, as Prometheus does (`POST /api/v2/alerts`); `ends` in the past
     /// resolves it.
     pub async fn push(

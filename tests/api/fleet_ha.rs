@@ -225,11 +225,7 @@ async fn two_gossiping_alertmanagers_and_two_replicas_act_once_per_firing_fleet_
     let am_b = peer(&config, vec![&am_a]);
     am_a.ready().await;
     am_b.ready().await;
-    eventually(20, "the Alertmanagers gossiping", || async {
-        let s = am_a.get("/api/v2/status").await;
-        (s["cluster"]["peers"].as_array()?.len() == 2).then_some(())
-    })
-    .await;
+    am_a.clustered(2).await;
 
     // Prometheus HA: every alert to both Alertmanagers.
     let starts = Utc::now() - chrono::Duration::seconds(5);

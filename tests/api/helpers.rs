@@ -138,6 +138,17 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/metrics` as text; `None` when it does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
     /// Every incident, newest first (all pages).
     pub async fn incidents(&self) -> Vec<Value> {
         all_incidents(&self.client, &self.addr, self.api_token.as_deref(), "").await

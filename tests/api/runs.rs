@@ -406,8 +406,22 @@ async fn a_dry_run_drill_executes_nothing_reports_each_step_and_pages_nobody() {
     assert!(pd.events().is_empty(), "{:?}", pd.events());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() {
+/// `remediator drill ARGS… --report FILE --url APP` with the API token: how it ended, and the
+/// report it wrote (empty when none).
+async fn drill(app: &TestApp, args: &[&str]) -> (std::process::Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("drill.md");
+    let mut all = vec!["drill"];
+    all.extend(args);
+    all.extend(["--report", report.to_str().unwrap(), "--url", &app.addr]);
+    let out = remediator(&all, &[("REMEDIATOR_API__TOKEN", API_TOKEN)]).await;
+    (out, std::fs::read_to_string(&report).unwrap_or_default())
+}
+
+/// A live drill of the shipped single-service rule on redis, broken by `how` (stop, kill)
+/// once the thread's announcement is out: the runbook brings it back, the report says PASS
+/// with each step timed, and PagerDuty hears nothing.
+async fn live_drill_breaking_with(how: &str) {
     let stack = Stack::up(&["redis"]);
     let (slack, pd) = (
         SlackEmulator::start().await,
@@ -415,37 +429,31 @@ async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() 
     );
     let app = drill_app(&stack, &slack, &pd).await;
     let before = stack.started_at("redis");
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("drill.md");
-    let out = remediator(
+    let (out, text) = drill(
+        &app,
         &[
-            "drill",
             "single-service-failure",
             "--service",
             "redis",
             "--live",
             "--break",
-            "stop",
-            "--report",
-            report.to_str().unwrap(),
-            "--url",
-            &app.addr,
+            how,
+            "--wait",
+            "2m",
         ],
-        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
     )
     .await;
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
     assert!(
         out.status.success(),
         "{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("- Mode: live, target broken by stop first"),
+        text.contains(&format!("- Mode: live, target broken by {how} first")),
         "{text}"
     );
     assert!(
-        text.contains("drill: broke service:redis by stop in"),
+        text.contains(&format!("drill: broke service:redis by {how} in")),
         "{text}"
     );
     for step in ["logs", "restart", "wait_healthy"] {
@@ -457,103 +465,39 @@ async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() 
     }
     assert!(text.contains("against an RTO of 15m 00s: met"), "{text}");
     assert!(text.contains("## Result: PASS"), "{text}");
-    assert_ne!(stack.started_at("redis"), before, "redis was restarted");
-    assert_eq!(
-        stack.inspect("redis")["State"]["Health"]["Status"],
-        "healthy"
-    );
+    // Broken, then brought back by the runbook: a new start, running and healthy.
+    assert_ne!(stack.started_at("redis"), before, "redis was started again");
+    let state = &stack.inspect("redis")["State"];
+    assert_eq!(state["Running"], true, "{state:#}");
+    assert_eq!(state["Health"]["Status"], "healthy", "{state:#}");
     let inc = app.incidents().await.pop().unwrap();
     assert_eq!(
         (inc["origin"].as_str(), inc["phase"].as_str()),
         (Some("drill"), Some("recovered"))
     );
-    // The stakeholders were told before the break: the announcement is in the thread.
-    assert!(
-        slack
-            .messages()
-            .iter()
-            .any(|m| m.text.starts_with("DRILL of rule single-service-failure")),
-        "{:#?}",
-        slack.messages()
-    );
-    assert!(pd.events().is_empty(), "{:?}", pd.events());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_drill_that_kills_its_target_after_the_announcement_brings_it_back_and_passes() {
-    let stack = Stack::up(&["redis"]);
-    let (slack, pd) = (
-        SlackEmulator::start().await,
-        PagerDutyEmulator::start().await,
-    );
-    let app = drill_app(&stack, &slack, &pd).await;
-    let before = stack.started_at("redis");
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("drill.md");
-    let out = remediator(
-        &[
-            "drill",
-            "single-service-failure",
-            "--service",
-            "redis",
-            "--live",
-            "--break",
-            "kill",
-            "--wait",
-            "2m",
-            "--report",
-            report.to_str().unwrap(),
-            "--url",
-            &app.addr,
-        ],
-        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
-    )
-    .await;
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("- Mode: live, target broken by kill first"),
-        "{text}"
-    );
-    assert!(
-        text.contains("drill: broke service:redis by kill in"),
-        "{text}"
-    );
-    for step in ["logs", "restart", "wait_healthy"] {
-        assert!(
-            text.lines()
-                .any(|l| l.contains(&format!("| main | {step} | ok | "))),
-            "{step}: {text}"
-        );
-    }
-    assert!(text.contains("## Result: PASS"), "{text}");
-    // Killed, then brought back by the runbook: a new start, healthy.
-    assert_ne!(stack.started_at("redis"), before, "redis was started again");
-    let state = &stack.inspect("redis")["State"];
-    assert_eq!(state["Running"], true, "{state:#}");
-    assert_eq!(state["Health"]["Status"], "healthy", "{state:#}");
-    // The stakeholders were told before the kill: the announcement comes first in the thread.
+    // The stakeholders were told before the break: the announcement comes first in the thread.
     let texts: Vec<String> = slack.messages().into_iter().map(|m| m.text).collect();
     let announced = texts
         .iter()
         .position(|t| t.starts_with("DRILL of rule single-service-failure"));
     let broke = texts
         .iter()
-        .position(|t| t.starts_with("drill: broke service:redis by kill"));
+        .position(|t| t.starts_with(&format!("drill: broke service:redis by {how}")));
     assert!(
         matches!((announced, broke), (Some(a), Some(b)) if a < b),
-        "the announcement, then the kill: {texts:#?}"
-    );
-    let inc = app.incidents().await.pop().unwrap();
-    assert_eq!(
-        (inc["origin"].as_str(), inc["phase"].as_str()),
-        (Some("drill"), Some("recovered"))
+        "the announcement, then the break: {texts:#?}"
     );
     assert!(pd.events().is_empty(), "{:?}", pd.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() {
+    live_drill_breaking_with("stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_that_kills_its_target_after_the_announcement_brings_it_back_and_passes() {
+    live_drill_breaking_with("kill").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,24 +540,7 @@ rules:
         (stack.inspect("redis")["State"]["Health"]["Status"] == "unhealthy").then_some(())
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("drill.md");
-    let out = remediator(
-        &[
-            "drill",
-            "drill-fails",
-            "--live",
-            "--wait",
-            "1m",
-            "--report",
-            report.to_str().unwrap(),
-            "--url",
-            &app.addr,
-        ],
-        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
-    )
-    .await;
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let (out, text) = drill(&app, &["drill-fails", "--live", "--wait", "1m"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -659,15 +586,7 @@ rules:
     // empty: nothing more can reach PagerDuty, and nothing did.
     let detail = incident(&app, inc["id"].as_i64().unwrap()).await;
     eventually(10, "every notice of the drill settled", || async {
-        let m = app
-            .client
-            .get(format!("{}/metrics", app.addr))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let m = app.metrics().await?;
         let handled = m.lines().any(|l| {
             l.starts_with("remediator_outbox_deliveries_total{")
                 && l.contains(r#"sink="pagerduty""#)
