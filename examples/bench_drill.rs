@@ -9,80 +9,15 @@
 //! and the test image: run `scripts/test-env.sh` first; `scripts/bench --mode drill` does all
 //! of it).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod bench_compose;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench_compose::{compose_file, median, repo, run, state, wait_restarted_healthy, Cleanup};
 use bollard::Docker;
 
 const API_TOKEN: &str = "bench-drill-token";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn compose_file() -> PathBuf {
-    repo().join("tests/stack/docker-compose.yml")
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-async fn state(docker: &Docker, id: &str) -> anyhow::Result<(String, bool)> {
-    let s = docker.inspect_container(id, None).await?.state;
-    let started = s
-        .as_ref()
-        .and_then(|s| s.started_at.clone())
-        .unwrap_or_default();
-    let healthy = s
-        .and_then(|s| s.health)
-        .and_then(|h| h.status)
-        .is_some_and(|s| s == bollard::models::HealthStatusEnum::HEALTHY);
-    Ok((started, healthy))
-}
-
-/// Waits until the container has restarted (StartedAt changed) and is healthy.
-async fn wait_restarted_healthy(docker: &Docker, id: &str, before: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (started, healthy) = state(docker, id).await?;
-        if started != before && healthy {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "not healthy within 60s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-struct Cleanup(Vec<Child>, String, PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("docker-compose")
-            .arg("-f")
-            .arg(compose_file())
-            .args(["-p", &self.1, "down", "-v", "-t", "1"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.2);
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

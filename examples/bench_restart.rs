@@ -6,88 +6,16 @@
 //! `cargo run --release --example bench_restart -- [--rounds N]` (needs dockerd, docker-compose
 //! and the test image: run `scripts/test-env.sh` first; `scripts/bench` does all of it).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod bench_compose;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bench_compose::{compose_file, median, repo, run, state, wait_restarted_healthy, Cleanup};
 use bollard::query_parameters::RestartContainerOptionsBuilder;
 use bollard::Docker;
 
 const GRACE_SECS: i32 = 2;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-async fn healthy(docker: &Docker, id: &str) -> bool {
-    match docker.inspect_container(id, None).await {
-        Ok(info) => info
-            .state
-            .and_then(|s| s.health)
-            .and_then(|h| h.status)
-            .is_some_and(|s| s == bollard::models::HealthStatusEnum::HEALTHY),
-        Err(_) => false,
-    }
-}
-
-/// Waits until the container has restarted (StartedAt changed) and is healthy.
-async fn wait_restarted_healthy(docker: &Docker, id: &str, before: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let started = docker
-            .inspect_container(id, None)
-            .await?
-            .state
-            .and_then(|s| s.started_at)
-            .unwrap_or_default();
-        if started != before && healthy(docker, id).await {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "not healthy within 60s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn started_at(docker: &Docker, id: &str) -> anyhow::Result<String> {
-    Ok(docker
-        .inspect_container(id, None)
-        .await?
-        .state
-        .and_then(|s| s.started_at)
-        .unwrap_or_default())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-struct Cleanup(Vec<Child>, String, PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = Command::new("docker-compose")
-            .args(["-f"])
-            .arg(repo().join("tests/stack/docker-compose.yml"))
-            .args(["-p", &self.1, "down", "-v", "-t", "1"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.2);
-    }
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -115,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     let mut cleanup = Cleanup(Vec::new(), project.clone(), work.clone());
     run(Command::new("docker-compose")
         .arg("-f")
-        .arg(repo().join("tests/stack/docker-compose.yml"))
+        .arg(compose_file())
         .args(["-p", &project, "up", "-d", "redis"]))?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -171,14 +99,14 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "remediator did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    while !healthy(&docker, &id).await {
+    while !state(&docker, &id).await?.1 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let (mut bare, mut via) = (Vec::new(), Vec::new());
     for round in 0..rounds + 1 {
         // bare docker restart + wait for healthy
-        let before = started_at(&docker, &id).await?;
+        let before = state(&docker, &id).await?.0;
         let t = Instant::now();
         docker
             .restart_container(
@@ -192,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         let b = t.elapsed().as_secs_f64();
 
         // webhook → remediator → restart → healthy
-        let before = started_at(&docker, &id).await?;
+        let before = state(&docker, &id).await?.0;
         let starts = chrono::Utc::now().to_rfc3339();
         let payload = |status: &str, ends: String| {
             serde_json::json!({

@@ -165,17 +165,8 @@ pub enum Command {
     /// Start a rule's runbook by hand on the running service (POST /api/v1/runs): an incident
     /// of origin `manual` opens through the real pipeline (guards, thread, escalation).
     Run {
-        /// The rule, by name.
-        rule: String,
-        /// The service it acts on (for a rule whose target is picked by a label).
-        #[arg(long)]
-        service: Option<String>,
-        /// A label of the synthetic alert, name=value (repeatable).
-        #[arg(long = "label", value_name = "NAME=VALUE")]
-        labels: Vec<String>,
-        /// Who starts it (default $USER).
-        #[arg(long)]
-        by: Option<String>,
+        #[command(flatten)]
+        request: runs::RunRequest,
         /// The service (default: http:// and the configured listen address).
         #[arg(long)]
         url: Option<String>,
@@ -186,14 +177,8 @@ pub enum Command {
     /// rule's runbook through the real pipeline (dry-run unless --live; never paged), wait for
     /// it to end and write a Markdown report. Exit 0 when it passed, 1 when it failed.
     Drill {
-        /// The rule, by name.
-        rule: String,
-        /// The service it acts on (for a rule whose target is picked by a label).
-        #[arg(long)]
-        service: Option<String>,
-        /// A label of the synthetic alert, name=value (repeatable).
-        #[arg(long = "label", value_name = "NAME=VALUE")]
-        labels: Vec<String>,
+        #[command(flatten)]
+        request: runs::RunRequest,
         /// Run the steps against the compose project (default: dry-run, nothing executed).
         #[arg(long)]
         live: bool,
@@ -206,9 +191,6 @@ pub enum Command {
         /// How long to wait for the drill to end (default 30m).
         #[arg(long, default_value = "30m")]
         wait: String,
-        /// Who runs the drill (default $USER).
-        #[arg(long)]
-        by: Option<String>,
         /// The service (default: http:// and the configured listen address).
         #[arg(long)]
         url: Option<String>,
@@ -400,31 +382,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             postmortem::run(&url, s.api.token.clone(), id, output).await
         }
         Command::Run {
-            rule,
-            service,
-            labels,
-            by,
+            request,
             url,
             output,
         } => {
             let api = api(cli.config.as_deref(), url)?;
-            let req = runs::RunRequest {
-                rule,
-                service,
-                labels,
-                by,
-            };
-            runs::run(&api, &req, output).await
+            runs::run(&api, &request, output).await
         }
         Command::Drill {
-            rule,
-            service,
-            labels,
+            request,
             live,
             break_with,
             report,
             wait,
-            by,
             url,
         } => {
             let api = api(cli.config.as_deref(), url)?;
@@ -434,19 +404,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .map_err(|e| anyhow::anyhow!("--break: {e}"))?;
             let wait = crate::domain::duration::parse(&wait)
                 .map_err(|e| anyhow::anyhow!("--wait: {e}"))?;
-            let req = runs::RunRequest {
-                rule,
-                service,
-                labels,
-                by,
-            };
             let drill = runs::Drill {
                 live,
                 break_with,
                 report,
                 wait,
             };
-            runs::drill(&api, &req, &drill).await
+            runs::drill(&api, &request, &drill).await
         }
         Command::Pauses { url, all, output } => {
             let api = api(cli.config.as_deref(), url)?;

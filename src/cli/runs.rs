@@ -17,12 +17,19 @@ use crate::domain::Break;
 /// How often `drill` asks whether its incident ended (a cheap read of one incident).
 const POLL: Duration = Duration::from_millis(50);
 
-/// What `remediator run` / `drill` asks for.
+/// What `remediator run` / `drill` asks for: the arguments both commands share, parsed once.
+#[derive(Debug, clap::Args)]
 pub struct RunRequest {
+    /// The rule, by name.
     pub rule: String,
+    /// The service it acts on (for a rule whose target is picked by a label).
+    #[arg(long)]
     pub service: Option<String>,
-    /// `--label k=v`, as written.
+    /// A label of the synthetic alert, name=value (repeatable).
+    #[arg(long = "label", value_name = "NAME=VALUE")]
     pub labels: Vec<String>,
+    /// Who starts it (default $USER).
+    #[arg(long)]
     pub by: Option<String>,
 }
 

@@ -4,7 +4,7 @@
 
 use actix_web::HttpResponse;
 
-use super::{ApiError, AppState, DEFAULT_PAGE, MAX_PAGE};
+use super::{ApiError, AppState, ListQuery};
 use crate::history::parse_cursor;
 
 /// The query's `scope`: `local` (default) or `fleet`; anything else is a 400.
@@ -30,51 +30,13 @@ pub(super) async fn list(state: &AppState, query: &str) -> Result<HttpResponse, 
                 .into(),
         ));
     };
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
-        .map_err(|e| ApiError::BadRequest("invalid query string".into(), e.to_string()))?;
-    let (mut filter, mut before, mut limit) = (None, None, DEFAULT_PAGE);
-    for (name, value) in &pairs {
-        match name.as_str() {
-            "state" => {
-                filter = match value.as_str() {
-                    "" | "all" => None,
-                    "open" | "resolved" => Some(value.clone()),
-                    other => {
-                        return Err(ApiError::BadRequest(
-                            "invalid state filter".into(),
-                            format!("state={other:?}; use open, resolved or all"),
-                        ))
-                    }
-                }
-            }
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(
-                            "invalid limit".into(),
-                            format!(
-                                "limit={value:?}; use a whole number from 1 to {MAX_PAGE} \
-                                 (follow `next` for more)"
-                            ),
-                        )
-                    })?
-            }
-            "before" => {
-                before = Some(parse_cursor(value).ok_or_else(|| {
-                    ApiError::BadRequest(
-                        "invalid before cursor".into(),
-                        format!("before={value:?}; use the `next` of the previous fleet page"),
-                    )
-                })?)
-            }
-            _ => {}
-        }
-    }
+    let q = ListQuery::parse_with(
+        query,
+        parse_cursor,
+        "use the `next` of the previous fleet page",
+    )?;
     let page = history
-        .fleet_incidents(filter.as_deref(), before, limit)
+        .fleet_incidents(q.state.map(|s| s.as_str()), q.before, q.limit)
         .await
         .map_err(|e| ApiError::HistoryUnavailable(e.to_string()))?;
     Ok(HttpResponse::Ok().json(page))

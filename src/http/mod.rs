@@ -193,16 +193,32 @@ const DEFAULT_PAGE: usize = 100;
 /// The most incidents one page holds; `next` continues past it.
 pub use crate::store::MAX_PAGE;
 
-/// `GET /api/v1/incidents`' parameters, checked: every bad value is a 400 naming it.
-struct ListQuery {
+/// `GET /api/v1/incidents`' parameters, checked: every bad value is a 400 naming it. `C` is
+/// the page cursor: an incident id here, the fleet history's own text cursor in `fleet.rs`.
+struct ListQuery<C = i64> {
     state: Option<IncidentState>,
-    before: Option<i64>,
+    before: Option<C>,
     limit: usize,
 }
 
 impl ListQuery {
-    /// Parsed by hand rather than with `web::Query`, whose rejections are plain text.
     fn parse(query: &str) -> Result<ListQuery, ApiError> {
+        ListQuery::parse_with(
+            query,
+            |value| value.parse().ok().filter(|id| *id > 0),
+            "use an incident id, as a page's `next` gives it",
+        )
+    }
+}
+
+impl<C> ListQuery<C> {
+    /// Parsed by hand rather than with `web::Query`, whose rejections are plain text;
+    /// `cursor` reads `before` (`None`: a 400 that says `cursor_hint`).
+    fn parse_with(
+        query: &str,
+        cursor: impl Fn(&str) -> Option<C>,
+        cursor_hint: &str,
+    ) -> Result<ListQuery<C>, ApiError> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|e| ApiError::BadRequest("invalid query string".into(), e.to_string()))?;
         let mut q = ListQuery {
@@ -239,12 +255,10 @@ impl ListQuery {
                         })?
                 }
                 "before" => {
-                    q.before = Some(value.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+                    q.before = Some(cursor(value).ok_or_else(|| {
                         ApiError::BadRequest(
                             "invalid before cursor".into(),
-                            format!(
-                                "before={value:?}; use an incident id, as a page's `next` gives it"
-                            ),
+                            format!("before={value:?}; {cursor_hint}"),
                         )
                     })?)
                 }

@@ -24,6 +24,11 @@ pub struct AmOptions<'a> {
     pub join: Vec<&'a Am>,
     /// A `--web.config.file` (basic auth on the API).
     pub web_config: Option<String>,
+    /// A whole configuration instead of deploy/alertmanager.yml (`hook_port` unused); its
+    /// `/etc/remediator/webhook-token` is replaced by a file holding the webhook token.
+    pub config: Option<String>,
+    /// More flags, e.g. `--cluster.peer-timeout=1s`.
+    pub args: Vec<String>,
 }
 
 pub fn start_alertmanager(hook_port: u16) -> Am {
@@ -39,28 +44,13 @@ pub fn start_alertmanager_with(hook_port: u16, options: AmOptions<'_>) -> Am {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
-    let mut config = std::fs::read_to_string(repo().join("deploy/alertmanager.yml")).unwrap();
-    for (from, to) in [
-        (
-            "http://127.0.0.1:9095/hooks/alertmanager".to_string(),
-            format!("http://127.0.0.1:{hook_port}/hooks/alertmanager"),
+    let config = match &options.config {
+        Some(config) => config.replace(
+            "/etc/remediator/webhook-token",
+            &token_file.display().to_string(),
         ),
-        (
-            "/etc/remediator/webhook-token".to_string(),
-            token_file.display().to_string(),
-        ),
-        ("group_wait: 10s".to_string(), "group_wait: 1s".to_string()),
-        (
-            "group_interval: 1m".to_string(),
-            "group_interval: 1s".to_string(),
-        ),
-    ] {
-        assert!(
-            config.contains(&from),
-            "deploy/alertmanager.yml no longer contains {from:?}; update this test"
-        );
-        config = config.replace(&from, &to);
-    }
+        None => deploy_config(hook_port, &token_file),
+    };
     let config_path = dir.path().join("alertmanager.yml");
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
@@ -70,7 +60,8 @@ pub fn start_alertmanager_with(hook_port: u16, options: AmOptions<'_>) -> Am {
             "--storage.path={}",
             dir.path().join("data").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(&options.args);
     let cluster = if options.cluster {
         let gossip = format!("127.0.0.1:{}", free_port());
         cmd.arg(format!("--cluster.listen-address={gossip}"))
@@ -103,6 +94,33 @@ pub fn start_alertmanager_with(hook_port: u16, options: AmOptions<'_>) -> Am {
     }
 }
 
+/// deploy/alertmanager.yml pointed at `hook_port` and `token_file`, with short group timers.
+fn deploy_config(hook_port: u16, token_file: &std::path::Path) -> String {
+    let mut config = std::fs::read_to_string(repo().join("deploy/alertmanager.yml")).unwrap();
+    for (from, to) in [
+        (
+            "http://127.0.0.1:9095/hooks/alertmanager".to_string(),
+            format!("http://127.0.0.1:{hook_port}/hooks/alertmanager"),
+        ),
+        (
+            "/etc/remediator/webhook-token".to_string(),
+            token_file.display().to_string(),
+        ),
+        ("group_wait: 10s".to_string(), "group_wait: 1s".to_string()),
+        (
+            "group_interval: 1m".to_string(),
+            "group_interval: 1s".to_string(),
+        ),
+    ] {
+        assert!(
+            config.contains(&from),
+            "deploy/alertmanager.yml no longer contains {from:?}; update this test"
+        );
+        config = config.replace(&from, &to);
+    }
+    config
+}
+
 impl Am {
     /// Waits until the API answers (`/-/ready`; with a web config, any answer but a refused
     /// connection).
@@ -115,6 +133,15 @@ impl Am {
                 .await
                 .ok()?;
             (r.status().is_success() || r.status() == 401).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until this peer sees `peers` members in its gossip cluster (itself included).
+    pub async fn clustered(&self, peers: usize) {
+        eventually(20, "the Alertmanagers gossiping", || async {
+            let s = self.get("/api/v2/status").await;
+            (s["cluster"]["peers"].as_array()?.len() == peers).then_some(())
         })
         .await;
     }

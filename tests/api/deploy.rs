@@ -232,3 +232,90 @@ fn systemd_sysusers_creates_the_service_user_in_the_docker_group() {
         "{group}"
     );
 }
+
+/// deploy/fleet/remediator-a.env's settings (`KEY=VALUE` lines; comments are the secrets an
+/// operator fills in).
+fn fleet_env_file(name: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("deploy/fleet").join(name)).unwrap();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{name}: {l:?} is not KEY=VALUE"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_example_config_runs_with_coordination_and_history_up() {
+    // The example as shipped, with only where things are changed for this machine: Redis and
+    // Postgres are the test's (the password in a file, as postgres.password_file expects),
+    // the data, rules and listen address come from the command line as in the unit.
+    let db = crate::fleet_history::own_database("deploy").await;
+    let mut url = reqwest::Url::parse(&db).unwrap();
+    let password = url.password().unwrap_or("").to_string();
+    url.set_password(None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("postgres-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let redis = std::env::var("REMEDIATOR_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let prefix = format!("test-deploy-fleet-{}:", std::process::id());
+    let mut env = fleet_env_file("remediator-a.env");
+    assert_eq!(
+        env,
+        [(
+            "REMEDIATOR_REPLICA__ID".to_string(),
+            "remediator-a".to_string()
+        )],
+        "the env file's settings changed: update this test"
+    );
+    env.extend([
+        ("REMEDIATOR_REDIS__URL".to_string(), redis),
+        ("REMEDIATOR_REDIS__KEY_PREFIX".to_string(), prefix),
+        ("REMEDIATOR_POSTGRES__URL".to_string(), url.to_string()),
+        (
+            "REMEDIATOR_POSTGRES__PASSWORD_FILE".to_string(),
+            password_file.display().to_string(),
+        ),
+    ]);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let config = repo().join("deploy/fleet/remediator.yaml");
+    let data = dir.path().join("data");
+    let served = Served::start_args(
+        &data,
+        free_port(),
+        Some(&repo().join("rules")),
+        &pairs,
+        &["--config", config.to_str().unwrap()],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let ready = eventually(30, "coordination and history up", || async {
+        let r = client
+            .get(format!("{}/-/ready", served.base))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        let ready: serde_json::Value = r.json().await.ok()?;
+        let checks = &ready["checks"];
+        (status == 200
+            && checks["coordination"]
+                .as_str()?
+                .starts_with("coordinating as replica remediator-a")
+            && checks["history"]["state"] == "caught_up")
+            .then_some(ready)
+    })
+    .await;
+    assert_eq!(ready["ready"], true, "{ready:#}");
+    let history = &ready["checks"]["history"];
+    assert_eq!(history["replica"], "remediator-a", "{ready:#}");
+    assert!(
+        !password.is_empty() && !ready.to_string().contains(&format!(":{password}@")),
+        "the password is never shown: {ready:#}"
+    );
+}

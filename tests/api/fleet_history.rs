@@ -27,7 +27,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
 }
 
 /// A database of this test's own on the shared server; its URL.
-async fn own_database(name: &str) -> String {
+pub async fn own_database(name: &str) -> String {
     let db = format!(
         "fleet_{name}_{}_{}",
         std::process::id(),

@@ -138,6 +138,17 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// `/metrics` as text; `None` when it does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        let r = self
+            .client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    }
+
     /// Every incident, newest first (all pages).
     pub async fn incidents(&self) -> Vec<Value> {
         all_incidents(&self.client, &self.addr, self.api_token.as_deref(), "").await
@@ -367,6 +378,17 @@ impl Served {
         rules: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Served {
+        Served::start_args(data, port, rules, env, &[]).await
+    }
+
+    /// As [`Served::start`], with more arguments (e.g. `--config FILE`).
+    pub async fn start_args(
+        data: &Path,
+        port: u16,
+        rules: Option<&Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Served {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_remediator"));
         cmd.current_dir(repo())
             .args([
@@ -384,6 +406,7 @@ impl Served {
         if let Some(rules) = rules {
             cmd.arg("--rules").arg(rules);
         }
+        cmd.args(args);
         let mut served = Served {
             base: format!("http://127.0.0.1:{port}"),
             process: ChildGuard::spawn(&mut cmd, "remediator serve"),

@@ -15,6 +15,7 @@ mod docker;
 mod docker_faults;
 mod emulators;
 mod fleet;
+mod fleet_ha;
 mod fleet_history;
 mod helpers;
 mod incidents;

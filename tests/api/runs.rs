@@ -406,8 +406,22 @@ async fn a_dry_run_drill_executes_nothing_reports_each_step_and_pages_nobody() {
     assert!(pd.events().is_empty(), "{:?}", pd.events());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() {
+/// `remediator drill ARGS… --report FILE --url APP` with the API token: how it ended, and the
+/// report it wrote (empty when none).
+async fn drill(app: &TestApp, args: &[&str]) -> (std::process::Output, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("drill.md");
+    let mut all = vec!["drill"];
+    all.extend(args);
+    all.extend(["--report", report.to_str().unwrap(), "--url", &app.addr]);
+    let out = remediator(&all, &[("REMEDIATOR_API__TOKEN", API_TOKEN)]).await;
+    (out, std::fs::read_to_string(&report).unwrap_or_default())
+}
+
+/// A live drill of the shipped single-service rule on redis, broken by `how` (stop, kill)
+/// once the thread's announcement is out: the runbook brings it back, the report says PASS
+/// with each step timed, and PagerDuty hears nothing.
+async fn live_drill_breaking_with(how: &str) {
     let stack = Stack::up(&["redis"]);
     let (slack, pd) = (
         SlackEmulator::start().await,
@@ -415,37 +429,31 @@ async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() 
     );
     let app = drill_app(&stack, &slack, &pd).await;
     let before = stack.started_at("redis");
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("drill.md");
-    let out = remediator(
+    let (out, text) = drill(
+        &app,
         &[
-            "drill",
             "single-service-failure",
             "--service",
             "redis",
             "--live",
             "--break",
-            "stop",
-            "--report",
-            report.to_str().unwrap(),
-            "--url",
-            &app.addr,
+            how,
+            "--wait",
+            "2m",
         ],
-        &[("REMEDIATOR_API__TOKEN", API_TOKEN)],
     )
     .await;
-    let text = std::fs::read_to_string(&report).unwrap_or_default();
     assert!(
         out.status.success(),
         "{}\n{text}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("- Mode: live, target broken by stop first"),
+        text.contains(&format!("- Mode: live, target broken by {how} first")),
         "{text}"
     );
     assert!(
-        text.contains("drill: broke service:redis by stop in"),
+        text.contains(&format!("drill: broke service:redis by {how} in")),
         "{text}"
     );
     for step in ["logs", "restart", "wait_healthy"] {
@@ -457,24 +465,136 @@ async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() 
     }
     assert!(text.contains("against an RTO of 15m 00s: met"), "{text}");
     assert!(text.contains("## Result: PASS"), "{text}");
-    assert_ne!(stack.started_at("redis"), before, "redis was restarted");
-    assert_eq!(
-        stack.inspect("redis")["State"]["Health"]["Status"],
-        "healthy"
-    );
+    // Broken, then brought back by the runbook: a new start, running and healthy.
+    assert_ne!(stack.started_at("redis"), before, "redis was started again");
+    let state = &stack.inspect("redis")["State"];
+    assert_eq!(state["Running"], true, "{state:#}");
+    assert_eq!(state["Health"]["Status"], "healthy", "{state:#}");
     let inc = app.incidents().await.pop().unwrap();
     assert_eq!(
         (inc["origin"].as_str(), inc["phase"].as_str()),
         (Some("drill"), Some("recovered"))
     );
-    // The stakeholders were told before the break: the announcement is in the thread.
+    // The stakeholders were told before the break: the announcement comes first in the thread.
+    let texts: Vec<String> = slack.messages().into_iter().map(|m| m.text).collect();
+    let announced = texts
+        .iter()
+        .position(|t| t.starts_with("DRILL of rule single-service-failure"));
+    let broke = texts
+        .iter()
+        .position(|t| t.starts_with(&format!("drill: broke service:redis by {how}")));
     assert!(
+        matches!((announced, broke), (Some(a), Some(b)) if a < b),
+        "the announcement, then the break: {texts:#?}"
+    );
+    assert!(pd.events().is_empty(), "{:?}", pd.events());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_breaks_its_target_restarts_it_and_passes_without_paging() {
+    live_drill_breaking_with("stop").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_drill_that_kills_its_target_after_the_announcement_brings_it_back_and_passes() {
+    live_drill_breaking_with("kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_drill_reports_fail_exits_1_names_who_would_be_paged_and_never_pages() {
+    let stack = Stack::up(&["redis"]);
+    let (slack, pd) = (
+        SlackEmulator::start().await,
+        PagerDutyEmulator::start().await,
+    );
+    // A contact Slack knows: a real page would mention them; a drill's page must not.
+    slack.add_user("infra@voiceai-testing.local", "U0INFRA01");
+    slack.add_user("oncall@voiceai-testing.local", "U0ONCALL1");
+    let rules = rules_with(
+        r#"
+rules:
+  - name: drill-fails
+    matchers: ['alertname="DrillFails"']
+    priority: P2
+    rto: 15m
+    owner: infra
+    target: { service: redis }
+    steps:
+      - wait_healthy: { within: 2s }
+    on_failure:
+      - page: {}
+"#,
+    );
+    let app = spawn_with(Spawn {
+        env: env(
+            &slack,
+            &pd,
+            &[("REMEDIATOR_DOCKER__PROJECT", stack.project.clone())],
+        ),
+        rules_dir: Some(rules.path().to_path_buf()),
+    })
+    .await;
+    // Unhealthy until recreated: the check fails however long it waits.
+    stack.exec("redis", &["touch", "/etc/unhealthy"]);
+    eventually(20, "redis unhealthy", || async {
+        (stack.inspect("redis")["State"]["Health"]["Status"] == "unhealthy").then_some(())
+    })
+    .await;
+    let (out, text) = drill(&app, &["drill-fails", "--live", "--wait", "1m"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed drill exits 1: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("## Result: FAIL"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("| main | wait_healthy | ") && !l.contains("| ok |")),
+        "{text}"
+    );
+    assert!(text.contains("- step wait_healthy (main) "), "{text}");
+    // The incident has ended: the drill's page is in the thread, naming without mentioning.
+    let inc = app.incidents().await.pop().unwrap();
+    assert_eq!(inc["origin"], "drill");
+    assert_eq!(inc["state"], "resolved", "{inc:#}");
+    let page = eventually(10, "the drill's page in the thread", || async {
         slack
             .messages()
+            .into_iter()
+            .find(|m| m.text.starts_with("DRILL, nobody paged: would page "))
+    })
+    .await;
+    assert!(page.thread_ts.is_some(), "a reply in the thread: {page:?}");
+    assert!(
+        page.text
+            .starts_with("DRILL, nobody paged: would page oncall."),
+        "{page:?}"
+    );
+    // Named, not mentioned: no Slack notification reaches the on-call engineer (the root
+    // still tells the owner, as any incident's does: the stakeholders hear of the drill).
+    assert!(!page.text.contains("<@"), "{page:?}");
+    assert!(
+        !slack
+            .messages()
             .iter()
-            .any(|m| m.text.starts_with("DRILL of rule single-service-failure")),
+            .any(|m| m.text.contains("<@U0ONCALL1>")),
         "{:#?}",
         slack.messages()
     );
-    assert!(pd.events().is_empty(), "{:?}", pd.events());
+    // The page's PagerDuty row was handled (settled as a drill's: not sent) and the outbox is
+    // empty: nothing more can reach PagerDuty, and nothing did.
+    let detail = incident(&app, inc["id"].as_i64().unwrap()).await;
+    eventually(10, "every notice of the drill settled", || async {
+        let m = app.metrics().await?;
+        let handled = m.lines().any(|l| {
+            l.starts_with("remediator_outbox_deliveries_total{")
+                && l.contains(r#"sink="pagerduty""#)
+                && l.contains(r#"result="delivered""#)
+        });
+        (handled && m.lines().any(|l| l == "remediator_outbox_depth 0")).then_some(())
+    })
+    .await;
+    assert!(pd.events().is_empty(), "{:?}\n{detail:#}", pd.events());
+    assert!(pd.rejected().is_empty(), "{:?}", pd.rejected());
 }
