@@ -48,6 +48,12 @@ impl Engine {
         let now = self.clock.now();
         let rules = self.rules();
         let mut fired = 0;
+        // An incident younger than the earliest tier of any rule has nothing due: a storm's
+        // incidents are not read every second until then.
+        let Some(earliest) = earliest_tier(&rules) else {
+            return Ok(0);
+        };
+        let opened_by = now - chrono::Duration::from_std(earliest).unwrap_or_default();
         // A damaged incident (or fired tier) is passed over; the others still escalate.
         let pass_over = |e, incident| {
             self.pass_over(
@@ -61,7 +67,9 @@ impl Engine {
         // them all at once every second was most of the service's memory.
         let mut after = 0;
         loop {
-            let page = self.store.escalation_candidates(after, ESCALATION_PAGE)?;
+            let page = self
+                .store
+                .escalation_candidates(after, ESCALATION_PAGE, opened_by)?;
             let (full, from) = (page.len() == ESCALATION_PAGE, after);
             for candidate in page {
                 let inc = match candidate {
@@ -130,4 +138,20 @@ impl Engine {
         }
         Ok(fired)
     }
+}
+
+/// The shortest delay of any tier for any rule (`None`: no tier anywhere).
+fn earliest_tier(rules: &RuleSet) -> Option<Duration> {
+    rules
+        .rules
+        .iter()
+        .flat_map(|rule| {
+            rules
+                .escalation
+                .policies
+                .values()
+                .flat_map(|p| p.tiers.iter())
+                .map(|tier| tier.after.delay(rule.rto))
+        })
+        .min()
 }

@@ -322,23 +322,25 @@ impl Store {
             .ctx("incidents in phase")
     }
 
-    /// Open, unacknowledged incidents that matched a rule (the escalation timers' work). Each
-    /// is read on its own: a damaged one is its own [`StoreError::Corrupt`] and the others
-    /// are still returned.
+    /// Open, unacknowledged incidents that matched a rule and opened at or before
+    /// `opened_by` (the escalation timers' work: one younger than the earliest tier has no
+    /// tier due, and is not read). Each is read on its own: a damaged one is its own
+    /// [`StoreError::Corrupt`] and the others are still returned.
     pub fn escalation_candidates(
         &self,
         after: i64,
         limit: usize,
+        opened_by: DateTime<Utc>,
     ) -> Result<Vec<Result<IncidentRecord, StoreError>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "{INCIDENT_SELECT} WHERE state = 'open' AND acked_by IS NULL AND rule IS NOT NULL \
-                 AND id > ?1 ORDER BY id LIMIT ?2"
+                 AND id > ?1 AND first_seen <= ?3 ORDER BY id LIMIT ?2"
             ))
             .ctx("escalation candidates")?;
         let rows = stmt
-            .query(params![after, limit as i64])
+            .query(params![after, limit as i64, ts(opened_by)])
             .ctx("escalation candidates")?;
         collect_each(rows, "escalation candidates", incident_row)
     }

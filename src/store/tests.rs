@@ -520,7 +520,7 @@ fn a_damaged_incident_or_fired_tier_is_its_own_error_and_the_other_candidates_re
             [a],
         )
         .unwrap();
-    let candidates = store.escalation_candidates(0, 100).unwrap();
+    let candidates = store.escalation_candidates(0, 100, Utc::now()).unwrap();
     assert_eq!(candidates.len(), 2);
     let err = candidates[0].as_ref().unwrap_err();
     assert_eq!(err.damaged_row(), Some(("incidents", a)));
@@ -571,7 +571,7 @@ fn escalation_candidates_come_a_page_at_a_time_in_id_order() {
     }
     let page = |after, limit| -> Vec<i64> {
         store
-            .escalation_candidates(after, limit)
+            .escalation_candidates(after, limit, Utc::now())
             .unwrap()
             .into_iter()
             .map(|c| c.unwrap().id)
@@ -580,4 +580,31 @@ fn escalation_candidates_come_a_page_at_a_time_in_id_order() {
     assert_eq!(page(0, 2), [ids[0], ids[1]]);
     assert_eq!(page(ids[1], 2), [ids[3], ids[4]]);
     assert!(page(ids[4], 2).is_empty());
+}
+
+#[test]
+fn an_incident_younger_than_the_earliest_tier_is_no_escalation_candidate() {
+    let (_dir, store) = open();
+    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    ingest_at(&store, &body("firing", 0), t0);
+    ingest_at(
+        &store,
+        &body("firing", 1),
+        t0 + chrono::Duration::minutes(5),
+    );
+    let ids = incident_ids(&store);
+    for &id in &ids {
+        match_pg(&store, id);
+    }
+    let opened_by = |t| -> Vec<i64> {
+        store
+            .escalation_candidates(0, 10, t)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.unwrap().id)
+            .collect()
+    };
+    assert!(opened_by(t0 - chrono::Duration::seconds(1)).is_empty());
+    assert_eq!(opened_by(t0), [ids[0]]);
+    assert_eq!(opened_by(t0 + chrono::Duration::minutes(5)), ids);
 }
