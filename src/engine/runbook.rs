@@ -42,6 +42,13 @@ impl ResumeAt {
     };
 }
 
+/// Where a fallback starts: what failed in `steps`, and its first step (0, or the approve
+/// step a resumed run waits at).
+struct FallbackFrom<'a> {
+    failure: &'a str,
+    seq: usize,
+}
+
 impl Engine {
     /// Retries `f` (a store write) with exponential backoff from 50 ms, [`COMMIT_ATTEMPTS`]
     /// times.
@@ -239,9 +246,11 @@ impl Engine {
                 rule,
                 priority,
                 ctx,
-                &failure,
+                FallbackFrom {
+                    failure: &failure,
+                    seq: fallback_from,
+                },
                 &mut asked,
-                fallback_from,
             )
             .await?
         {
@@ -297,10 +306,10 @@ impl Engine {
         rule: &Rule,
         priority: Priority,
         ctx: &StepContext,
-        failure: &str,
+        from: FallbackFrom<'_>,
         asked: &mut bool,
-        from: usize,
     ) -> Result<Result<RunOutcome, String>, StoreError> {
+        let FallbackFrom { failure, seq: from } = from;
         if rule.fallback.is_empty() {
             return Ok(Err(failure.to_owned()));
         }
