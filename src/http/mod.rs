@@ -304,18 +304,20 @@ async fn get_incident(
             store.decisions(id)?,
             store.steps(id)?,
             store.messages(id)?,
+            store.approvals(id)?,
         )))
     })
     .await
     .map_err(|e| ApiError::Unavailable(e.to_string()))?
     .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let Some((inc, decisions, steps, messages)) = found else {
+    let Some((inc, decisions, steps, messages, approvals)) = found else {
         return Err(ApiError::NotFound(format!("no incident {id}")));
     };
     let mut v = serde_json::to_value(inc).map_err(|e| ApiError::Unavailable(e.to_string()))?;
     v["decisions"] = json!(decisions);
     v["steps"] = json!(steps);
     v["messages"] = json!(messages);
+    v["approvals"] = json!(approvals);
     Ok(HttpResponse::Ok().json(v))
 }
 

@@ -141,36 +141,11 @@ impl Setup {
     }
 
     fn approval_messages(&self) -> Vec<Recorded> {
-        self.slack
-            .messages()
-            .into_iter()
-            .filter(|m| {
-                m.thread_ts.is_some()
-                    && m.blocks
-                        .as_ref()
-                        .is_some_and(|b| b.to_string().contains("Approval needed"))
-            })
-            .collect()
+        approval_messages(&self.slack)
     }
 
     async fn press(&self, body: &str, signed: bool) -> u16 {
-        let ts = Utc::now().timestamp().to_string();
-        let sig = if signed {
-            slack_signature(SIGNING_SECRET.as_bytes(), &ts, body.as_bytes())
-        } else {
-            slack_signature(b"not-the-secret", &ts, body.as_bytes())
-        };
-        self.client
-            .post(format!("{}/hooks/slack/interactions", self.base()))
-            .header("X-Slack-Request-Timestamp", ts)
-            .header("X-Slack-Signature", sig)
-            .header("Content-Type", "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
+        press(&self.client, &self.base(), SIGNING_SECRET, body, signed).await
     }
 
     /// Presses `action` as `user`, with `choice` picked in the menu; returns what the user
@@ -183,9 +158,70 @@ impl Setup {
         user: &str,
         choice: Option<&str>,
     ) -> String {
+        let press = Press {
+            client: &self.client,
+            base: &self.base(),
+            secret: SIGNING_SECRET,
+            slack: &self.slack,
+        };
+        press.answer(msg, action, value, user, choice).await
+    }
+}
+
+/// Posts an interaction `body` to `base`'s `/hooks/slack/interactions`, signed with `secret`
+/// (or, unless `signed`, with another one); the HTTP status.
+pub async fn press(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    body: &str,
+    signed: bool,
+) -> u16 {
+    let ts = Utc::now().timestamp().to_string();
+    let sig = if signed {
+        slack_signature(secret.as_bytes(), &ts, body.as_bytes())
+    } else {
+        slack_signature(b"not-the-secret", &ts, body.as_bytes())
+    };
+    client
+        .post(format!("{base}/hooks/slack/interactions"))
+        .header("X-Slack-Request-Timestamp", ts)
+        .header("X-Slack-Signature", sig)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A person pressing the buttons of approval messages, as Slack delivers it: to the service
+/// at `base`, signed with `secret`, the ephemeral answer read back from the emulator.
+pub struct Press<'a> {
+    pub client: &'a reqwest::Client,
+    pub base: &'a str,
+    pub secret: &'a str,
+    pub slack: &'a SlackEmulator,
+}
+
+impl Press<'_> {
+    /// Presses `action` as `user`, with the option whose value is `choice` picked in the
+    /// menu; returns what the user was told through the interaction's response_url.
+    pub async fn answer(
+        &self,
+        msg: &Recorded,
+        action: &str,
+        value: Option<&str>,
+        user: &str,
+        choice: Option<&str>,
+    ) -> String {
         let url = self.slack.response_url();
         let body = interaction(msg, action, value, user, choice, &url);
-        assert_eq!(self.press(&body, true).await, 200);
+        assert_eq!(
+            press(self.client, self.base, self.secret, &body, true).await,
+            200
+        );
         eventually(10, "the ephemeral answer", || async {
             let r = self.slack.responses(Some(&url));
             let r = r.first()?;
@@ -197,8 +233,22 @@ impl Setup {
     }
 }
 
+/// The approval requests posted so far (thread replies whose blocks ask for an approval).
+pub fn approval_messages(slack: &SlackEmulator) -> Vec<Recorded> {
+    slack
+        .messages()
+        .into_iter()
+        .filter(|m| {
+            m.thread_ts.is_some()
+                && m.blocks
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("Approval needed"))
+        })
+        .collect()
+}
+
 /// The actions block of an approval message.
-fn actions(msg: &Recorded) -> Option<Value> {
+pub fn actions(msg: &Recorded) -> Option<Value> {
     msg.blocks
         .as_ref()?
         .as_array()?
@@ -209,7 +259,7 @@ fn actions(msg: &Recorded) -> Option<Value> {
 
 /// The block_actions payload Slack posts when `user` presses `action` (with the button's own
 /// value unless `value` is given) after picking the option whose value is `choice`.
-fn interaction(
+pub fn interaction(
     msg: &Recorded,
     action: &str,
     value: Option<&str>,

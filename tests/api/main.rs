@@ -26,6 +26,7 @@ mod pauses;
 mod postmortem;
 mod runs;
 mod scenario2;
+mod scenario2_slack;
 mod scenarios;
 mod slack;
 mod stack;

@@ -13,13 +13,13 @@ use crate::stack::{compose_file, Stack};
 const API_TOKEN: &str = "api-token-for-scenario2-tests";
 
 /// The backups the backup service lists (newest first), as the plan names them.
-const NEWER: &str = "voiceai_testing_20261202_020000.sql.gz";
-const OLDER: &str = "voiceai_testing_20261201_020000.sql.gz";
+pub const NEWER: &str = "voiceai_testing_20261202_020000.sql.gz";
+pub const OLDER: &str = "voiceai_testing_20261201_020000.sql.gz";
 
-const SERVICES: &[&str] = &["postgres", "backend", "celery-worker", "backup"];
+pub const SERVICES: &[&str] = &["postgres", "backend", "celery-worker", "backup"];
 
 /// What the stand-ins wrote: the restore's marker in postgres's data volume and their logs.
-const RESTORED_FROM: &str = "/var/lib/postgresql/data/RESTORED_FROM";
+pub const RESTORED_FROM: &str = "/var/lib/postgresql/data/RESTORED_FROM";
 
 struct Scenario {
     /// When the PostgresDown fired.
@@ -33,7 +33,7 @@ struct Scenario {
 
 /// The shipped rules, with postgres's health wait cut to 5 s (it stays unhealthy) and, when
 /// given, the fallback's approval timeout.
-fn rules(approve_timeout: Option<&str>) -> tempfile::TempDir {
+pub fn rules(approve_timeout: Option<&str>) -> tempfile::TempDir {
     let dir = shipped_rules_copy();
     let path = dir.path().join("10-postgres.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
@@ -99,7 +99,7 @@ async fn corrupted(approve_timeout: Option<&str>) -> Scenario {
     }
 }
 
-fn labels() -> Value {
+pub fn labels() -> Value {
     json!({
         "alertname": "PostgresDown", "service": "postgres", "severity": "critical",
         "instance": "postgres-exporter:9187",
@@ -150,7 +150,7 @@ pub async fn answer(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-fn kinds(detail: &Value) -> Vec<String> {
+pub fn kinds(detail: &Value) -> Vec<String> {
     step_outcomes(detail)
         .into_iter()
         .map(|(p, k, o)| format!("{p}/{k}:{o}"))
@@ -158,7 +158,7 @@ fn kinds(detail: &Value) -> Vec<String> {
 }
 
 /// `cat FILE` in the service's container; `None` when it does not exist.
-fn read(stack: &Stack, service: &str, file: &str) -> Option<String> {
+pub fn read(stack: &Stack, service: &str, file: &str) -> Option<String> {
     let out = stack
         .compose()
         .args(["exec", "-T", service, "cat", file])
@@ -169,11 +169,11 @@ fn read(stack: &Stack, service: &str, file: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn state(stack: &Stack, service: &str, field: &str) -> Value {
+pub fn state(stack: &Stack, service: &str, field: &str) -> Value {
     stack.inspect(service)["State"][field].clone()
 }
 
-fn time_of(stack: &Stack, service: &str, field: &str) -> chrono::DateTime<chrono::Utc> {
+pub fn time_of(stack: &Stack, service: &str, field: &str) -> chrono::DateTime<chrono::Utc> {
     state(stack, service, field)
         .as_str()
         .unwrap()
@@ -181,7 +181,7 @@ fn time_of(stack: &Stack, service: &str, field: &str) -> chrono::DateTime<chrono
         .unwrap()
 }
 
-const MAIN_FAILED: [&str; 4] = [
+pub const MAIN_FAILED: [&str; 4] = [
     "main/diagnose:ok",
     "main/logs:ok",
     "main/restart:ok",
