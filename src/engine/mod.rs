@@ -228,11 +228,14 @@ impl Engine {
                         false
                     }
                 };
+                // The intake writer gives way until this pass has taken what it queued.
+                let pass = self.store.precedence().pass();
                 match self.process_pending() {
                     // A failing store is retried after the pause, not in a tight loop.
                     Ok(_) => again = !self.claims_caught_up() && claimed,
                     Err(e) => tracing::error!(error = %e, "processing intake failed; retrying"),
                 }
+                self.store.precedence().taken(pass);
                 if let Err(e) = self.escalation_tick() {
                     tracing::error!(error = %e, "escalation timers failed; retrying");
                 }

@@ -825,6 +825,32 @@ async fn a_failure_at_any_commit_of_the_opened_path_leaves_everything_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_engines_pass_lets_the_intake_writer_go_on() {
+    let h = Harness::new(GuardSettings::default());
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    // As the intake writer does after its commit: the writer gives way from here on.
+    h.store().precedence().queued(1);
+    assert!(h.store().precedence().engine_first());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(h.engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..100 {
+        if !h.store().precedence().engine_first() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !h.store().precedence().engine_first(),
+        "the pass let the writer go on"
+    );
+    assert_eq!(h.store().backlog().unwrap().engine, 0);
+    let _ = stop.send(());
+    run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn incidents_an_older_version_matched_get_their_rto_and_told_list_at_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
