@@ -2,8 +2,9 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `pauses` (who paused which runbooks, until
-//! when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
+//! `intake`/`apply` (webhooks stored and applied), `precedence` (the engine's turn on the
+//! connection before the intake writer's next group), `pauses` (who paused which runbooks,
+//! until when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
 //! copy to Postgres),
 //! `codec` (how typed values are written).
 //!
