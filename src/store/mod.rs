@@ -2,8 +2,9 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `pauses` (who paused which runbooks, until
-//! when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
+//! `intake`/`apply` (webhooks stored and applied), `precedence` (the engine's turn on the
+//! connection before the intake writer's next group), `pauses` (who paused which runbooks,
+//! until when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
 //! copy to Postgres),
 //! `codec` (how typed values are written).
 //!
@@ -44,6 +45,7 @@ mod intake;
 mod journal;
 mod outbox;
 mod pauses;
+mod precedence;
 mod quarantine;
 mod schema;
 mod ship;
@@ -62,6 +64,7 @@ pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, RunSummary, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
 pub use pauses::{PauseEnd, PauseListing, PauseRecord};
+pub use precedence::Precedence;
 pub use quarantine::{QuarantineRecord, Quarantined};
 pub use ship::{
     ShipBatch, ShippedDecision, ShippedIncident, ShippedMessage, ShippedRun, ShippedStep,
@@ -260,6 +263,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Taken only with `conn` held (see [`apply::Identities`]).
     identities: Mutex<apply::Identities>,
+    /// The engine's claim on the connection before the intake writer's next group.
+    precedence: Precedence,
     path: PathBuf,
     /// Commits to fail on purpose, counted from the store's opening (tests of every commit
     /// of the engine's paths).
@@ -343,6 +348,7 @@ impl Store {
         Store {
             conn: Mutex::new(conn),
             identities: Mutex::default(),
+            precedence: Precedence::default(),
             path,
             #[cfg(test)]
             faults: Mutex::default(),
@@ -351,6 +357,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The engine's precedence over the intake writer's next group (see [`Precedence`]).
+    pub fn precedence(&self) -> &Precedence {
+        &self.precedence
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
