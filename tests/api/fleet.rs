@@ -260,13 +260,29 @@ rules:
         step_outcomes(&d).is_empty(),
         "the survivor ran no step: {d:#}"
     );
-    eventually(20, "the survivor pages PagerDuty", || async {
-        pd.events()
-            .iter()
-            .any(|e| e.event_action == "trigger")
-            .then_some(())
+    let triggers = eventually(20, "the survivor pages PagerDuty", || async {
+        let t: Vec<crate::emulators::PdEvent> = pd
+            .events()
+            .into_iter()
+            .filter(|e| e.event_action == "trigger")
+            .collect();
+        (!t.is_empty()).then_some(t)
     })
     .await;
+    assert_eq!(triggers.len(), 1, "one page: {triggers:?}");
+    // Under the firing's identity: the alert the killed replica would have paged, too.
+    let key = remediator::notify::pagerduty::dedup_key(
+        d["fingerprint"].as_str().unwrap(),
+        d["starts_at"].as_str().unwrap().parse().unwrap(),
+    );
+    assert_eq!(triggers[0].dedup_key, key);
+    let summary = triggers[0].body["payload"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.contains("stopped answering mid-runbook"),
+        "{summary}"
+    );
     survivor.process.assert_running();
 }
 
