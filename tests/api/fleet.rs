@@ -530,6 +530,34 @@ rules:
         paged >= 4,
         "the firings after the kill follow the policy: {during:#?}"
     );
+    // Those sent once Redis was gone: paged on both replicas, run on neither.
+    for inst in ["i-8", "i-9"] {
+        let both: Vec<_> = during
+            .iter()
+            .filter(|(i, _)| i["labels"]["instance"] == inst)
+            .collect();
+        assert_eq!(both.len(), 2, "{inst}: {both:#?}");
+        for (i, d) in both {
+            assert!(
+                !["recovered", "remediating"].contains(&i["phase"].as_str().unwrap_or("")),
+                "{inst}: nothing ran: {i:#}"
+            );
+            assert!(
+                d.iter()
+                    .any(|d| d.contains("coordination.on_redis_down is page")),
+                "{inst}: {d:#?}"
+            );
+        }
+    }
+    // And no firing of the storm ran twice, whatever the moment Redis went.
+    for n in 0..10 {
+        let inst = format!("i-{n}");
+        let runs = during
+            .iter()
+            .filter(|(i, _)| i["labels"]["instance"] == inst.as_str() && i["phase"] == "recovered")
+            .count();
+        assert!(runs <= 1, "{inst} ran {runs} times: {during:#?}");
+    }
     for app in [&a, &b] {
         assert!(
             metrics_of(app)
