@@ -2,7 +2,8 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `pauses` (who paused which runbooks, until
+//! `intake`/`apply` (webhooks stored and applied), `checkpoint` (the WAL's checkpoints, on a
+//! thread and a connection of their own, off the lock below), `pauses` (who paused which runbooks, until
 //! when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
 //! copy to Postgres),
 //! `codec` (how typed values are written).
@@ -37,6 +38,7 @@
 pub(crate) mod apply;
 mod approvals;
 pub mod body;
+mod checkpoint;
 mod codec;
 mod escalation;
 mod incidents;
@@ -261,6 +263,9 @@ pub struct Store {
     /// Taken only with `conn` held (see [`apply::Identities`]).
     identities: Mutex<apply::Identities>,
     path: PathBuf,
+    /// The WAL's checkpoints, on a thread of their own (a store opened to serve, not a
+    /// read-only one).
+    _checkpointer: Option<checkpoint::Checkpointer>,
     /// Commits to fail on purpose, counted from the store's opening (tests of every commit
     /// of the engine's paths).
     #[cfg(test)]
@@ -298,7 +303,18 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        Ok(Store::with(conn, path))
+        // Checkpoints run on their own thread, off the store's lock (see `checkpoint`); this
+        // connection checkpoints only as a backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
+        Ok(Store {
+            _checkpointer: Some(checkpointer),
+            ..Store::with(conn, path)
+        })
     }
 
     /// Opens an existing store read-only (`simulate`): no migration, no checkpoint, no byte of
@@ -344,6 +360,7 @@ impl Store {
             conn: Mutex::new(conn),
             identities: Mutex::default(),
             path,
+            _checkpointer: None,
             #[cfg(test)]
             faults: Mutex::default(),
         }

@@ -608,3 +608,30 @@ fn an_incident_younger_than_the_earliest_tier_is_no_escalation_candidate() {
     assert_eq!(opened_by(t0), [ids[0]]);
     assert_eq!(opened_by(t0 + chrono::Duration::minutes(5)), ids);
 }
+
+#[test]
+fn the_wal_is_checkpointed_off_the_stores_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let db = dir.path().join(DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    // About 200 pages into the WAL: far below the connection's own backstop.
+    let filler: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    for _ in 0..200 {
+        store.insert_intake(&filler, Utc::now()).unwrap();
+    }
+    // With the store's connection held, only the checkpoint thread can copy the WAL into
+    // the database file.
+    let held = store.conn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&db).unwrap().len() < before + 100 * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file did not grow: no checkpoint ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
+    // Dropping the store stops the thread.
+    drop(store);
+}
