@@ -635,3 +635,21 @@ fn the_wal_is_checkpointed_off_the_stores_lock() {
     // Dropping the store stops the thread.
     drop(store);
 }
+
+#[test]
+fn the_flapping_count_walks_the_unique_fingerprint_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let plan: String = store
+        .conn()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM incidents WHERE fingerprint = 'ab' AND first_seen >= '2026'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("USING INDEX sqlite_autoindex_incidents_1 (fingerprint=?)"),
+        "{plan}"
+    );
+}
