@@ -46,7 +46,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::domain::notice::{Page, RunOutcome, StateChange};
-use crate::domain::{Clock, Contact, DecisionKind, Notice, Phase, Priority, Sink, Verdict};
+use crate::domain::{
+    Clock, Contact, DecisionKind, Notice, Phase, Priority, RunPhase, Sink, Verdict,
+};
 use crate::metrics::Metrics;
 use crate::rules::{RuleSet, TierAfter};
 use crate::store::{Commit, IncidentEvent, IncidentRecord, Store, StoreError};
@@ -238,11 +240,14 @@ impl Engine {
                         false
                     }
                 };
+                // The intake writer gives way until this pass has taken what it queued.
+                let pass = self.store.precedence().pass();
                 match self.process_pending() {
                     // A failing store is retried after the pause, not in a tight loop.
                     Ok(_) => again = !self.claims_caught_up() && claimed,
                     Err(e) => tracing::error!(error = %e, "processing intake failed; retrying"),
                 }
+                self.store.precedence().taken(pass);
                 if let Err(e) = self.escalation_tick() {
                     tracing::error!(error = %e, "escalation timers failed; retrying");
                 }
@@ -593,6 +598,13 @@ impl Engine {
                 c.start_run(&rule.name, &target.key())
                     .limit(&guards::rule_limit_key(&rule.name, target), spent.rule)
                     .limit(guards::BUDGET_LIMIT_KEY, spent.budget);
+                // The first step starts in this commit when nothing comes before it: no
+                // Alertmanager question (it changes no container), no answer to wait for,
+                // no drill to break the target first. Its start is then durable with the
+                // run's, one write and one fsync for both.
+                if let Some(step) = first_step_in_commit(rule, &matched) {
+                    c.start_step(RunPhase::Main, 0, step.name, self.clock.now());
+                }
                 // The runbook's end records the span's outcome.
                 pending.add(c, move || told(None));
                 // Fsynced before the runbook starts, with the batch so far.
@@ -734,6 +746,20 @@ impl Engine {
             busy.remove(&key);
         }
     }
+}
+
+/// The rule's first step, when it can start in the commit that starts the run: it changes no
+/// container (the first that does is preceded by Alertmanager's answer, `recheck.rs`), it
+/// does not wait for an approval (a restart resumes a waiting `approve` step from its stored
+/// request, which is asked after the step starts), and no drill breaks the target before it.
+fn first_step_in_commit<'r>(
+    rule: &'r crate::rules::Rule,
+    inc: &IncidentRecord,
+) -> Option<&'r crate::rules::Step> {
+    let step = rule.steps.first()?;
+    let drill_breaks = inc.started.as_ref().is_some_and(|s| s.break_with.is_some());
+    let waits = matches!(step.kind, crate::rules::StepKind::Approve { .. });
+    (!step.kind.is_action() && !waits && !drill_breaks).then_some(step)
 }
 
 /// A page written into a commit, to log and count once that commit is stored.

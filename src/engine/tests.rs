@@ -868,6 +868,96 @@ async fn a_failure_at_any_commit_of_the_opened_path_leaves_everything_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_first_step_that_asks_nothing_starts_in_the_commit_that_starts_the_run() {
+    let h = Harness::new(GuardSettings::default());
+    // pg's first step is diagnose: it changes no container, nothing is asked before it.
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    h.engine.process_pending().unwrap();
+    // Not yet awaited: the runbook's task has not run, the commit alone wrote the step.
+    let pg_id = h.only_incident().id;
+    let run = h.store().runs_since(base_time(), None).unwrap();
+    let steps = h.store().steps(pg_id).unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.phase, s.seq, s.kind.as_str(), s.outcome))
+            .collect::<Vec<_>>(),
+        [(
+            RunPhase::Main,
+            0,
+            "diagnose",
+            crate::domain::StepOutcome::Running
+        )],
+        "{steps:#?}"
+    );
+    assert_eq!(run.len(), 1);
+    assert!(steps[0].started_at >= run[0].started_at);
+    assert!(h.exec.calls().is_empty(), "recorded before it acts");
+    h.engine.wait_idle().await;
+    // The runbook took that row as its first step's: once, run once.
+    let steps = h.store().steps(pg_id).unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (s.seq, s.kind.as_str(), s.outcome))
+            .collect::<Vec<_>>(),
+        [
+            (0, "diagnose", crate::domain::StepOutcome::Ok),
+            (1, "restart", crate::domain::StepOutcome::Ok),
+            (2, "wait_healthy", crate::domain::StepOutcome::Ok),
+        ]
+    );
+    assert_eq!(h.exec.count("diagnose"), 1);
+
+    // svc's first step is a restart: Alertmanager would be asked first, so it is not.
+    deliver_only(
+        &h,
+        &[(
+            json!({"alertname": "ServiceDown", "service": "redis"}),
+            1,
+            "firing",
+        )],
+    )
+    .await;
+    h.engine.process_pending().unwrap();
+    let svc_id = *incident_ids(&h).iter().max().unwrap();
+    assert_ne!(svc_id, pg_id);
+    assert_eq!(
+        h.store().incident(svc_id).unwrap().unwrap().phase,
+        Phase::Remediating
+    );
+    assert!(h.store().steps(svc_id).unwrap().is_empty());
+    h.engine.wait_idle().await;
+    assert_eq!(h.store().steps(svc_id).unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engines_pass_lets_the_intake_writer_go_on() {
+    let h = Harness::new(GuardSettings::default());
+    deliver_only(&h, &[(pg(), 0, "firing")]).await;
+    // As the intake writer does after its commit: the writer gives way from here on.
+    h.store().precedence().queued(1);
+    assert!(h.store().precedence().engine_first());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(h.engine.clone().run(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..100 {
+        if !h.store().precedence().engine_first() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !h.store().precedence().engine_first(),
+        "the pass let the writer go on"
+    );
+    assert_eq!(h.store().backlog().unwrap().engine, 0);
+    let _ = stop.send(());
+    run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn incidents_an_older_version_matched_get_their_rto_and_told_list_at_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(

@@ -524,12 +524,47 @@ async fn slack_interactions(
         tracing::warn!(error = %e, "refused a Slack request");
         ApiError::Unauthorized("the Slack signature does not verify")
     })?;
-    match parse_interaction(&body) {
+    let interaction = parse_interaction(&body);
+    if let Ok(
+        Interaction::Pressed {
+            incident_id,
+            thread: Some(thread),
+            response_url,
+            ..
+        }
+        | Interaction::Answered {
+            at:
+                crate::domain::ApprovalRef {
+                    incident: incident_id,
+                    ..
+                },
+            thread: Some(thread),
+            response_url,
+            ..
+        },
+    ) = &interaction
+    {
+        if let Some(why) = elsewhere(&state, *incident_id, thread).await? {
+            tracing::warn!(incident = incident_id, thread = %thread, "{why}");
+            if let (Some(url), Some(client)) =
+                (response_url.clone(), state.deliverer.slack().cloned())
+            {
+                tokio::spawn(async move {
+                    if let Err(e) = client.respond_ephemeral(&url, &why).await {
+                        tracing::warn!(error = %e, "could not answer the Slack user through response_url");
+                    }
+                });
+            }
+            return Ok(HttpResponse::Ok().finish());
+        }
+    }
+    match interaction {
         Ok(Interaction::Pressed {
             button,
             incident_id,
             user_id,
             user_name,
+            ..
         }) => {
             let by = if user_name.is_empty() {
                 user_id.clone()
@@ -557,6 +592,7 @@ async fn slack_interactions(
             user_id,
             user_name,
             response_url,
+            ..
         }) => {
             let answer = approvals::SlackAnswer {
                 approve: verdict == crate::domain::ApprovalVerdict::Approved,
@@ -574,6 +610,38 @@ async fn slack_interactions(
             e.to_string(),
         )),
     }
+}
+
+/// Why a press on a message of the thread `thread` must not act on incident `id` here: this
+/// replica's incident of that number has another thread, or none. In fleet mode Slack sends
+/// every press to the one interactivity URL, so it can reach a replica that did not post the
+/// message, where the button's number names another incident (or nothing).
+async fn elsewhere(
+    state: &web::Data<AppState>,
+    id: i64,
+    thread: &str,
+) -> Result<Option<String>, ApiError> {
+    let store = state.store.clone();
+    let inc = web::block(move || store.incident_without_annotations(id))
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let ours = inc.as_ref().and_then(|i| i.slack_ts.as_deref());
+    if ours == Some(thread) {
+        return Ok(None);
+    }
+    let replica = state.settings.replica.id.as_str();
+    Ok(Some(format!(
+        "Nothing was done: this message is not in a thread remediator replica `{replica}` posted \
+         (its incident {id} {}). With several replicas, Slack sends every press to one of them; \
+         answer through the API of the replica that posted the thread \
+         (`remediator incidents --fleet` shows which one acted).",
+        if inc.is_some() {
+            "has another thread"
+        } else {
+            "does not exist"
+        }
+    )))
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -109,6 +109,10 @@ pub enum Interaction {
         incident_id: i64,
         user_id: String,
         user_name: String,
+        /// The root of the thread of the message pressed (its `thread_ts`, or its own `ts`
+        /// for a root), when the payload names the message.
+        thread: Option<String>,
+        response_url: Option<String>,
     },
     /// Anything else (other payload types or actions, a pick in the choices' menu); answer
     /// 200 and ignore.
@@ -122,6 +126,8 @@ pub enum Interaction {
         choice: Option<String>,
         user_id: String,
         user_name: String,
+        /// The root of the thread of the message pressed, as for [`Interaction::Pressed`].
+        thread: Option<String>,
         /// Where to answer the user (ephemerally), as Slack gave it.
         response_url: Option<String>,
     },
@@ -156,6 +162,32 @@ struct RawInteraction {
     state: Option<RawState>,
     #[serde(default)]
     response_url: Option<String>,
+    /// The message the buttons are on.
+    #[serde(default)]
+    message: Option<RawMessage>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    #[serde(default)]
+    ts: Option<String>,
+    #[serde(default)]
+    thread_ts: Option<String>,
+}
+
+impl RawInteraction {
+    /// The root of the pressed message's thread: a reply's `thread_ts`, a root's own `ts`.
+    fn thread(&self) -> Option<String> {
+        let m = self.message.as_ref()?;
+        m.thread_ts
+            .clone()
+            .or_else(|| m.ts.clone())
+            .filter(|t| !t.trim().is_empty())
+    }
+
+    fn response_url(&self) -> Option<String> {
+        self.response_url.clone().filter(|u| !u.trim().is_empty())
+    }
 }
 
 /// `state.values`: block id → action id → the element's state.
@@ -234,6 +266,8 @@ pub fn parse_interaction(form_body: &[u8]) -> Result<Interaction, InteractionErr
         incident_id,
         user_id,
         user_name,
+        thread: raw.thread(),
+        response_url: raw.response_url(),
     })
 }
 
@@ -284,7 +318,8 @@ fn answered(
         choice,
         user_id,
         user_name,
-        response_url: raw.response_url.clone().filter(|u| !u.trim().is_empty()),
+        thread: raw.thread(),
+        response_url: raw.response_url(),
     })
 }
 
@@ -300,6 +335,34 @@ mod tests {
         mac.update(format!("v0:{ts}:").as_bytes());
         mac.update(body);
         format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[test]
+    fn a_press_names_the_root_of_its_messages_thread() {
+        let body = |message: Value| {
+            let payload = json!({
+                "type": "block_actions",
+                "user": { "id": "U1", "username": "alice" },
+                "actions": [ { "action_id": "ack", "value": "7" } ],
+                "message": message,
+            });
+            serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+        };
+        let thread = |message: Value| match parse_interaction(body(message).as_bytes()).unwrap() {
+            Interaction::Pressed { thread, .. } => thread,
+            _ => panic!("not a press"),
+        };
+        assert_eq!(
+            thread(json!({"ts": "1.2"})).as_deref(),
+            Some("1.2"),
+            "a root"
+        );
+        assert_eq!(
+            thread(json!({"ts": "1.3", "thread_ts": "1.2"})).as_deref(),
+            Some("1.2"),
+            "a reply"
+        );
+        assert_eq!(thread(Value::Null), None);
     }
 
     #[test]
@@ -446,7 +509,9 @@ mod tests {
                 button: Button::Acknowledge,
                 incident_id: 42,
                 user_id: "U2CERLKJA".into(),
-                user_name: "roadrunner".into()
+                user_name: "roadrunner".into(),
+                thread: Some("1700000000.000100".into()),
+                response_url: Some("https://hooks.slack.com/actions/T1/1/x".into()),
             })
         );
     }
@@ -463,7 +528,9 @@ mod tests {
                     button,
                     incident_id: 7,
                     user_id: "U0BOB".into(),
-                    user_name: "bob".into()
+                    user_name: "bob".into(),
+                    thread: None,
+                    response_url: None,
                 })
             );
         }
@@ -494,6 +561,7 @@ mod tests {
                 choice: Some("1".into()),
                 user_id: "U0DBA".into(),
                 user_name: "dana".into(),
+                thread: None,
                 response_url: Some("https://hooks.slack.com/actions/T1/2/y".into()),
             })
         );
@@ -507,6 +575,7 @@ mod tests {
                 choice: None,
                 user_id: "U0DBA".into(),
                 user_name: "U0DBA".into(),
+                thread: None,
                 response_url: None,
             })
         );

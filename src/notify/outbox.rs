@@ -683,9 +683,9 @@ impl Deliverer {
 
     async fn to_pagerduty(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
         // A drill never pages: its Slack page says who would have been.
-        let drill = self
-            .store
-            .incident_without_annotations(row.incident_id)?
+        let inc = self.store.incident_without_annotations(row.incident_id)?;
+        let drill = inc
+            .as_ref()
             .is_some_and(|inc| inc.origin == crate::domain::Origin::Drill);
         if drill {
             tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), "drill: not sent to PagerDuty");
@@ -695,7 +695,14 @@ impl Deliverer {
             tracing::info!(incident = row.incident_id, kind = %row.notice.kind(), "PagerDuty not configured; page logged");
             return Ok(Outcome::Done("logged".into()));
         };
-        let dedup_key = format!("remediator-incident-{}", row.incident_id);
+        // The incident's identity; an alert an older version opened keeps its key.
+        let dedup_key = match (self.store.legacy_dedup_key(row.incident_id)?, &inc) {
+            (Some(legacy), _) => legacy,
+            (None, Some(inc)) => {
+                crate::notify::pagerduty::dedup_key(&inc.fingerprint, inc.starts_at)
+            }
+            (None, None) => format!("remediator-incident-{}", row.incident_id),
+        };
         let result = match row.notice.pagerduty_event() {
             Some(PagerDutyEvent::Trigger) => {
                 let (severity, source, details) = match &row.notice {

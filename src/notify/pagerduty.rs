@@ -27,6 +27,17 @@ pub const MAX_SUMMARY_CHARS: usize = 1024;
 /// `dedup_key` may not be longer than this.
 pub const MAX_DEDUP_KEY_CHARS: usize = 255;
 
+/// The `dedup_key` of an incident's alert: its identity (the firing's fingerprint and
+/// `startsAt`), so that every replica of a fleet pages, acknowledges and resolves the same
+/// alert for the same firing, and two firings never share one. At most 11 + 16 + 1 + 30
+/// characters, within [`MAX_DEDUP_KEY_CHARS`].
+pub fn dedup_key(fingerprint: &str, starts_at: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "remediator-{fingerprint}-{}",
+        starts_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )
+}
+
 /// An Events API v2 request may not be bigger than this.
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 
@@ -348,6 +359,30 @@ fn transport(e: &reqwest::Error) -> PagerDutyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dedup_key_is_the_firings_identity() {
+        let at: chrono::DateTime<chrono::Utc> = "2026-12-04T19:00:00.123456789Z".parse().unwrap();
+        let key = dedup_key("0123456789abcdef", at);
+        assert_eq!(
+            key,
+            "remediator-0123456789abcdef-2026-12-04T19:00:00.123456789Z"
+        );
+        assert_eq!(
+            key,
+            dedup_key("0123456789abcdef", at),
+            "the same on every replica"
+        );
+        let later = at + chrono::Duration::nanoseconds(1);
+        assert_ne!(
+            key,
+            dedup_key("0123456789abcdef", later),
+            "a new firing, a new alert"
+        );
+        assert_ne!(key, dedup_key("0123456789abcdee", at));
+        assert!(check_dedup_key(&key).is_ok());
+        assert!(key.chars().count() <= MAX_DEDUP_KEY_CHARS);
+    }
 
     #[test]
     fn priorities_map_to_severities() {

@@ -22,6 +22,10 @@ use crate::alert::Notification;
 /// The most rows one transaction takes.
 const MAX_GROUP: usize = 512;
 
+/// The longest the writer waits, before a group, for the engine to take what it queued and
+/// to record the first steps of the runbooks it started ([`super::Precedence`]).
+const GIVE_WAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The answer, with the request's own memory handed back: the thread that allocated it frees
 /// it (freeing another thread's allocations is slow with glibc's arenas, and the writer is
 /// the intake's one serial stage).
@@ -133,6 +137,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>, clock: &d
                     started: i.started.as_ref(),
                 })
                 .collect();
+            store.precedence().give_way(GIVE_WAY);
             let mut conn = store.conn();
             let mut known = store.identities();
             let out = fsynced(&mut conn, |conn| {
@@ -148,6 +153,7 @@ fn run(store: &Store, mut rx: mpsc::Receiver<Item>, wake: Arc<Notify>, clock: &d
         match result {
             Ok(out) => {
                 if out.queued > 0 {
+                    store.precedence().queued(out.queued);
                     wake.notify_one();
                 }
                 for (item, id) in group.drain(..).zip(out.ids) {

@@ -61,6 +61,8 @@ pub struct RunSummary {
     pub outcome: Option<RunOutcome>,
 }
 
+const START_STEP: &str = "INSERT INTO steps (incident_id, phase, seq, kind, started_at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 'running', '')";
+
 /// One write of a [`Commit`].
 #[derive(Debug, Clone)]
 enum Write {
@@ -97,6 +99,13 @@ enum Write {
         target: String,
     },
     FinishRun(RunOutcome),
+    /// A step recorded as started (the first step of a run, in the commit that starts it).
+    StartStep {
+        phase: RunPhase,
+        seq: usize,
+        kind: String,
+        at: DateTime<Utc>,
+    },
     FinishStep {
         step: i64,
         outcome: StepOutcome,
@@ -217,6 +226,26 @@ impl Commit {
             target: target.to_owned(),
         });
         self.phase(Phase::Remediating)
+    }
+
+    /// Records step `seq` of `phase` as started at `at`, as [`Store::start_step`] does: the
+    /// engine starts a run's first step in the fsynced commit that starts the run, when that
+    /// step neither changes a container nor waits for an answer (nothing is asked before it,
+    /// and a crash after the commit interrupts the run exactly as before).
+    pub fn start_step(
+        &mut self,
+        phase: RunPhase,
+        seq: usize,
+        kind: &str,
+        at: DateTime<Utc>,
+    ) -> &mut Self {
+        self.writes.push(Write::StartStep {
+            phase,
+            seq,
+            kind: kind.to_owned(),
+            at,
+        });
+        self
     }
 
     pub fn finish_run(&mut self, outcome: RunOutcome) -> &mut Self {
@@ -420,6 +449,17 @@ impl Commit {
                     .execute(params![id, outcome, at])
                     .ctx("finish run")?;
                 }
+                Write::StartStep {
+                    phase,
+                    seq,
+                    kind,
+                    at,
+                } => {
+                    tx.prepare_cached(START_STEP)
+                        .ctx("start step")?
+                        .execute(params![id, phase, *seq as i64, kind, ts(*at)])
+                        .ctx("start step")?;
+                }
                 Write::FinishStep {
                     step,
                     outcome,
@@ -612,12 +652,10 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.fault_point()?;
         let conn = self.conn();
-        conn.prepare_cached(
-            "INSERT INTO steps (incident_id, phase, seq, kind, started_at, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, 'running', '')",
-        )
-        .ctx("start step")?
-        .execute(params![id, phase, seq as i64, kind, ts(now)])
-        .ctx("start step")?;
+        conn.prepare_cached(START_STEP)
+            .ctx("start step")?
+            .execute(params![id, phase, seq as i64, kind, ts(now)])
+            .ctx("start step")?;
         Ok(conn.last_insert_rowid())
     }
 

@@ -2,9 +2,10 @@
 //! replica. SQL lives only here, in one file per concern: `incidents` (the incident records),
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
-//! `intake`/`apply` (webhooks stored and applied), `checkpoint` (the WAL's checkpoints, on a
-//! thread and a connection of their own, off the lock below), `pauses` (who paused which runbooks, until
-//! when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
+//! `intake`/`apply` (webhooks stored and applied), `precedence` (the engine's turn on the
+//! connection before the intake writer's next group), `checkpoint` (the WAL's checkpoints, on
+//! a thread and a connection of their own, off the lock below), `pauses` (who paused which
+//! runbooks, until when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
 //! copy to Postgres),
 //! `codec` (how typed values are written).
 //!
@@ -46,6 +47,7 @@ mod intake;
 mod journal;
 mod outbox;
 mod pauses;
+mod precedence;
 mod quarantine;
 mod schema;
 mod ship;
@@ -64,6 +66,7 @@ pub use intake::{IntakeHandle, IntakeWriter};
 pub use journal::{Commit, DecisionRecord, RunRecord, RunSummary, StepRecord};
 pub use outbox::{BlockedSummary, MessageRecord, OutboxRow};
 pub use pauses::{PauseEnd, PauseListing, PauseRecord};
+pub use precedence::Precedence;
 pub use quarantine::{QuarantineRecord, Quarantined};
 pub use ship::{
     ShipBatch, ShippedDecision, ShippedIncident, ShippedMessage, ShippedRun, ShippedStep,
@@ -262,6 +265,8 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// Taken only with `conn` held (see [`apply::Identities`]).
     identities: Mutex<apply::Identities>,
+    /// The engine's claim on the connection before the intake writer's next group.
+    precedence: Precedence,
     path: PathBuf,
     /// The WAL's checkpoints, on a thread of their own (a store opened to serve, not a
     /// read-only one).
@@ -359,6 +364,7 @@ impl Store {
         Store {
             conn: Mutex::new(conn),
             identities: Mutex::default(),
+            precedence: Precedence::default(),
             path,
             _checkpointer: None,
             #[cfg(test)]
@@ -368,6 +374,11 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The engine's precedence over the intake writer's next group (see [`Precedence`]).
+    pub fn precedence(&self) -> &Precedence {
+        &self.precedence
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

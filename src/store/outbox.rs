@@ -210,6 +210,22 @@ impl Store {
             .ctx("has message")
     }
 
+    /// The `dedup_key` an older version paged the incident under (`remediator-incident-ID`,
+    /// its local id), if it did: its acknowledgement and resolution must name the same alert.
+    pub fn legacy_dedup_key(&self, id: i64) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn()
+            .prepare_cached(
+                "SELECT result FROM outbox WHERE incident_id = ?1 AND sink = ?2
+                   AND delivered_at IS NOT NULL AND result LIKE 'remediator-incident-%'
+                 ORDER BY id LIMIT 1",
+            )
+            .ctx("legacy dedup key")?
+            .query_row(params![id, Sink::PagerDuty], |r| r.get(0))
+            .optional()
+            .ctx("legacy dedup key")
+    }
+
     pub fn set_slack_root(&self, id: i64, channel: &str, root_ts: &str) -> Result<(), StoreError> {
         self.conn()
             .execute(

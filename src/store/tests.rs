@@ -610,6 +610,56 @@ fn an_incident_younger_than_the_earliest_tier_is_no_escalation_candidate() {
 }
 
 #[test]
+fn the_legacy_dedup_key_is_the_one_an_older_version_paged_under_and_only_that() {
+    use crate::domain::{Notice, Sink};
+    let (_dir, store) = open();
+    ingest(&store, &body("firing", 0));
+    ingest(&store, &body("firing", 1));
+    let (old, new) = (incident_ids(&store)[0], incident_ids(&store)[1]);
+    for (id, sink) in [
+        (old, Sink::Slack),
+        (old, Sink::PagerDuty),
+        (old, Sink::PagerDuty),
+        (new, Sink::PagerDuty),
+    ] {
+        let mut c = Commit::new(id, Utc::now());
+        c.notice(sink, Notice::Message { text: "m".into() });
+        store.commit(&c).unwrap();
+    }
+    assert_eq!(
+        store.legacy_dedup_key(old).unwrap(),
+        None,
+        "nothing sent yet"
+    );
+    let ids = |id| -> Vec<i64> { store.messages(id).unwrap().iter().map(|m| m.id).collect() };
+    let (o, n) = (ids(old), ids(new));
+    // A Slack message's result is no key; the first page sent under the old scheme is.
+    store
+        .outbox_delivered(o[0], "remediator-incident-1", Utc::now())
+        .unwrap();
+    assert_eq!(store.legacy_dedup_key(old).unwrap(), None);
+    store
+        .outbox_delivered(o[1], &format!("remediator-incident-{old}"), Utc::now())
+        .unwrap();
+    store
+        .outbox_delivered(o[2], "remediator-incident-999", Utc::now())
+        .unwrap();
+    assert_eq!(
+        store.legacy_dedup_key(old).unwrap(),
+        Some(format!("remediator-incident-{old}"))
+    );
+    // A page sent under the identity's key is no legacy.
+    store
+        .outbox_delivered(
+            n[0],
+            "remediator-0123456789abcdef-2026-12-04T19:00:00Z",
+            Utc::now(),
+        )
+        .unwrap();
+    assert_eq!(store.legacy_dedup_key(new).unwrap(), None);
+}
+
+#[test]
 fn the_wal_is_checkpointed_off_the_stores_lock() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();

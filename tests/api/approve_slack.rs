@@ -283,7 +283,7 @@ pub fn interaction(
         "user": { "id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": "T0EMULATE1" },
         "team": { "id": "T0EMULATE1", "domain": "voiceai" },
         "channel": { "id": msg.channel, "name": "voiceai-incidents" },
-        "message": { "ts": msg.ts, "text": msg.text },
+        "message": { "ts": msg.ts, "thread_ts": msg.thread_ts, "text": msg.text },
         "container": { "type": "message", "message_ts": msg.ts, "channel_id": msg.channel, "is_ephemeral": false },
         "state": { "values": { block_id.clone(): {
             "approval_choice": { "type": "static_select", "selected_option": selected }
@@ -384,6 +384,19 @@ async fn approve_in_slack_with_a_choice_runs_the_restore_of_that_choice_and_refu
         .answer(&msg, "approval_approve", None, "U0MALLORY", Some("1"))
         .await;
     assert!(other.contains("Only <@U0DBA> may answer"), "{other}");
+    // The right button on a message of another thread (another replica's, in a fleet):
+    // the number in its value is not this thread's incident here.
+    let elsewhere = Recorded {
+        thread_ts: Some("1700000000.999999".into()),
+        ..msg.clone()
+    };
+    let other_thread = s
+        .answer(&elsewhere, "approval_approve", None, "U0DBA", Some("1"))
+        .await;
+    assert!(
+        other_thread.starts_with("Nothing was done: this message is not in a thread"),
+        "{other_thread}"
+    );
     let unpicked = s
         .answer(&msg, "approval_approve", None, "U0DBA", None)
         .await;

@@ -287,8 +287,27 @@ async fn two_gossiping_alertmanagers_and_two_replicas_act_once_per_firing_fleet_
         threads.insert(ts);
     }
     assert_eq!(threads.len(), N, "one thread per firing: {s:#?}");
-    let keys: BTreeSet<&String> = s.triggers.iter().collect();
+    let keys: BTreeSet<String> = s.triggers.iter().cloned().collect();
     assert_eq!(keys.len(), N, "one page per firing: {:?}", s.triggers);
+    // Each page's key is its firing's identity, the same on both replicas: whichever pages
+    // (the winner, or a survivor paging an interrupted run) names one PagerDuty alert.
+    for (name, app) in &replicas {
+        let identities: BTreeSet<String> = app
+            .incidents()
+            .await
+            .iter()
+            .map(|i| {
+                remediator::notify::pagerduty::dedup_key(
+                    i["fingerprint"].as_str().unwrap(),
+                    i["starts_at"].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            identities, keys,
+            "{name}: the keys are the firings' identities"
+        );
+    }
 
     // Quiet afterwards, waited for by an event rather than a sleep: one more firing (the
     // sentinel) joins the group, so the group's next flush, a group interval later, carries it

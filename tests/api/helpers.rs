@@ -523,3 +523,10 @@ pub fn stdout(out: &std::process::Output) -> String {
     );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
+
+/// The PagerDuty `dedup_key` of incident `id` as the service reads it: the firing's identity.
+pub async fn pd_key(app: &TestApp, id: i64) -> String {
+    let (_, d) = app.get_json(&format!("/api/v1/incidents/{id}")).await;
+    let starts_at = d["starts_at"].as_str().unwrap().parse().unwrap();
+    remediator::notify::pagerduty::dedup_key(d["fingerprint"].as_str().unwrap(), starts_at)
+}

@@ -379,7 +379,9 @@ fn a_correct_signature_is_accepted_and_the_ack_read() {
             button: remediator::domain::Button::Acknowledge,
             incident_id: 12,
             user_id: "U0ALICE01".into(),
-            user_name: "alice".into()
+            user_name: "alice".into(),
+            thread: None,
+            response_url: Some("https://hooks.slack.invalid/x".into()),
         })
     );
 }

@@ -295,8 +295,18 @@ const API_TOKEN: &str = "api-token-for-scenario-3";
 async fn bring_up(stack: &Stack) -> Value {
     let rules = full_bring_up_rules();
     let app = app_for(stack, &rules, &[("REMEDIATOR_API__TOKEN", API_TOKEN)]).await;
-    app.post_hook(fire(json!({"alertname": "FullBringUp"})))
-        .await;
+    // Started by hand, as the DR plan's scenario 3 is: `remediator run full-bring-up`'s call.
+    let r = app
+        .client
+        .post(format!("{}/api/v1/runs", app.addr))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"rule": "full-bring-up", "by": "dana"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let run: Value = r.json().await.unwrap();
+    assert_eq!(run["origin"], "manual", "{run:#}");
     // Step 6: the restore waits for the dba, with only infrastructure and backup up.
     let (id, _) = crate::scenario2::waiting_for_approval(&app, "FullBringUp", 120).await;
     for s in ["backend", "celery-worker", "frontend"] {

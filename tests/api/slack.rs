@@ -166,7 +166,8 @@ async fn one_thread_per_incident_with_mentions_updates_and_a_pagerduty_page() {
             .find(|e| e.event_action == "trigger")
     })
     .await;
-    assert_eq!(trigger.dedup_key, format!("remediator-incident-{id}"));
+    let key = pd_key(&w.app, id).await;
+    assert_eq!(trigger.dedup_key, key);
     assert_eq!(trigger.payload.as_ref().unwrap()["severity"], "critical");
     assert_eq!(trigger.body["payload"]["custom_details"]["priority"], "P1");
 
@@ -174,10 +175,7 @@ async fn one_thread_per_incident_with_mentions_updates_and_a_pagerduty_page() {
         .post_hook(fixture("postgres-down-resolved.json"))
         .await;
     eventually(20, "PagerDuty resolve", || async {
-        (w.pd
-            .alert(PD_ROUTING_KEY, &format!("remediator-incident-{id}"))
-            == Some(AlertStatus::Resolved))
-        .then_some(())
+        (w.pd.alert(PD_ROUTING_KEY, &key) == Some(AlertStatus::Resolved)).then_some(())
     })
     .await;
     let stored = all_delivered(&w.app, id, 20).await;
@@ -382,11 +380,9 @@ async fn the_acknowledge_button_is_verified_recorded_and_stops_the_tiers() {
         .thread(&root_ts)
         .iter()
         .any(|m| m.text == "acknowledged by <@U0ONCALL>; escalation tiers stopped"));
+    let key = pd_key(&w.app, id).await;
     eventually(20, "PagerDuty acknowledged", || async {
-        (w.pd
-            .alert(PD_ROUTING_KEY, &format!("remediator-incident-{id}"))
-            == Some(AlertStatus::Acknowledged))
-        .then_some(())
+        (w.pd.alert(PD_ROUTING_KEY, &key) == Some(AlertStatus::Acknowledged)).then_some(())
     })
     .await;
 
