@@ -114,8 +114,18 @@ impl GuardState for Live<'_> {
 
     fn facts(&self, q: &FactsQuery<'_>) -> Result<GuardFacts, StoreError> {
         let key = q.target.key();
+        let open_run = self.store.open_run_for(q.rule, &key, q.incident)?;
+        // Dedup is the first guard and acting stops at the first skip: when another open
+        // incident of this rule and target has run, nothing else is read (most incidents of a
+        // storm of new firings end here, and the other facts are six more queries).
+        if open_run.is_some() && q.mode == Mode::Act {
+            return Ok(GuardFacts {
+                open_run,
+                ..GuardFacts::default()
+            });
+        }
         let mut facts = GuardFacts {
-            open_run: self.store.open_run_for(q.rule, &key, q.incident)?,
+            open_run,
             firings: self.store.count_firings(q.fingerprint, q.flapping_since)?,
             rule_runs: starts(self.store.runs_since(q.rule_since, Some((q.rule, &key)))?),
             all_runs: starts(self.store.runs_since(q.budget_since, None)?),

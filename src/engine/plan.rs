@@ -33,6 +33,10 @@ pub struct FactsQuery<'a> {
     pub flapping_since: DateTime<Utc>,
     pub rule_since: DateTime<Utc>,
     pub budget_since: DateTime<Utc>,
+    /// Acting stops at the first skip: a state may then leave unread what only the guards
+    /// after a skip would look at (the engine reads nothing more once dedup skips, the first
+    /// guard). Simulating evaluates every guard and needs every fact.
+    pub mode: Mode,
 }
 
 /// The rule an alert matched, and what follows from it alone.
@@ -181,6 +185,7 @@ pub fn plan<'a, S: GuardState>(
         flapping_since: ago(now, settings.flapping_window),
         rule_since: ago(now, rule.limit.per),
         budget_since: ago(now, settings.budget_per),
+        mode,
     })?;
     // Maintenance windows are part of the rule set and need only `now`: judged here, so the
     // engine and `simulate` (with its `--at`) see the same.

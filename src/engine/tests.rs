@@ -482,6 +482,49 @@ async fn two_alerts_of_one_rule_and_target_run_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn acting_reads_no_fact_past_a_dedup_skip_and_simulating_reads_them_all() {
+    let h = Harness::new(GuardSettings::default());
+    let a = json!({"alertname": "DiskSpaceLow", "mountpoint": "/"});
+    h.deliver(&[(a, 0, "firing")]).await;
+    let first = h.only_incident();
+    assert_eq!(h.exec.count("diagnose"), 1);
+    let now = h.clock.now();
+    let q = |mode| FactsQuery {
+        incident: first.id + 1,
+        fingerprint: &first.fingerprint,
+        rule: "disk",
+        target: &crate::rules::TargetRef::None,
+        service: None,
+        now,
+        flapping_since: now - chrono::Duration::hours(1),
+        rule_since: now - chrono::Duration::hours(1),
+        budget_since: now - chrono::Duration::hours(1),
+        mode,
+    };
+    let live = Live {
+        store: h.store(),
+        busy: &HashMap::new(),
+        deploys: &NoDeploys,
+        fleet: None,
+    };
+    // Dedup, the first guard, skips: nothing past it is read.
+    let act = live.facts(&q(Mode::Act)).unwrap();
+    assert_eq!(
+        act,
+        GuardFacts {
+            open_run: Some(first.id),
+            ..GuardFacts::default()
+        }
+    );
+    // Simulating shows every guard: every fact is read.
+    let sim = Recorded(h.store()).facts(&q(Mode::Simulate)).unwrap();
+    assert_eq!(sim.open_run, Some(first.id));
+    assert_eq!(sim.firings, 2, "its stored firing and the simulated one");
+    assert_eq!((sim.rule_runs.len(), sim.all_runs.len()), (1, 1));
+    assert!(sim.rule_limit.is_some() && sim.budget_limit.is_some());
+}
+
+#[tokio::test(start_paused = true)]
 async fn one_runbook_per_container_at_a_time_and_others_run_concurrently() {
     let h = Harness::new(GuardSettings::default());
     let redis = (

@@ -77,6 +77,16 @@ struct ChannelResolution {
     next_try: Option<DateTime<Utc>>,
 }
 
+/// A message of a sink that only logs, logged and waiting for its pass's mark.
+struct Logged {
+    id: i64,
+    incident_id: i64,
+    kind: String,
+    result: String,
+    /// The message's `notify` span, where its delivery is told.
+    span: tracing::Span,
+}
+
 /// One delivery's result.
 enum Outcome {
     Done(String),
@@ -302,6 +312,11 @@ impl Deliverer {
         self.resolve_channel().await;
         let mut delivered = 0;
         for sink in Sink::ALL.iter().copied() {
+            // Logged only (no token, no routing key): nothing leaves the process, so the
+            // pass's messages are marked delivered together at its end, in one transaction,
+            // instead of one commit each (a storm logs thousands a second). A crash before
+            // that mark logs them again, as a crash between a log line and its own mark did.
+            let mut logged = self.logged_only(sink).then(Vec::new);
             for due in self.store.due_outbox(sink, self.clock.now(), 64)? {
                 let row = match due {
                     Ok(row) => row,
@@ -324,20 +339,58 @@ impl Deliverer {
                         attempt: row.attempts + 1,
                     },
                 );
-                if self.deliver_one(sink, &row, &kind).instrument(span).await? {
+                if self
+                    .deliver_one(sink, &row, &kind, logged.as_mut())
+                    .instrument(span)
+                    .await?
+                {
                     delivered += 1;
                 }
+            }
+            if let Some(logged) = logged.filter(|l| !l.is_empty()) {
+                delivered += self.mark_logged(sink, logged)?;
             }
         }
         Ok(delivered)
     }
 
-    /// Sends one message and records the outcome; true when it was delivered.
+    /// Whether `sink`'s messages are only logged (no client configured).
+    fn logged_only(&self, sink: Sink) -> bool {
+        match sink {
+            Sink::Slack => self.slack.is_none(),
+            Sink::PagerDuty => self.pagerduty.is_none(),
+        }
+    }
+
+    /// Marks a pass's logged messages delivered in one transaction, then tells of each;
+    /// returns how many.
+    fn mark_logged(&self, sink: Sink, logged: Vec<Logged>) -> Result<usize, StoreError> {
+        let marks: Vec<(i64, &str)> = logged.iter().map(|l| (l.id, l.result.as_str())).collect();
+        self.store.outbox_delivered_all(&marks, self.clock.now())?;
+        for l in &logged {
+            l.span.in_scope(|| {
+                NoticeDelivered {
+                    incident_id: l.incident_id,
+                    message_id: l.id,
+                    sink: sink.as_str(),
+                    kind: &l.kind,
+                }
+                .emit(&self.metrics)
+            });
+        }
+        self.set_status(sink, "ok".into());
+        Ok(logged.len())
+    }
+
+    /// Sends one message and records the outcome; true when it was delivered. With `logged`
+    /// (a sink that only logs), a delivered message is added there instead, for the caller
+    /// to mark with the pass's others ([`Deliverer::mark_logged`]), and false is returned.
     async fn deliver_one(
         &self,
         sink: Sink,
         row: &OutboxRow,
         kind: &str,
+        logged: Option<&mut Vec<Logged>>,
     ) -> Result<bool, StoreError> {
         let outcome = match sink {
             Sink::Slack => self.to_slack(row).await,
@@ -356,6 +409,16 @@ impl Deliverer {
         let (incident_id, message_id, sink_name) = (row.incident_id, row.id, sink.as_str());
         match outcome {
             Outcome::Done(result) => {
+                if let Some(logged) = logged {
+                    logged.push(Logged {
+                        id: row.id,
+                        incident_id,
+                        kind: kind.to_owned(),
+                        result,
+                        span: tracing::Span::current(),
+                    });
+                    return Ok(false);
+                }
                 self.store.outbox_delivered(row.id, &result, now)?;
                 NoticeDelivered {
                     incident_id,
@@ -444,7 +507,13 @@ impl Deliverer {
     }
 
     async fn to_slack(&self, row: &OutboxRow) -> Result<Outcome, StoreError> {
-        let Some(inc) = self.store.incident(row.incident_id)? else {
+        // Logged only: the incident is read to know it is there (and reads), not to render
+        // it, so without its latest annotations (a stored body to decompress and parse).
+        let inc = match &self.slack {
+            None => self.store.incident_without_annotations(row.incident_id)?,
+            Some(_) => self.store.incident(row.incident_id)?,
+        };
+        let Some(inc) = inc else {
             return Ok(Outcome::Done("incident gone".into()));
         };
         let Some(client) = &self.slack else {

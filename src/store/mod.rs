@@ -3,8 +3,9 @@
 //! `journal` (decisions, steps, runs, and the [`Commit`] that writes one decision point),
 //! `outbox` (notices waiting for their sink), `escalation` (acknowledgements, fired tiers),
 //! `intake`/`apply` (webhooks stored and applied), `precedence` (the engine's turn on the
-//! connection before the intake writer's next group), `pauses` (who paused which runbooks,
-//! until when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
+//! connection before the intake writer's next group), `checkpoint` (the WAL's checkpoints, on
+//! a thread and a connection of their own, off the lock below), `pauses` (who paused which
+//! runbooks, until when), `quarantine` (damaged rows set aside), `ship` (what the fleet history has still to
 //! copy to Postgres),
 //! `codec` (how typed values are written).
 //!
@@ -38,6 +39,7 @@
 pub(crate) mod apply;
 mod approvals;
 pub mod body;
+mod checkpoint;
 mod codec;
 mod escalation;
 mod incidents;
@@ -266,6 +268,9 @@ pub struct Store {
     /// The engine's claim on the connection before the intake writer's next group.
     precedence: Precedence,
     path: PathBuf,
+    /// The WAL's checkpoints, on a thread of their own (a store opened to serve, not a
+    /// read-only one).
+    _checkpointer: Option<checkpoint::Checkpointer>,
     /// Commits to fail on purpose, counted from the store's opening (tests of every commit
     /// of the engine's paths).
     #[cfg(test)]
@@ -303,7 +308,18 @@ impl Store {
             path: path.clone(),
             source,
         })?;
-        Ok(Store::with(conn, path))
+        // Checkpoints run on their own thread, off the store's lock (see `checkpoint`); this
+        // connection checkpoints only as a backstop.
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let checkpointer = checkpoint::Checkpointer::start(&path)?;
+        Ok(Store {
+            _checkpointer: Some(checkpointer),
+            ..Store::with(conn, path)
+        })
     }
 
     /// Opens an existing store read-only (`simulate`): no migration, no checkpoint, no byte of
@@ -350,6 +366,7 @@ impl Store {
             identities: Mutex::default(),
             precedence: Precedence::default(),
             path,
+            _checkpointer: None,
             #[cfg(test)]
             faults: Mutex::default(),
         }

@@ -118,6 +118,30 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Marks several messages delivered, each with its result, in one transaction (a pass
+    /// of a sink that only logs).
+    pub fn outbox_delivered_all(
+        &self,
+        done: &[(i64, &str)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().ctx("begin outbox delivered")?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE outbox SET delivered_at = ?2, result = ?3, attempts = attempts + 1, last_error = NULL WHERE id = ?1",
+                )
+                .ctx("outbox delivered")?;
+            let at = ts(now);
+            for (msg, result) in done {
+                stmt.execute(params![msg, at, result])
+                    .ctx("outbox delivered")?;
+            }
+        }
+        tx.commit().ctx("commit outbox delivered")
+    }
+
     pub fn outbox_retry(
         &self,
         msg: i64,

@@ -253,6 +253,13 @@ CREATE TABLE approvals (
 -- look-up each, and sorted them, at every pass: 200 ms a pass with 13k waiting after a storm.
 CREATE INDEX outbox_sink_due ON outbox (sink, id) WHERE delivered_at IS NULL;
 "#,
+    r#"
+-- A new firing inserted into two indexes keyed by its (random) fingerprint: in a storm of
+-- new firings each one dirtied a leaf page of each, written whole to the WAL at every intake
+-- commit. The flapping count (`fingerprint = ? AND first_seen >= ?`) is served as well by the
+-- unique (fingerprint, starts_at) index: a fingerprint has a few incidents, one per firing.
+DROP INDEX IF EXISTS incidents_fp_seen;
+"#,
 ];
 
 /// Rows without a notice become `recorded` notices: every row an older version stored, at the

@@ -658,3 +658,48 @@ fn the_legacy_dedup_key_is_the_one_an_older_version_paged_under_and_only_that() 
         .unwrap();
     assert_eq!(store.legacy_dedup_key(new).unwrap(), None);
 }
+
+#[test]
+fn the_wal_is_checkpointed_off_the_stores_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let db = dir.path().join(DB_FILE);
+    let before = std::fs::metadata(&db).unwrap().len();
+    // About 200 pages into the WAL: far below the connection's own backstop.
+    let filler: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    for _ in 0..200 {
+        store.insert_intake(&filler, Utc::now()).unwrap();
+    }
+    // With the store's connection held, only the checkpoint thread can copy the WAL into
+    // the database file.
+    let held = store.conn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&db).unwrap().len() < before + 100 * 4096 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file did not grow: no checkpoint ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(held);
+    // Dropping the store stops the thread.
+    drop(store);
+}
+
+#[test]
+fn the_flapping_count_walks_the_unique_fingerprint_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let plan: String = store
+        .conn()
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT count(*) FROM incidents WHERE fingerprint = 'ab' AND first_seen >= '2026'",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("USING INDEX sqlite_autoindex_incidents_1 (fingerprint=?)"),
+        "{plan}"
+    );
+}
