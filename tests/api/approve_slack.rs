@@ -99,36 +99,18 @@ impl Setup {
     }
 
     async fn detail(&self, id: i64) -> Value {
-        let r = self
-            .client
-            .get(format!("{}/api/v1/incidents/{id}", self.base()))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
+        detail_at(&self.client, &self.base(), API_TOKEN, id).await
     }
 
     async fn fire(&self) -> i64 {
-        let r = self
-            .client
-            .post(format!("{}/hooks/alertmanager", self.base()))
-            .bearer_auth(TOKEN)
-            .header("Content-Type", "application/json")
-            .body(fire(
-                json!({"alertname": "ApproveRestore", "service": "redis"}),
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        eventually(30, "the incident", || async {
-            all_incidents(&self.client, &self.base(), Some(API_TOKEN), "")
-                .await
-                .into_iter()
-                .find(|i| i["alertname"] == "ApproveRestore")
-                .and_then(|i| i["id"].as_i64())
-        })
+        let body = fire(json!({"alertname": "ApproveRestore", "service": "redis"}));
+        fire_at(
+            &self.client,
+            &self.base(),
+            API_TOKEN,
+            body,
+            "ApproveRestore",
+        )
         .await
     }
 
@@ -319,12 +301,7 @@ fn steps(detail: &Value) -> Vec<(String, String, String)> {
 }
 
 async fn finished(s: &Setup, id: i64) -> Value {
-    eventually(60, "the run to end", || async {
-        let d = s.detail(id).await;
-        let phase = d["phase"].as_str().unwrap_or("");
-        (!["new", "remediating", ""].contains(&phase)).then_some(d)
-    })
-    .await
+    finished_at(&s.client, &s.base(), API_TOKEN, id, 60).await
 }
 
 /// The message once updated to its verdict (no buttons).

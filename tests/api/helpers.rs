@@ -530,3 +530,60 @@ pub async fn pd_key(app: &TestApp, id: i64) -> String {
     let starts_at = d["starts_at"].as_str().unwrap().parse().unwrap();
     remediator::notify::pagerduty::dedup_key(d["fingerprint"].as_str().unwrap(), starts_at)
 }
+
+/// `GET /api/v1/incidents/{id}` of the service at `base`, as `token`.
+pub async fn detail_at(client: &reqwest::Client, base: &str, token: &str, id: i64) -> Value {
+    client
+        .get(format!("{base}/api/v1/incidents/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Posts webhook `body` to the service at `base` (200 expected), then waits for the incident
+/// of `alertname` to show in its list; its id.
+pub async fn fire_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    body: impl Into<reqwest::Body>,
+    alertname: &str,
+) -> i64 {
+    let r = client
+        .post(format!("{base}/hooks/alertmanager"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(30, "the incident", || async {
+        all_incidents(client, base, Some(token), "")
+            .await
+            .into_iter()
+            .find(|i| i["alertname"] == alertname)
+            .and_then(|i| i["id"].as_i64())
+    })
+    .await
+}
+
+/// Waits until incident `id` of the service at `base` ends (a final phase); its detail.
+pub async fn finished_at(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: i64,
+    secs: u64,
+) -> Value {
+    eventually(secs, "the run to end", || async {
+        let d = detail_at(client, base, token, id).await;
+        let phase = d["phase"].as_str().unwrap_or("");
+        (!["new", "remediating", ""].contains(&phase)).then_some(d)
+    })
+    .await
+}

@@ -181,6 +181,19 @@ pub fn time_of(stack: &Stack, service: &str, field: &str) -> chrono::DateTime<ch
         .unwrap()
 }
 
+/// The fallback's steps after an approval: stop the dependents, list, approve, restore,
+/// migrate, start backend, start celery-worker, check integrity; each exactly once.
+pub const FALLBACK_APPROVED: [&str; 8] = [
+    "fallback/stop:ok",
+    "fallback/exec:ok",
+    "fallback/approve:ok",
+    "fallback/exec:ok",
+    "fallback/start:ok",
+    "fallback/exec:ok",
+    "fallback/start:ok",
+    "fallback/exec:ok",
+];
+
 pub const MAIN_FAILED: [&str; 4] = [
     "main/diagnose:ok",
     "main/logs:ok",
@@ -261,19 +274,7 @@ async fn scenario_2_approved_through_the_api_restores_the_chosen_backup_and_reco
     assert_eq!(detail["phase"], "recovered", "{detail:#}");
     assert_eq!(detail["rto_seconds"], 1800.0);
     let mut want: Vec<String> = MAIN_FAILED.iter().map(|k| k.to_string()).collect();
-    want.extend(
-        [
-            "fallback/stop:ok",
-            "fallback/exec:ok",
-            "fallback/approve:ok",
-            "fallback/exec:ok",
-            "fallback/start:ok",
-            "fallback/exec:ok",
-            "fallback/start:ok",
-            "fallback/exec:ok",
-        ]
-        .map(String::from),
-    );
+    want.extend(FALLBACK_APPROVED.map(String::from));
     assert_eq!(kinds(&detail), want, "{detail:#}");
 
     assert_eq!(

@@ -11,7 +11,8 @@ use crate::approve_slack::{actions, approval_messages, Press};
 use crate::emulators::*;
 use crate::helpers::*;
 use crate::scenario2::{
-    kinds, labels, read, rules, state, MAIN_FAILED, NEWER, OLDER, RESTORED_FROM, SERVICES,
+    kinds, labels, read, rules, state, FALLBACK_APPROVED, MAIN_FAILED, NEWER, OLDER, RESTORED_FROM,
+    SERVICES,
 };
 use crate::stack::{compose_file, Stack};
 
@@ -19,19 +20,6 @@ const SIGNING_SECRET: &str = "scenario2-slack-signing-secret-01";
 const API_TOKEN: &str = "api-token-for-scenario2-slack-tests";
 /// The dba's Slack user: the only one the request lets answer.
 const DBA: &str = "U0DBA";
-
-/// The fallback's steps after an approval: stop the dependents, list, approve, restore,
-/// migrate, start backend, start celery-worker, check integrity; each exactly once.
-const FALLBACK_APPROVED: [&str; 8] = [
-    "fallback/stop:ok",
-    "fallback/exec:ok",
-    "fallback/approve:ok",
-    "fallback/exec:ok",
-    "fallback/start:ok",
-    "fallback/exec:ok",
-    "fallback/start:ok",
-    "fallback/exec:ok",
-];
 
 struct Setup {
     stack: Stack,
@@ -103,36 +91,13 @@ impl Setup {
     }
 
     async fn detail(&self, id: i64) -> Value {
-        let r = self
-            .client
-            .get(format!("{}/api/v1/incidents/{id}", self.base()))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
+        detail_at(&self.client, &self.base(), API_TOKEN, id).await
     }
 
     /// Fires the PostgresDown; the incident's id.
     async fn fire(&self) -> i64 {
-        let r = self
-            .client
-            .post(format!("{}/hooks/alertmanager", self.base()))
-            .bearer_auth(TOKEN)
-            .header("Content-Type", "application/json")
-            .body(alert_payload(labels(), chrono::Utc::now(), "firing"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        eventually(30, "the incident", || async {
-            all_incidents(&self.client, &self.base(), Some(API_TOKEN), "")
-                .await
-                .into_iter()
-                .find(|i| i["alertname"] == "PostgresDown")
-                .and_then(|i| i["id"].as_i64())
-        })
-        .await
+        let body = alert_payload(labels(), chrono::Utc::now(), "firing");
+        fire_at(&self.client, &self.base(), API_TOKEN, body, "PostgresDown").await
     }
 
     /// The fallback's request once it is in the thread, with the incident waiting on it.
@@ -174,12 +139,7 @@ impl Setup {
     }
 
     async fn finished(&self, id: i64) -> Value {
-        eventually(90, "the run to end", || async {
-            let d = self.detail(id).await;
-            let phase = d["phase"].as_str().unwrap_or("");
-            (!["new", "remediating", ""].contains(&phase)).then_some(d)
-        })
-        .await
+        finished_at(&self.client, &self.base(), API_TOKEN, id, 90).await
     }
 
     /// Nothing destructive before the answer: the dependents stopped, nothing restored.
