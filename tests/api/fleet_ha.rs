@@ -323,8 +323,19 @@ async fn two_gossiping_alertmanagers_and_two_replicas_act_once_per_firing_fleet_
                         "severity": "critical", "instance": sentinel});
     am_a.push(&labels, Utc::now(), None).await;
     am_b.push(&labels, Utc::now(), None).await;
-    // Its messages queue behind what is left of the N's (root updates) at the same pace.
-    let after = eventually(180, "the sentinel's run, thread and page", || async {
+    // The N's later messages (replies, root updates) go out at the same pace: once both
+    // replicas' outboxes are empty, the sentinel's few messages wait behind nothing.
+    for (name, app) in &replicas {
+        eventually(300, &format!("{name}'s outbox delivered"), || async {
+            app.metrics()
+                .await?
+                .lines()
+                .any(|l| l == "remediator_outbox_depth 0")
+                .then_some(())
+        })
+        .await;
+    }
+    let after = eventually(120, "the sentinel's run, thread and page", || async {
         let after = seen(&replicas, &slack, &pd).await;
         let both = after.incidents.get(&sentinel)?;
         (both.len() == 2
