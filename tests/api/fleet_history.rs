@@ -65,16 +65,7 @@ async fn get(client: &reqwest::Client, base: &str, path: &str) -> (u16, Value) {
 }
 
 async fn post(client: &reqwest::Client, base: &str, body: String) -> u16 {
-    client
-        .post(format!("{base}/hooks/alertmanager"))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    post_hook_at(client, base, body).await
 }
 
 /// Every incident of the fleet list, page by page (`limit` small, to walk the cursor).

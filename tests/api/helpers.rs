@@ -544,6 +544,24 @@ pub async fn detail_at(client: &reqwest::Client, base: &str, token: &str, id: i6
         .unwrap()
 }
 
+/// Posts webhook `body` to the service at `base`, with the webhook token; the HTTP status.
+pub async fn post_hook_at(
+    client: &reqwest::Client,
+    base: &str,
+    body: impl Into<reqwest::Body>,
+) -> u16 {
+    client
+        .post(format!("{base}/hooks/alertmanager"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Posts webhook `body` to the service at `base` (200 expected), then waits for the incident
 /// of `alertname` to show in its list; its id.
 pub async fn fire_at(
@@ -553,15 +571,7 @@ pub async fn fire_at(
     body: impl Into<reqwest::Body>,
     alertname: &str,
 ) -> i64 {
-    let r = client
-        .post(format!("{base}/hooks/alertmanager"))
-        .bearer_auth(TOKEN)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(post_hook_at(client, base, body).await, 200);
     eventually(30, "the incident", || async {
         all_incidents(client, base, Some(token), "")
             .await

@@ -66,15 +66,7 @@ async fn post_run(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
 }
 
 async fn incident(app: &TestApp, id: i64) -> Value {
-    app.client
-        .get(format!("{}/api/v1/incidents/{id}", app.addr))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    detail_at(&app.client, &app.addr, API_TOKEN, id).await
 }
 
 async fn resolved(app: &TestApp, id: i64, secs: u64) -> Value {
